@@ -1,0 +1,1 @@
+"""The routing decision core (pure) and its adapters (CloudWatch, SageMaker, state store, client)."""

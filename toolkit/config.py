@@ -1,0 +1,482 @@
+"""The one config file (`hybrid.yaml`): pydantic v2 models shared by the CDK app and the CLI.
+
+Everything the toolkit does is driven from here; nothing else keeps settings. Weights are
+percentages of weighted traffic (0..100, summing to 100) because that is how users talk
+about a canary; SageMaker's `DesiredWeight` is relative, so any non-negative pair is valid
+there and percentages map onto it directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from toolkit.errors import UserError
+
+NEURON = "neuron"
+GPU = "gpu"
+VARIANT_NAMES = (NEURON, GPU)
+
+# Instance families SageMaker real-time hosting offers, by kind of accelerator.
+NEURON_FAMILIES = {"inf2", "trn1", "trn1n", "trn2"}
+GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3", "p4d", "p4de", "p5", "p5e"}
+CPU_FAMILIES = {"c5", "c6i", "c7i", "m5", "m6i", "m7i", "r5", "r6i", "t2", "t3"}
+KNOWN_FAMILIES = NEURON_FAMILIES | GPU_FAMILIES | CPU_FAMILIES
+INSTANCE_TYPE_RE = re.compile(r"^ml\.([a-z0-9]+)\.([a-z0-9]+)$")
+SIZES = {
+    "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge",
+    "24xlarge", "32xlarge", "48xlarge",
+}
+AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def instance_family(instance_type: str) -> str:
+    match = INSTANCE_TYPE_RE.match(instance_type)
+    return match.group(1) if match else ""
+
+
+def is_neuron_type(instance_type: str) -> bool:
+    return instance_family(instance_type) in NEURON_FAMILIES
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (with a did-you-mean), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ImageSettings(Strict):
+    """What the SageMaker Python SDK needs to resolve a container image URI."""
+
+    framework: str = Field("huggingface", description="SDK framework key, e.g. huggingface, pytorch.")
+    framework_version: str | None = Field(None, description="e.g. 2.1.2 for PyTorch.")
+    transformers_version: str | None = Field(None, description="For Hugging Face images.")
+    py_version: str | None = Field(None, description="e.g. py310.")
+
+
+class ModelSpec(Strict):
+    """Where a variant's model comes from: an artifact plus an image, or a registered package."""
+
+    artifact: str | None = Field(
+        None, description="S3 URI of model.tar.gz (for neuron: the compiled artifact or the source to compile)."
+    )
+    model_package_arn: str | None = Field(None, description="A Model Registry package to deploy instead.")
+    image: str | None = Field(None, description="Explicit container image URI; wins over image_settings.")
+    image_settings: ImageSettings | None = None
+    environment: dict[str, str] = Field(default_factory=dict, description="Container environment variables.")
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact_is_s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+", value):
+            raise ValueError(f"artifact must be an s3://bucket/key URI, got {value!r}")
+        return value
+
+    @field_validator("model_package_arn")
+    @classmethod
+    def _package_is_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:model-package/", value):
+            raise ValueError(f"model_package_arn must be a SageMaker model-package ARN, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> ModelSpec:
+        if not self.artifact and not self.model_package_arn:
+            raise ValueError("missing artifact: set model.artifact (s3://...) or model.model_package_arn")
+        if self.artifact and self.model_package_arn:
+            raise ValueError("set only one of model.artifact and model.model_package_arn")
+        return self
+
+
+class VariantConfig(Strict):
+    """One production variant: hardware, scaling, model."""
+
+    instance_type: str = Field(description="e.g. ml.inf2.xlarge or ml.g5.xlarge.")
+    initial_count: int = Field(1, ge=1, description="Instances at deployment.")
+    min_count: int = Field(1, ge=0, description="Autoscaling floor. For gpu this is the warm fallback capacity.")
+    max_count: int = Field(4, ge=1, description="Autoscaling ceiling.")
+    target_invocations_per_instance: int = Field(
+        600, gt=0, description="Autoscaling target: SageMakerVariantInvocationsPerInstance (per minute)."
+    )
+    capacity_rps_per_instance: float = Field(
+        20.0, gt=0, description="Requests/s one instance sustains within the SLO (hybrid benchmark --write-capacity)."
+    )
+    volume_size_gb: int | None = Field(None, ge=1, le=512, description="EBS volume (only for types with EBS, e.g. inf2).")
+    startup_timeout_seconds: int | None = Field(None, ge=60, le=3600, description="Container start-up health check.")
+    download_timeout_seconds: int | None = Field(None, ge=60, le=3600, description="Model data download.")
+    model: ModelSpec
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_instance_type(cls, value: str) -> str:
+        match = INSTANCE_TYPE_RE.match(value)
+        if not match:
+            raise ValueError(f"instance_type must look like ml.<family>.<size>, got {value!r}")
+        family, size = match.groups()
+        if family not in KNOWN_FAMILIES:
+            near = difflib.get_close_matches(family, sorted(KNOWN_FAMILIES), n=1)
+            hint = f" (did you mean ml.{near[0]}.{size}?)" if near else ""
+            raise ValueError(f"unknown instance family {family!r} in {value!r}{hint}")
+        if size not in SIZES:
+            raise ValueError(f"unknown instance size {size!r} in {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _counts_ordered(self) -> VariantConfig:
+        if self.min_count > self.max_count:
+            raise ValueError(f"min_count ({self.min_count}) is above max_count ({self.max_count})")
+        if not self.min_count <= self.initial_count <= self.max_count:
+            raise ValueError(
+                f"initial_count ({self.initial_count}) must lie within min_count..max_count "
+                f"({self.min_count}..{self.max_count})"
+            )
+        return self
+
+
+class Variants(Strict):
+    neuron: VariantConfig
+    gpu: VariantConfig
+
+    @model_validator(mode="after")
+    def _hardware_matches_role(self) -> Variants:
+        if not is_neuron_type(self.neuron.instance_type):
+            raise ValueError(
+                f"variants.neuron must run on Neuron hardware (ml.inf2/ml.trn1/ml.trn2), "
+                f"got {self.neuron.instance_type}"
+            )
+        if instance_family(self.gpu.instance_type) not in GPU_FAMILIES:
+            raise ValueError(f"variants.gpu must run on a GPU instance (e.g. ml.g5.xlarge), got {self.gpu.instance_type}")
+        if self.gpu.min_count < 1:
+            raise ValueError("variants.gpu.min_count must be >= 1: the GPU fallback must stay warm")
+        return self
+
+    def get(self, name: str) -> VariantConfig:
+        return getattr(self, name)
+
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class Weights(Strict):
+    """Share of weighted traffic per variant, in percent; the two sum to 100."""
+
+    neuron: Percent = 0.0
+    gpu: Percent = 100.0
+
+    @model_validator(mode="after")
+    def _sum_100(self) -> Weights:
+        if abs(self.neuron + self.gpu - 100.0) > 1e-6:
+            raise ValueError(f"weights must sum to 100, got neuron={self.neuron} + gpu={self.gpu}")
+        return self
+
+
+class Slo(Strict):
+    """The service level the split must meet, judged per closed CloudWatch minute."""
+
+    p99_latency_ms: float = Field(200.0, gt=0, le=60_000, description="p99 ModelLatency ceiling in milliseconds.")
+    max_error_rate: float = Field(0.01, ge=0, lt=1, description="5XX / invocations ceiling (0.01 = 1%).")
+    max_regression: float = Field(
+        0.25, ge=0, le=10, description="Neuron p99 may exceed GPU p99 on the same minutes by at most this fraction."
+    )
+
+
+class Curve(Strict):
+    """Generate canary steps instead of listing them."""
+
+    kind: Literal["linear", "exponential"] = "exponential"
+    start: Percent = Field(5.0, gt=0)
+    steps: int = Field(6, ge=1, le=50)
+
+
+class CanaryPlan(Strict):
+    """How traffic moves from gpu to neuron."""
+
+    steps: list[Percent] | None = Field(
+        None, description="Neuron share after each step, strictly increasing, ending at the target share."
+    )
+    curve: Curve | None = None
+    target_neuron_percent: Percent = Field(100.0, gt=0, description="Where the ramp ends.")
+    min_bake_minutes: int = Field(2, ge=1, description="A step lasts at least this long...")
+    max_bake_minutes: int = Field(30, ge=1, description="...and at most this long before it holds for a human.")
+    min_sample: int = Field(300, ge=1, description="Neuron invocations needed in a step before any verdict.")
+    migrate_even_if_costlier: bool = Field(False, description="Keep ramping although neuron costs more per 1K.")
+
+    @model_validator(mode="after")
+    def _steps_valid(self) -> CanaryPlan:
+        if self.steps is not None and self.curve is not None:
+            raise ValueError("set canary.steps or canary.curve, not both")
+        if self.steps is not None:
+            if not self.steps:
+                raise ValueError("canary.steps must not be empty")
+            if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+                raise ValueError(f"canary.steps must be strictly increasing, got {self.steps}")
+            if self.steps[0] <= 0:
+                raise ValueError("canary.steps must start above 0")
+        if self.min_bake_minutes > self.max_bake_minutes:
+            raise ValueError(
+                f"canary.min_bake_minutes ({self.min_bake_minutes}) is above max_bake_minutes ({self.max_bake_minutes})"
+            )
+        return self
+
+    def resolved_steps(self) -> list[float]:
+        """The neuron share after each step, ending exactly at target_neuron_percent."""
+        target = self.target_neuron_percent
+        if self.steps is not None:
+            steps = [s for s in self.steps if s < target]
+            return [*steps, target]
+        curve = self.curve or Curve()
+        n = curve.steps
+        start = min(curve.start, target)
+        if n == 1 or start >= target:
+            return [target]
+        if curve.kind == "linear":
+            raw = [start + (target - start) * i / (n - 1) for i in range(n)]
+        else:
+            ratio = (target / start) ** (1 / (n - 1))
+            raw = [start * ratio**i for i in range(n)]
+        out: list[float] = []
+        for value in raw[:-1]:
+            rounded = round(value, 1)
+            if not out or rounded > out[-1]:
+                out.append(rounded)
+        return [*[v for v in out if v < target], target]
+
+
+class Fallback(Strict):
+    """What happens when neuron misbehaves: back to GPU in one tick, return slowly."""
+
+    cooldown_minutes: int = Field(15, ge=1, description="Wait after a fallback before re-ramping.")
+    cooldown_backoff: float = Field(2.0, ge=1, description="Each further fallback multiplies the cool-down.")
+    max_cooldown_minutes: int = Field(240, ge=1)
+    max_fallbacks: int = Field(3, ge=1, description="After this many fallbacks the canary aborts for a human.")
+    expected_invocations_for_silence: int = Field(
+        50, ge=1, description="Neuron silent while at least this many requests were expected: a failure. Fewer: hold."
+    )
+    max_unknown_ticks: int = Field(3, ge=1, description="Ticks without metrics (AWS errors) before failing safe.")
+    gpu_headroom: float = Field(1.2, ge=1, description="GPU capacity factor over the total traffic when taking it back.")
+    min_dwell_minutes: int = Field(5, ge=0, description="Minimum time between two weight changes while holding.")
+
+
+class Holding(Strict):
+    """Steady state after the ramp: the cheapest split within the SLO, without flapping."""
+
+    enabled: bool = True
+    step_back_percent: Percent = Field(25.0, gt=0, description="Share moved to gpu when neuron degrades.")
+    return_percent: Percent = Field(10.0, gt=0, description="Share moved back to neuron per return step.")
+    return_after_good_minutes: int = Field(15, ge=1, description="Clean minutes needed before a return step.")
+    saturation_utilization: float = Field(
+        0.85, gt=0, le=1, description="Neuron load / capacity above which share moves to gpu."
+    )
+
+
+class Vpc(Strict):
+    subnet_ids: list[str] = Field(min_length=1)
+    security_group_ids: list[str] = Field(min_length=1)
+
+
+class DataCapture(Strict):
+    enabled: bool = False
+    s3_uri: str | None = None
+    sampling_percent: int = Field(10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _needs_uri(self) -> DataCapture:
+        if self.enabled and not (self.s3_uri and self.s3_uri.startswith("s3://")):
+            raise ValueError("data_capture.s3_uri (s3://...) is required when data_capture.enabled is true")
+        return self
+
+
+class Controller(Strict):
+    """The in-account routing controller (scheduled Lambda + DynamoDB)."""
+
+    enabled: bool = False
+    schedule_minutes: int = Field(1, ge=1, le=60)
+    notification_topic_arn: str | None = None
+
+
+class CompileSettings(Strict):
+    """How the neuron artifact is produced (hybrid compile)."""
+
+    backend: Literal["neo", "container", "local"] = "container"
+    source_artifact: str | None = Field(None, description="S3 URI of the uncompiled model.tar.gz.")
+    output_s3_uri: str | None = Field(None, description="Where compiled artifacts go (s3://bucket/prefix).")
+    framework: str = "PYTORCH"
+    framework_version: str = "2.1"
+    input_shapes: dict[str, list[int]] = Field(
+        default_factory=lambda: {"input_ids": [1, 128], "attention_mask": [1, 128]},
+        description="Static shapes the compiled model accepts.",
+    )
+    batch_size: int = Field(1, ge=1)
+    sequence_length: int = Field(128, ge=1, description="Longest input the compiled model takes (client routes longer to gpu).")
+    max_runtime_seconds: int = Field(3600, ge=60, le=86400)
+    role_arn: str | None = Field(None, description="Execution role for Neo compilation jobs.")
+
+
+class HybridConfig(Strict):
+    """Root of hybrid.yaml."""
+
+    name: str = Field(description="Endpoint name; also prefixes stack resources.")
+    region: str = "us-east-1"
+    account: str | None = Field(None, description="Optional: refuse to act in any other account.")
+    variants: Variants
+    initial_weights: Weights = Field(default_factory=Weights)
+    slo: Slo = Field(default_factory=Slo)
+    canary: CanaryPlan = Field(default_factory=CanaryPlan)
+    fallback: Fallback = Field(default_factory=Fallback)
+    holding: Holding = Field(default_factory=Holding)
+    prices: dict[str, float] = Field(default_factory=dict, description="$/hour overrides by instance type.")
+    kms_key_arn: str | None = None
+    vpc: Vpc | None = None
+    data_capture: DataCapture = Field(default_factory=DataCapture)
+    controller: Controller = Field(default_factory=Controller)
+    compile: CompileSettings = Field(default_factory=CompileSettings)
+    state_dir: str = Field(".hybrid", description="Where the CLI keeps controller state and decision records.")
+
+    @field_validator("name")
+    @classmethod
+    def _endpoint_name(cls, value: str) -> str:
+        if not ENDPOINT_NAME_RE.match(value):
+            raise ValueError("name must be 1-63 letters, digits or hyphens, starting with a letter or digit")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not AWS_REGION_RE.match(value):
+            raise ValueError(f"region {value!r} is not an AWS region name such as us-east-1")
+        return value
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{12}", value):
+            raise ValueError("account must be a 12-digit AWS account id")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for instance_type, price in value.items():
+            if not INSTANCE_TYPE_RE.match(instance_type):
+                raise ValueError(f"prices key {instance_type!r} is not an instance type like ml.g5.xlarge")
+            if price <= 0:
+                raise ValueError(f"prices[{instance_type}] must be > 0 $/hour, got {price}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> HybridConfig:
+        if self.canary.target_neuron_percent < self.initial_weights.neuron:
+            raise ValueError(
+                f"canary.target_neuron_percent ({self.canary.target_neuron_percent}) is below "
+                f"initial_weights.neuron ({self.initial_weights.neuron})"
+            )
+        return self
+
+    def variant(self, name: str) -> VariantConfig:
+        return self.variants.get(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and error reporting: every problem at once, one line each, with its field path.
+
+
+def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk the model tree along an error location to find the model that owns the last key."""
+    model: type[BaseModel] | None = HybridConfig
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def format_errors(error: ValidationError) -> list[str]:
+    """One line per problem: `path: message`, with a did-you-mean for unknown keys."""
+    lines: list[str] = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if p not in ("function-after[_has_a_source()]",))
+        path = _path(loc)
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            owner = _model_for_path(loc)
+            known = sorted(owner.model_fields) if owner else []
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else (f"; known keys: {', '.join(known)}" if known else "")
+            lines.append(f"{path}: unknown key{hint}")
+            continue
+        message = item["msg"]
+        message = message.removeprefix("Value error, ")
+        if kind == "missing":
+            message = "required field is missing"
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+class ConfigError(UserError):
+    """The config file is unreadable or invalid; `problems` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def parse_config(data: Any, source: str = "config") -> HybridConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the file must be a YAML mapping of settings (name, variants, ...)"])
+    try:
+        return HybridConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, format_errors(error)) from None
+
+
+def load_config(path: str | Path) -> HybridConfig:
+    """Read and validate hybrid.yaml; raise ConfigError listing every problem."""
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise ConfigError(source, ["file not found (pass --config/-c with the path to your hybrid.yaml)"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(source, [f"{where}malformed YAML: {problem}"]) from None
+    return parse_config(data, source)
+
+
+def config_schema() -> dict[str, Any]:
+    schema = HybridConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hybrid.yaml"
+    return schema
