@@ -140,6 +140,8 @@ class VariantConfig(Strict):
 
 
 class Variants(Strict):
+    """The two production variants: `neuron` (Inferentia2/Trainium) and `gpu` (NVIDIA)."""
+
     neuron: VariantConfig
     gpu: VariantConfig
 
@@ -166,8 +168,8 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 class Weights(Strict):
     """Share of weighted traffic per variant, in percent; the two sum to 100."""
 
-    neuron: Percent = 0.0
-    gpu: Percent = 100.0
+    neuron: Percent = Field(0.0, description="Percent of weighted traffic on neuron.")
+    gpu: Percent = Field(100.0, description="Percent of weighted traffic on gpu.")
 
     @model_validator(mode="after")
     def _sum_100(self) -> Weights:
@@ -189,9 +191,9 @@ class Slo(Strict):
 class Curve(Strict):
     """Generate canary steps instead of listing them."""
 
-    kind: Literal["linear", "exponential"] = "exponential"
-    start: Percent = Field(5.0, gt=0)
-    steps: int = Field(6, ge=1, le=50)
+    kind: Literal["linear", "exponential"] = Field("exponential", description="Spacing of the steps.")
+    start: Percent = Field(5.0, gt=0, description="Neuron share of the first step.")
+    steps: int = Field(6, ge=1, le=50, description="Number of steps, the last one at the target share.")
 
 
 class CanaryPlan(Strict):
@@ -253,7 +255,7 @@ class Fallback(Strict):
 
     cooldown_minutes: int = Field(15, ge=1, description="Wait after a fallback before re-ramping.")
     cooldown_backoff: float = Field(2.0, ge=1, description="Each further fallback multiplies the cool-down.")
-    max_cooldown_minutes: int = Field(240, ge=1)
+    max_cooldown_minutes: int = Field(240, ge=1, description="Cap on the backed-off cool-down.")
     max_fallbacks: int = Field(3, ge=1, description="After this many fallbacks the canary aborts for a human.")
     expected_invocations_for_silence: int = Field(
         50, ge=1, description="Neuron silent while at least this many requests were expected: a failure. Fewer: hold."
@@ -266,7 +268,7 @@ class Fallback(Strict):
 class Holding(Strict):
     """Steady state after the ramp: the cheapest split within the SLO, without flapping."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="After the ramp, keep adjusting the split (otherwise freeze it).")
     step_back_percent: Percent = Field(25.0, gt=0, description="Share moved to gpu when neuron degrades.")
     return_percent: Percent = Field(10.0, gt=0, description="Share moved back to neuron per return step.")
     return_after_good_minutes: int = Field(15, ge=1, description="Clean minutes needed before a return step.")
@@ -276,14 +278,16 @@ class Holding(Strict):
 
 
 class Vpc(Strict):
-    subnet_ids: list[str] = Field(min_length=1)
-    security_group_ids: list[str] = Field(min_length=1)
+    subnet_ids: list[str] = Field(min_length=1, description="Private subnets for the model containers.")
+    security_group_ids: list[str] = Field(min_length=1, description="Security groups for the model containers.")
 
 
 class DataCapture(Strict):
-    enabled: bool = False
-    s3_uri: str | None = None
-    sampling_percent: int = Field(10, ge=1, le=100)
+    """SageMaker data capture of requests and responses."""
+
+    enabled: bool = Field(False, description="Capture requests and responses to S3.")
+    s3_uri: str | None = Field(None, description="s3://bucket/prefix for captured data.")
+    sampling_percent: int = Field(10, ge=1, le=100, description="Share of requests captured.")
 
     @model_validator(mode="after")
     def _needs_uri(self) -> DataCapture:
@@ -295,26 +299,30 @@ class DataCapture(Strict):
 class Controller(Strict):
     """The in-account routing controller (scheduled Lambda + DynamoDB)."""
 
-    enabled: bool = False
-    schedule_minutes: int = Field(1, ge=1, le=60)
-    notification_topic_arn: str | None = None
+    enabled: bool = Field(False, description="Deploy the scheduled Lambda controller with the stack.")
+    schedule_minutes: int = Field(1, ge=1, le=60, description="Minutes between two controller ticks.")
+    notification_topic_arn: str | None = Field(
+        None, description="SNS topic for fallback/promotion/abort notices (default: the stack creates one)."
+    )
 
 
 class CompileSettings(Strict):
     """How the neuron artifact is produced (hybrid compile)."""
 
-    backend: Literal["neo", "container", "local"] = "container"
+    backend: Literal["neo", "container", "local"] = Field(
+        "container", description="neo: SageMaker compilation job; container: the neuronx container compiles at start-up; local: torch_neuronx.trace."
+    )
     source_artifact: str | None = Field(None, description="S3 URI of the uncompiled model.tar.gz.")
     output_s3_uri: str | None = Field(None, description="Where compiled artifacts go (s3://bucket/prefix).")
-    framework: str = "PYTORCH"
-    framework_version: str = "2.1"
+    framework: str = Field("PYTORCH", description="Neo InputConfig.Framework.")
+    framework_version: str = Field("2.1", description="Neo InputConfig.FrameworkVersion.")
     input_shapes: dict[str, list[int]] = Field(
         default_factory=lambda: {"input_ids": [1, 128], "attention_mask": [1, 128]},
         description="Static shapes the compiled model accepts.",
     )
-    batch_size: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1, description="Static batch size of the compiled model.")
     sequence_length: int = Field(128, ge=1, description="Longest input the compiled model takes (client routes longer to gpu).")
-    max_runtime_seconds: int = Field(3600, ge=60, le=86400)
+    max_runtime_seconds: int = Field(3600, ge=60, le=86400, description="Compilation job time limit.")
     role_arn: str | None = Field(None, description="Execution role for Neo compilation jobs.")
 
 
@@ -322,7 +330,7 @@ class HybridConfig(Strict):
     """Root of hybrid.yaml."""
 
     name: str = Field(description="Endpoint name; also prefixes stack resources.")
-    region: str = "us-east-1"
+    region: str = Field("us-east-1", description="AWS region of the endpoint; commands refuse a different one.")
     account: str | None = Field(None, description="Optional: refuse to act in any other account.")
     variants: Variants
     initial_weights: Weights = Field(default_factory=Weights)
@@ -331,8 +339,10 @@ class HybridConfig(Strict):
     fallback: Fallback = Field(default_factory=Fallback)
     holding: Holding = Field(default_factory=Holding)
     prices: dict[str, float] = Field(default_factory=dict, description="$/hour overrides by instance type.")
-    kms_key_arn: str | None = None
-    vpc: Vpc | None = None
+    kms_key_arn: str | None = Field(
+        None, description="KMS key for the neuron volume and data capture (never set on a config with g5: NVMe types reject it)."
+    )
+    vpc: Vpc | None = Field(None, description="Run the model containers in these subnets and security groups.")
     data_capture: DataCapture = Field(default_factory=DataCapture)
     controller: Controller = Field(default_factory=Controller)
     compile: CompileSettings = Field(default_factory=CompileSettings)
