@@ -346,6 +346,9 @@ class HybridConfig(Strict):
     data_capture: DataCapture = Field(default_factory=DataCapture)
     controller: Controller = Field(default_factory=Controller)
     compile: CompileSettings = Field(default_factory=CompileSettings)
+    execution_role_arn: str | None = Field(
+        None, description="IAM role SageMaker assumes to run the models (CreateModel); required by `hybrid deploy`."
+    )
     state_dir: str = Field(".hybrid", description="Where the CLI keeps controller state and decision records.")
 
     @field_validator("name")
@@ -367,6 +370,13 @@ class HybridConfig(Strict):
     def _account(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"\d{12}", value):
             raise ValueError("account must be a 12-digit AWS account id")
+        return value
+
+    @field_validator("execution_role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512}", value):
+            raise ValueError(f"execution_role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>), got {value!r}")
         return value
 
     @field_validator("prices")
