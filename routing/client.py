@@ -392,6 +392,14 @@ class HybridClient:
         if self._length_of is not None:
             length = self._length_of(payload)
         elif "json" in content_type:
+            # Fast path: n bytes hold at most (n + 1) / 2 whitespace-separated words, so a short
+            # body cannot exceed the compiled length and needs no JSON parse.
+            if (
+                self._tokenizer is None
+                and isinstance(payload, (bytes, bytearray, str))
+                and math.ceil((len(payload) + 1) / 2 * s.tokens_per_word) + s.special_tokens <= s.sequence_length
+            ):
+                return None
             length = default_length_of(payload, s.tokens_per_word, s.special_tokens, self._tokenizer)
         else:
             return None
