@@ -1,0 +1,61 @@
+"""The CDK app: `python -m cdk.app` (cdk.json runs it; `cdk synth -c config=path/to/hybrid.yaml`).
+
+Reads the config path from the `config` context key, validates it with toolkit.config, and
+synthesizes one HybridEndpointStack with cdk-nag's AwsSolutions checks applied. No lookups:
+synth needs no AWS credentials. A bad config prints one line per problem and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from cdk.stack import HybridEndpointStack
+from toolkit.config import ConfigError, HybridConfig, load_config
+from toolkit.errors import UserError
+
+DEFAULT_CONFIG = "examples/hybrid.yaml"
+
+
+def stack_name(config: HybridConfig) -> str:
+    return f"hybrid-{config.name}"
+
+
+def environment(config: HybridConfig) -> cdk.Environment:
+    """Region from the config; the account only when the config pins one (else account-agnostic)."""
+    return cdk.Environment(region=config.region, account=config.account)
+
+
+def build(app: cdk.App, config: HybridConfig) -> HybridEndpointStack:
+    """Add the stack and the AwsSolutions checks to `app` (tests call this with their own App)."""
+    stack = HybridEndpointStack(app, stack_name(config), config=config, env=environment(config))
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return stack
+
+
+def build_from_context(context: Mapping[str, Any] | None = None) -> tuple[cdk.App, HybridEndpointStack]:
+    app = cdk.App(context=dict(context) if context is not None else None)
+    path = app.node.try_get_context("config") or DEFAULT_CONFIG
+    return app, build(app, load_config(path))
+
+
+def main() -> int:
+    try:
+        app, _ = build_from_context()
+        app.synth()
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{error.source}: {problem}", file=sys.stderr)
+        return 2
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
