@@ -1,0 +1,514 @@
+"""The controller tick: read the truth, read metrics, decide (pure policy), apply, verify, record.
+
+The CLI loop, the Lambda handler, the demo and the bench all call `Controller.tick()`; only the
+adapters differ (see routing/model.py for the protocols, build_controller for the AWS ones).
+
+One tick, in this order (crash safety: see "Why this order" below):
+
+ 1. load state (or the policy's initial state) and remember its version;
+ 2. DescribeEndpoint: the live weights and counts are the truth;
+ 3. reconcile an unfinished intent left by a crashed tick (see below);
+ 4. read the closed minutes of CloudWatch (window length from policy.window_minutes);
+ 5. decide (pure policy);
+ 6. if the decision changes the endpoint and this is not a dry run:
+      a. save the new state WITH an intent {target, action, previous state} (version-checked:
+         a concurrent controller that saved first makes this tick stand aside, before touching
+         anything);
+      b. UpdateEndpointWeightsAndCapacities (only when InService);
+      c. read the endpoint again: verify Desired* == target, report Current* and FailureReason;
+      d. save the state again without the intent (version-checked);
+    else: save the new state (version-checked). A dry run saves nothing;
+ 7. append the decision record (append-only, fsynced).
+
+Why this order: the intent is durable before AWS is touched, so a crash at any point leaves
+either (i) no intent: nothing was sent, the next tick decides afresh; or (ii) an intent: the
+next tick compares it with the live endpoint's Desired* weights and counts. If they match, the
+update went through: the step is kept and NOT sent again. If they do not, the update never
+reached AWS: a progress step is dropped (the previous state comes back and the step is decided
+again on fresh metrics, so it is neither repeated nor skipped), while a fallback or abort is
+re-applied at once (the safe direction is never lost to a crash). Records may lose at most the
+record of the crashed tick; the recovering tick records what it reconciled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from routing.model import (
+    VARIANTS,
+    Action,
+    ConcurrentModification,
+    ControllerState,
+    Decision,
+    EndpointLive,
+    GateResult,
+    MetricsSource,
+    Observation,
+    Phase,
+    Router,
+    StateStore,
+    Target,
+)
+from routing.router import EndpointBusy
+from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
+
+log = logging.getLogger(__name__)
+
+INTENT_KEY = "intent"  # in ControllerState.extra: an update decided and saved but not yet confirmed
+COMMANDS = ("start", "pause", "resume", "abort", "promote")
+# Actions whose target moves traffic toward gpu: re-applied after a crash, never dropped.
+SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
+FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
+WEIGHT_TOLERANCE = 1e-6
+
+
+@dataclass
+class TickResult:
+    decision: Decision | None
+    record: dict[str, Any]
+    exit_code: int
+    state: ControllerState | None = None
+    live: EndpointLive | None = None
+    stood_aside: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.state.phase if self.state is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def live_summary(live: EndpointLive | None) -> dict[str, Any] | None:
+    if live is None:
+        return None
+    return {
+        "status": live.status,
+        "failure_reason": live.failure_reason,
+        "variants": {
+            name: {
+                "instance_type": v.instance_type,
+                "share_percent": round(live.share(name), 3),
+                "current_weight": v.current_weight,
+                "desired_weight": v.desired_weight,
+                "current_instance_count": v.current_instance_count,
+                "desired_instance_count": v.desired_instance_count,
+            }
+            for name, v in live.variants.items()
+        },
+    }
+
+
+def metrics_summary(observation: Observation | None) -> dict[str, Any]:
+    """Per variant over the window: invocations, errors, p50 (invocation-weighted), worst p99, samples."""
+    if observation is None:
+        return {}
+    out: dict[str, Any] = {
+        "window_start": _iso(observation.window_start),
+        "window_end": _iso(observation.window_end),
+        "error": observation.error,
+        "percentiles_available": observation.percentiles_available,
+        "targeted": dict(observation.targeted),
+        "variants": {},
+    }
+    for variant, minutes in observation.minutes.items():
+        with_data = [m for m in minutes if m.has_data]
+        invocations = sum(m.invocations or 0.0 for m in with_data)
+        weighted = [(m.latency_p50_ms, m.invocations or 0.0) for m in with_data if m.latency_p50_ms is not None]
+        weight_sum = sum(w for _, w in weighted)
+        p50 = (sum(v * w for v, w in weighted) / weight_sum) if weight_sum > 0 else None
+        p99s = [m.latency_p99_ms for m in with_data if m.latency_p99_ms is not None]
+        out["variants"][variant] = {
+            "minutes": len(minutes),
+            "minutes_with_data": len(with_data),
+            "invocations": invocations,
+            "errors_5xx": sum(m.errors_5xx for m in with_data),
+            "errors_4xx": sum(m.errors_4xx for m in with_data),
+            "model_errors": sum(m.model_errors for m in with_data),
+            "p50_ms": round(p50, 3) if p50 is not None else None,
+            "p99_ms_worst_minute": round(max(p99s), 3) if p99s else None,
+            "p99_ms_last_minute": round(p99s[-1], 3) if p99s else None,
+            "latency_samples": sum(m.latency_samples for m in with_data),
+        }
+    return out
+
+
+def _matches(live: EndpointLive, target: Target) -> bool:
+    """Has this target been requested already (live Desired* equals it)?"""
+    live_total = sum(v.desired_weight for v in live.variants.values())
+    target_total = sum(float(w) for w in target.weights.values())
+    for name, variant in live.variants.items():
+        if name in target.weights:
+            if live_total <= 0 or target_total <= 0:
+                if abs(variant.desired_weight - float(target.weights[name])) > WEIGHT_TOLERANCE:
+                    return False
+            # Compare shares: SageMaker weights are relative.
+            elif abs(variant.desired_weight / live_total - float(target.weights[name]) / target_total) > 1e-4:
+                return False
+        if name in target.instance_counts and variant.desired_instance_count != int(target.instance_counts[name]):
+            return False
+    return True
+
+
+def _target_from(data: Mapping[str, Any]) -> Target:
+    return Target(weights=dict(data.get("weights", {})), instance_counts=dict(data.get("instance_counts", {})))
+
+
+def exit_code_for(decision: Decision | None, state: ControllerState | None) -> int:
+    if decision is not None and decision.action in FAILED_ACTIONS:
+        return EXIT_ROLLED_BACK
+    if state is not None and state.phase in (Phase.ABORTED, Phase.FALLING_BACK):
+        return EXIT_ROLLED_BACK
+    return EXIT_OK
+
+
+class Controller:
+    """One endpoint's controller: `tick()` for the loop, `command()` for humans."""
+
+    def __init__(
+        self,
+        config: Any,
+        metrics: MetricsSource,
+        router: Router,
+        store: StateStore,
+        clock: Any,
+        prices: Mapping[str, float] | None = None,
+        policy: ModuleType | Any | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.router = router
+        self.store = store
+        self.clock = clock
+        self._prices = dict(prices) if prices is not None else None
+        self.policy = policy if policy is not None else importlib.import_module("routing.policy")
+        self.endpoint = config.name
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def prices_for(self, live: EndpointLive) -> dict[str, float]:
+        """$/hour per instance type AND per variant name (config overrides, then the built-in table).
+
+        Both keys are given so the policy can look up either way; instance types never collide
+        with variant names.
+        """
+        from toolkit.pricing import price_per_hour
+
+        table = dict(self._prices or {})
+        overrides = {**self.config.prices, **table}
+        out: dict[str, float] = dict(table)
+        for name, variant in live.variants.items():
+            instance_type = variant.instance_type or self.config.variant(name).instance_type
+            price = price_per_hour(instance_type, overrides)
+            out[instance_type] = price
+            out[name] = price
+        return out
+
+    def _load(self) -> tuple[ControllerState, int | None]:
+        state = self.store.load()
+        if state is None:
+            return self.policy.initial_state(self.config, self.endpoint), None
+        return state, state.version
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def tick(self, dry_run: bool = False) -> TickResult:
+        return self._run(None, dry_run)
+
+    def command(self, name: str, dry_run: bool = False) -> TickResult:
+        if name not in COMMANDS:
+            raise UserError(f"unknown command {name!r}: use one of {', '.join(COMMANDS)}")
+        return self._run(name, dry_run)
+
+    def status(self) -> dict[str, Any]:
+        """Endpoint + controller summary without deciding anything (no metrics read, nothing saved)."""
+        state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        live = self.router.describe()
+        records = self.store.records(limit=1)
+        return status_view(self.config, state, live, records[-1] if records else None)
+
+    # -- the tick --------------------------------------------------------------------------------
+
+    def _run(self, command: str | None, dry_run: bool) -> TickResult:
+        now = self.clock.now()
+        errors: list[str] = []
+        warnings: list[str] = []
+        notes: list[str] = []
+        state, version = self._load()
+        live = self.router.describe()
+        live_before = live
+
+        state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
+
+        observation: Observation | None = None
+        if redo is not None:
+            decision = redo  # re-apply a fallback/abort whose update never reached AWS
+        elif command is not None:
+            decision = self.policy.apply_command(self.config, state, command, live, now)
+        else:
+            minutes = int(self.policy.window_minutes(self.config, state))
+            observation = self.metrics.observe(self.endpoint, VARIANTS, now, minutes)
+            if observation.error:
+                errors.append(observation.error)
+            if not observation.percentiles_available:
+                warnings.append("ModelLatency percentiles were empty: Average/Maximum stand in for p50/p99")
+            decision = self.policy.decide(self.config, state, live, observation, now, self.prices_for(live))
+
+        new_state = decision.state.evolve(last_tick_at=now)
+        target = decision.target
+        # Already requested (e.g. reconciled after a crash): never send the same step twice.
+        target_needed = target is not None and not _matches(live, target)
+        applied = False
+        stood_aside = False
+        exit_override: int | None = None
+        live_after = live
+
+        if dry_run:
+            notes.append("dry run: nothing saved, endpoint unchanged")
+        else:
+            try:
+                if target_needed:
+                    assert target is not None
+                    intent = {
+                        "target": target.to_dict(),
+                        "action": decision.action.value,
+                        "decided_at": now.isoformat(),
+                        "previous_state": state.evolve(extra={k: v for k, v in state.extra.items()
+                                                              if k != INTENT_KEY}).to_dict(),
+                    }
+                    with_intent = new_state.evolve(extra={**new_state.extra, INTENT_KEY: intent})
+                    saved = self.store.save(with_intent, version)
+                    version = saved.version
+                    try:
+                        live_after = self.router.apply(target)
+                        applied = True
+                    except EndpointBusy as busy:
+                        errors.append(str(busy))
+                        new_state = state  # nothing changed on the endpoint: keep the previous state
+                    except AwsError as error:
+                        errors.append(str(error))
+                        new_state = state
+                        exit_override = EXIT_AWS
+                    if applied:
+                        errors.extend(self._verify(live_after, target))
+                    final = new_state.evolve(
+                        extra={k: v for k, v in new_state.extra.items() if k != INTENT_KEY}, last_tick_at=now
+                    )
+                    new_state = self.store.save(final, version)
+                else:
+                    new_state = self.store.save(new_state, version)
+            except ConcurrentModification as conflict:
+                stood_aside = True
+                errors.append(f"stood aside: {conflict}")
+                notes.append("another controller saved first; this tick changed nothing further")
+
+        record = self._record(
+            now=now, command=command, state_before=state, state_after=new_state, decision=decision,
+            observation=observation, live_before=live_before, live_after=live_after, target=target,
+            dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
+            stood_aside=stood_aside,
+        )
+        self.store.append_record(record)  # also when standing aside: that is worth a record
+        code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
+        if stood_aside:
+            code = EXIT_OK
+        record["exit_code"] = code
+        return TickResult(decision, record, code, new_state, live_after, stood_aside, errors)
+
+    def _reconcile(
+        self,
+        state: ControllerState,
+        version: int | None,
+        live: EndpointLive,
+        now: datetime,
+        dry_run: bool,
+        notes: list[str],
+    ) -> tuple[ControllerState, int | None, Decision | None]:
+        """Finish or undo the intent of a tick that crashed between saving it and confirming it."""
+        intent = state.extra.get(INTENT_KEY) if state.extra else None
+        if not intent:
+            return state, version, None
+        target = _target_from(intent.get("target", {}))
+        action = Action(intent.get("action", Action.HOLD.value))
+        clean = state.evolve(extra={k: v for k, v in state.extra.items() if k != INTENT_KEY})
+        if _matches(live, target):
+            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} reached the "
+                         f"endpoint before the crash; kept, not sent again")
+            return clean, version, None
+        if action in SAFE_DIRECTION:
+            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+                         f"endpoint; re-applying it now")
+            redo = Decision(state=clean, action=action, reason=f"re-applying the interrupted {action.value}",
+                            target=target)
+            return clean, version, redo
+        previous = ControllerState.from_dict(intent.get("previous_state") or clean.to_dict())
+        notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+                     f"endpoint; dropped, deciding again on fresh metrics")
+        return previous.evolve(version=state.version), version, None
+
+    def _verify(self, live: EndpointLive, target: Target) -> list[str]:
+        problems: list[str] = []
+        if live.failure_reason:
+            problems.append(f"endpoint FailureReason: {live.failure_reason}")
+        if not _matches(live, target):
+            problems.append("endpoint Desired* weights/counts differ from the target after the update")
+        if live.status not in ("InService", "Updating"):
+            problems.append(f"endpoint status {live.status} after the update")
+        return problems
+
+    def _record(
+        self,
+        *,
+        now: datetime,
+        command: str | None,
+        state_before: ControllerState,
+        state_after: ControllerState,
+        decision: Decision,
+        observation: Observation | None,
+        live_before: EndpointLive,
+        live_after: EndpointLive,
+        target: Target | None,
+        dry_run: bool,
+        applied: bool,
+        errors: list[str],
+        warnings: list[str],
+        notes: list[str],
+        stood_aside: bool,
+    ) -> dict[str, Any]:
+        steps = state_after.steps or state_before.steps
+        settled = all(v.current_weight == v.desired_weight and v.current_instance_count == v.desired_instance_count
+                      for v in live_after.variants.values())
+        return {
+            "time": now.isoformat(),
+            "endpoint": self.endpoint,
+            "command": command or "tick",
+            "phase_before": state_before.phase.value,
+            "phase": state_after.phase.value if not dry_run else decision.state.phase.value,
+            "step": _step_text(state_after if not dry_run else decision.state, steps),
+            "action": decision.action.value,
+            "reason": decision.reason,
+            "gates": [_gate(g) for g in decision.gates],
+            "failed_gates": [g.name for g in decision.failed_gates],
+            "statistics": dict(decision.statistics),
+            "cost_per_1k": dict(decision.cost_per_1k),
+            "metrics": metrics_summary(observation),
+            "before": live_summary(live_before),
+            "after": live_summary(live_after),
+            "settled": settled,
+            "target": target.to_dict() if target is not None else None,
+            "dry_run": dry_run,
+            "applied": applied,
+            "stood_aside": stood_aside,
+            "state_version": state_after.version,
+            "errors": list(errors),
+            "warnings": list(warnings),
+            "notes": list(notes),
+        }
+
+
+def _gate(gate: GateResult) -> dict[str, Any]:
+    return gate.to_dict()
+
+
+def _step_text(state: ControllerState, steps: tuple[float, ...]) -> dict[str, Any]:
+    n = len(steps)
+    k = min(state.step + 1, n) if n else 0
+    share = steps[state.step] if n and 0 <= state.step < n else None
+    return {"k": k, "n": n, "neuron_percent": share}
+
+
+def status_view(config: Any, state: ControllerState, live: EndpointLive, last: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What `hybrid canary status` / `hybrid status` show: phase, step k/n, live split, last judgement."""
+    steps = state.steps or tuple(config.canary.resolved_steps())
+    judgement = None
+    if last is not None:
+        judgement = {
+            key: last.get(key)
+            for key in ("time", "command", "action", "reason", "gates", "failed_gates", "cost_per_1k", "statistics",
+                        "errors", "dry_run", "applied")
+        }
+        judgement["metrics"] = (last.get("metrics") or {}).get("variants")
+    return {
+        "endpoint": config.name,
+        "region": config.region,
+        "phase": state.phase.value,
+        "step": _step_text(state, steps),
+        "steps": list(steps),
+        "phase_since": _iso(state.phase_since),
+        "fallbacks": state.fallbacks,
+        "cooldown_until": _iso(state.cooldown_until),
+        "last_tick_at": _iso(state.last_tick_at),
+        "pending_intent": bool(state.extra.get(INTENT_KEY)) if state.extra else False,
+        "endpoint_status": live.status,
+        "failure_reason": live.failure_reason,
+        "weights": {name: round(live.share(name), 3) for name in live.variants},
+        "live": live_summary(live),
+        "counts": live.counts(),
+        "last_judgement": judgement,
+    }
+
+
+def resolve_state_dir(config: Any, state_dir: str | Path | None, base: Path | None = None) -> Path:
+    path = Path(state_dir if state_dir is not None else config.state_dir)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+def build_controller(
+    config: Any,
+    *,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    state_dir: str | Path | None = None,
+    clock: Any = None,
+    settle_seconds: int = 0,
+    policy: Any = None,
+) -> Controller:
+    """The AWS controller: CloudWatch metrics, SageMaker router, local JSON state, system clock.
+
+    endpoint_url (or env AWS_ENDPOINT_URL) targets the embedded AWS; without it, real AWS.
+    Refuses (exit 2) a --region that differs from the config's, and an account other than
+    `account` in the config (checked with STS only when `account` is set).
+    """
+    from routing.aws import AwsClients
+    from routing.clock import SystemClock
+    from routing.metrics import CloudWatchMetrics
+    from routing.router import SageMakerRouter
+    from routing.state import JsonFileStateStore
+
+    if region is not None and region != config.region:
+        raise UserError(
+            f"--region {region} differs from region {config.region} in the config: this config is for {config.region}"
+        )
+    clients = AwsClients(region=config.region, profile=profile, endpoint_url=endpoint_url)
+    if config.account:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            account = clients.sts.get_caller_identity()["Account"]
+        except (ClientError, BotoCoreError) as error:
+            raise AwsError(f"GetCallerIdentity: {error}") from None
+        if account != config.account:
+            raise UserError(
+                f"credentials are for account {account}, but the config is for account {config.account}: "
+                f"use --profile for the right account"
+            )
+    return Controller(
+        config,
+        metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
+        router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS),
+        store=JsonFileStateStore(resolve_state_dir(config, state_dir), config.name),
+        clock=clock or SystemClock(),
+        policy=policy,
+    )
