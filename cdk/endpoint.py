@@ -399,14 +399,17 @@ class HybridEndpoint(Construct):
 
     # ------------------------------------------------------------------ metrics, alarms, dashboard
 
-    def metric(self, name: str, variant: str, statistic: str = "Sum", namespace: str = NAMESPACE) -> cw.Metric:
+    def metric(
+        self, name: str, variant: str, statistic: str = "Sum", namespace: str = NAMESPACE, labelled: bool = False
+    ) -> cw.Metric:
+        """One per-variant SageMaker metric at 1-minute periods (labelled for dashboard legends)."""
         return cw.Metric(
             namespace=namespace,
             metric_name=name,
             dimensions_map={"EndpointName": self.endpoint_name, "VariantName": variant},
             statistic=statistic,
             period=PERIOD,
-            label=f"{variant} {name} {statistic}",
+            label=f"{variant} {name} {statistic}" if labelled else None,
         )
 
     def error_rate(self, variant: str) -> cw.MathExpression:
@@ -523,7 +526,9 @@ class HybridEndpoint(Construct):
             ],
             [
                 cw.GraphWidget(
-                    title="Invocations per minute", left=[self.metric("Invocations", n) for n in v], width=8
+                    title="Invocations per minute",
+                    left=[self.metric("Invocations", n, labelled=True) for n in v],
+                    width=8,
                 ),
                 cw.GraphWidget(
                     title="ModelLatency p50 / p99 (ms)",
@@ -533,7 +538,7 @@ class HybridEndpoint(Construct):
                 ),
                 cw.GraphWidget(
                     title="5XX errors and error rate",
-                    left=[self.metric("Invocation5XXErrors", n) for n in v],
+                    left=[self.metric("Invocation5XXErrors", n, labelled=True) for n in v],
                     right=[self.error_rate(n) for n in v],
                     right_annotations=[
                         cw.HorizontalAnnotation(value=self.config.slo.max_error_rate, label="max error rate")
@@ -546,8 +551,11 @@ class HybridEndpoint(Construct):
                 cw.GraphWidget(title="Blended $ per 1K inferences", left=[self.cost_per_1k()], width=8),
                 cw.GraphWidget(
                     title="Instance CPU / GPU utilization (%)",
-                    left=[self.metric("CPUUtilization", n, "Average", "/aws/sagemaker/Endpoints") for n in v],
-                    right=[self.metric("GPUUtilization", "gpu", "Average", "/aws/sagemaker/Endpoints")],
+                    left=[
+                        self.metric("CPUUtilization", n, "Average", "/aws/sagemaker/Endpoints", labelled=True)
+                        for n in v
+                    ],
+                    right=[self.metric("GPUUtilization", "gpu", "Average", "/aws/sagemaker/Endpoints", labelled=True)],
                     width=8,
                 ),
             ],
