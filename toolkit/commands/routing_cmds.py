@@ -1,0 +1,273 @@
+"""hybrid canary start|status|pause|resume|promote|abort, hybrid route tick|run|log, hybrid status.
+
+Every command builds the same controller (routing.controller.build_controller) the Lambda and
+the demo use: CloudWatch + SageMaker through boto3, state and records in a local JSON store.
+`--endpoint-url` (or env AWS_ENDPOINT_URL) targets the embedded AWS; without it, real AWS.
+`--now` (or env HYBRID_NOW) pins the controller's clock: for tests and replays only.
+
+Exit codes: 0 progressed or held, 1 fell back / rolled back / aborted, 2 bad input, 3 AWS error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load
+from toolkit.errors import EXIT_OK, UserError
+
+EndpointUrlOption = typer.Option(
+    None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS); env AWS_ENDPOINT_URL also works."
+)
+ProfileOption = typer.Option(None, "--profile", help="AWS profile for real AWS.")
+RegionOption = typer.Option(None, "--region", help="Must match the config's region (a guard, not an override).")
+StateDirOption = typer.Option(
+    None, "--state-dir", help="Controller state and records (default: the config's state_dir, next to the config)."
+)
+NowOption = typer.Option(
+    None, "--now", envvar="HYBRID_NOW", help="Pin the clock (ISO 8601 UTC) for tests and replays.", hidden=True
+)
+
+
+def _controller(config_path: str, endpoint_url: str | None, profile: str | None, region: str | None,
+                state_dir: str | None, now: str | None) -> Any:
+    from routing.clock import ManualClock, parse_time
+    from routing.controller import build_controller, resolve_state_dir
+
+    cfg = load(config_path)
+    clock = None
+    if now:
+        try:
+            clock = ManualClock(parse_time(now))
+        except ValueError:
+            raise UserError(f"--now {now!r} is not an ISO 8601 time such as 2026-01-01T10:00:00Z") from None
+    base = Path(config_path).resolve().parent
+    directory = resolve_state_dir(cfg, state_dir, base)
+    return build_controller(cfg, endpoint_url=endpoint_url, profile=profile, region=region,
+                            state_dir=directory, clock=clock)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering for people
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _render_record(record: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    step = record.get("step") or {}
+    colour = {"fallback": "red", "abort": "red", "progress": "green", "promote": "green"}.get(record["action"], "cyan")
+    console.print(
+        f"[bold]{record['endpoint']}[/bold] {record['phase_before']} -> [bold]{record['phase']}[/bold] "
+        f"(step {step.get('k', 0)}/{step.get('n', 0)}): [{colour}]{record['action']}[/{colour}]"
+        + ("  [yellow](dry run)[/yellow]" if record.get("dry_run") else "")
+    )
+    console.print(f"  {record['reason']}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("variant", "share before", "share after", "count", "invocations", "5xx", "p50 ms", "p99 ms",
+                   "$/1K"):
+        table.add_column(column, justify="right" if column != "variant" else "left")
+    before = (record.get("before") or {}).get("variants", {})
+    after = (record.get("after") or {}).get("variants", {})
+    metrics = (record.get("metrics") or {}).get("variants", {})
+    for name in ("neuron", "gpu"):
+        b, a, m = before.get(name, {}), after.get(name, {}), metrics.get(name, {})
+        table.add_row(
+            name, f"{_fmt(b.get('share_percent'))}%", f"{_fmt(a.get('share_percent'))}%",
+            _fmt(a.get("desired_instance_count")), _fmt(m.get("invocations"), 0), _fmt(m.get("errors_5xx"), 0),
+            _fmt(m.get("p50_ms")), _fmt(m.get("p99_ms_worst_minute")),
+            _fmt((record.get("cost_per_1k") or {}).get(name), 4),
+        )
+    console.print(table)
+    for gate in record.get("gates", []):
+        verdict = {True: "[green]pass[/green]", False: "[red]FAIL[/red]", None: "[yellow]wait[/yellow]"}[gate["passed"]]
+        console.print(f"  gate {gate['name']:<20} {verdict} {_fmt(gate.get('value'), 3)} vs "
+                      f"{_fmt(gate.get('threshold'), 3)} {gate.get('detail', '')}")
+    for problem in record.get("errors", []):
+        console.print(f"  [red]error[/red] {problem}")
+    for warning in record.get("warnings", []):
+        console.print(f"  [yellow]warning[/yellow] {warning}")
+    for note in record.get("notes", []):
+        console.print(f"  note: {note}")
+
+
+def _render_status(view: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    step = view["step"]
+    console.print(f"[bold]{view['endpoint']}[/bold] ({view['region']}) endpoint {view['endpoint_status']}; "
+                  f"controller [bold]{view['phase']}[/bold], step {step['k']}/{step['n']}, "
+                  f"fallbacks {view['fallbacks']}")
+    if view.get("failure_reason"):
+        console.print(f"  [red]FailureReason[/red] {view['failure_reason']}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("variant", "type", "share", "weight (cur/desired)", "count (cur/desired)"):
+        table.add_column(column)
+    for name, v in (view.get("live") or {}).get("variants", {}).items():
+        table.add_row(name, v["instance_type"], f"{v['share_percent']:.1f}%",
+                      f"{v['current_weight']:g}/{v['desired_weight']:g}",
+                      f"{v['current_instance_count']}/{v['desired_instance_count']}")
+    console.print(table)
+    last = view.get("last_judgement")
+    if last:
+        console.print(f"  last: {last['time']} {last['action']}: {last['reason']}")
+        failed = last.get("failed_gates") or []
+        if failed:
+            console.print(f"  [red]failed gates[/red]: {', '.join(failed)}")
+
+
+def _render_log(records: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("time", "command", "phase", "step", "action", "neuron %", "applied", "reason"):
+        table.add_column(column)
+    for r in records:
+        step = r.get("step") or {}
+        share = ((r.get("after") or {}).get("variants", {}).get("neuron") or {}).get("share_percent")
+        table.add_row(r["time"], r.get("command", "tick"), r["phase"], f"{step.get('k', 0)}/{step.get('n', 0)}",
+                      r["action"], _fmt(share), "dry" if r.get("dry_run") else ("yes" if r.get("applied") else "no"),
+                      r["reason"])
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+
+
+def register(app: typer.Typer) -> None:
+    canary_app = typer.Typer(help="Move traffic gpu -> neuron step by step, judged on latency, errors, cost.",
+                             no_args_is_help=True)
+    route_app = typer.Typer(help="Run the controller: one tick, a loop, or read the decision records.",
+                            no_args_is_help=True)
+    app.add_typer(canary_app, name="canary")
+    app.add_typer(route_app, name="route")
+
+    def _command(name: str, config: str, output: Output, dry_run: bool, endpoint_url: str | None,
+                 profile: str | None, region: str | None, state_dir: str | None, now: str | None) -> None:
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        result = controller.command(name, dry_run=dry_run)
+        emit(result.record, output, _render_record)
+        raise typer.Exit(result.exit_code)
+
+    def _make(name: str, doc: str) -> None:
+        def command(
+            config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
+            endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+            region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+        ) -> None:
+            _command(name, config, output, dry_run, endpoint_url, profile, region, state_dir, now)
+
+        command.__doc__ = doc
+        canary_app.command(name)(command)
+
+    _make("start", "Begin moving traffic to neuron (first canary step; capacity first).")
+    _make("pause", "Freeze the split where it is; ticks hold until resume.")
+    _make("resume", "Continue from where the canary was paused.")
+    _make("promote", "Skip the remaining steps: straight to the target neuron share.")
+    _make("abort", "All weighted traffic back to gpu and stop (exit 1).")
+
+    @canary_app.command("status")
+    def canary_status(
+        config: str = ConfigOption, output: Output = OutputOption,
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """Phase, step k/n, live weights and counts, and the last judgement with its numbers."""
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        emit(controller.status(), output, _render_status)
+
+    @app.command("status")
+    def status(
+        config: str = ConfigOption, output: Output = OutputOption,
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """The endpoint (status, variants, split) and the controller (phase, last decision)."""
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        emit(controller.status(), output, _render_status)
+
+    @route_app.command("tick")
+    def tick(
+        config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """One evaluation: read the endpoint and metrics, decide, apply, record (what a scheduler runs)."""
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        result = controller.tick(dry_run=dry_run)
+        emit(result.record, output, _render_record)
+        raise typer.Exit(result.exit_code)
+
+    @route_app.command("run")
+    def run(
+        config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
+        interval: float = typer.Option(60.0, "--interval", min=0.0, help="Seconds between ticks."),
+        max_ticks: int | None = typer.Option(None, "--max-ticks", min=1, help="Stop after this many ticks (exit 0)."),
+        forever: bool = typer.Option(False, "--forever", help="Keep ticking in holding (steady state)."),
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """Tick every --interval seconds until holding (exit 0) or a fallback/abort (exit 1). Ctrl-C stops."""
+        from routing.model import Phase
+
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        manual = now is not None  # a pinned clock moves by --interval per tick: simulated time, no sleeping
+        ticks = 0
+        code = EXIT_OK
+        try:
+            while True:
+                result = controller.tick(dry_run=dry_run)
+                ticks += 1
+                if output == Output.json:
+                    emit(result.record, output)
+                else:
+                    _render_record(result.record)
+                code = result.exit_code
+                if code != EXIT_OK:
+                    break
+                if result.phase == Phase.HOLDING and not forever:
+                    break
+                if max_ticks is not None and ticks >= max_ticks:
+                    break
+                if manual:
+                    controller.clock.advance(interval)
+                else:
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            # State and records are saved at the end of each tick: stopping between ticks loses nothing.
+            pass
+        raise typer.Exit(code)
+
+    @route_app.command("log")
+    def log(
+        config: str = ConfigOption, output: Output = OutputOption,
+        limit: int = typer.Option(20, "--limit", "-n", min=0, help="Newest records to show (0: all)."),
+        state_dir: str | None = StateDirOption,
+    ) -> None:
+        """The decision records, oldest first (append-only JSON lines in <state_dir>/<endpoint>/records.jsonl)."""
+        from routing.controller import resolve_state_dir
+        from routing.state import JsonFileStateStore
+
+        cfg = load(config)
+        directory = resolve_state_dir(cfg, state_dir, Path(config).resolve().parent)
+        records = JsonFileStateStore(directory, cfg.name).records(limit=limit or None)
+        emit(records, output, _render_log)
+
+
+__all__ = ["register"]
