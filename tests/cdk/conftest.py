@@ -57,3 +57,31 @@ def synth(config_path: Path | str | None = None) -> Synth:
     overrides = {"config": str(path)}
     app, stack = build_from_context(cdk_context(**overrides))
     return Synth(app=app, stack=stack, template=Template.from_stack(stack))
+
+
+def cfn_lint(stack: Synth, directory: Path) -> list[str]:
+    """cfn-lint the synthesized template (written to `directory`): one 'RULE message @ path' per match."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    path = directory / "template.json"
+    path.write_text(json.dumps(stack.json(), indent=1))
+    matches = lint_file(path, ManualArgs(regions=[stack.stack.region]))
+    return [f"{m.rule.id} {m.message} @ {'/'.join(map(str, m.path or []))}" for m in matches]
+
+
+def nag_findings(stack: Synth) -> list[str]:
+    """Unacknowledged cdk-nag AwsSolutions errors and warnings left on the stack."""
+    from aws_cdk.assertions import Annotations, Match
+
+    annotations = Annotations.from_stack(stack.stack)
+    pattern = Match.string_like_regexp("AwsSolutions-.*")
+    found = annotations.find_error("*", pattern) + annotations.find_warning("*", pattern)
+    return [f"{m.id}: {m.entry.data}" for m in found]
+
+
+def nag_suppressions(stack: Synth) -> list[dict[str, Any]]:
+    """Every cdk-nag acknowledgment in the template (resource metadata)."""
+    out: list[dict[str, Any]] = []
+    for resource in stack.json()["Resources"].values():
+        out += resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+    return out

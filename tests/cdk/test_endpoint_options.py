@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cdk.endpoint import has_instance_storage
-from tests.cdk.conftest import Synth, synth
+from tests.cdk.conftest import Synth, cfn_lint, nag_findings, synth
 from tests.conftest import EXAMPLE_CONFIG
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ IMAGE = "111122223333.dkr.ecr.us-east-1.amazonaws.com/my-neuron-serving:1.4"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     data: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     data["kms_key_arn"] = KMS
-    data["vpc"] = {"subnet_ids": ["subnet-0a", "subnet-0b"], "security_group_ids": ["sg-0c"]}
+    data["vpc"] = {"subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"], "security_group_ids": ["sg-0a1b2c3d4e5f60718"]}
     data["data_capture"] = {"enabled": True, "s3_uri": "s3://capture-bucket/bert/", "sampling_percent": 20}
     data["variants"]["gpu"]["model"] = {"model_package_arn": PACKAGE}
     data["variants"]["neuron"]["model"]["image"] = IMAGE
@@ -63,7 +63,7 @@ def test_data_capture_samples_inputs_and_outputs_to_the_configured_prefix(stack:
 def test_both_models_run_in_the_configured_vpc(stack: Synth) -> None:
     for model in stack.resources("AWS::SageMaker::Model").values():
         vpc = model["Properties"]["VpcConfig"]
-        assert vpc == {"Subnets": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-0c"]}
+        assert vpc == {"Subnets": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"], "SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"]}
     eni = next(s for s in statements(stack) if s.get("Sid") == "VpcNetworkInterfaces")
     assert "ec2:CreateNetworkInterface" in eni["Action"]
 
@@ -86,3 +86,11 @@ def test_options_still_grant_no_wildcard_actions(stack: Synth) -> None:
     for statement in statements(stack):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not [a for a in actions if "*" in a]
+
+
+def test_options_template_passes_cfn_lint(stack: Synth, tmp_path: Path) -> None:
+    assert [line for line in cfn_lint(stack, tmp_path) if line.startswith("E")] == []
+
+
+def test_options_leave_no_unacknowledged_nag_findings(stack: Synth) -> None:
+    assert nag_findings(stack) == []
