@@ -1,0 +1,279 @@
+"""The checks of a canary step, each a small pure function returning a model.GateResult.
+
+A gate's verdict is three-valued: True (passed), None (inconclusive: not enough data, or not yet
+confirmed: the step holds), False (failed: for the safety gates this means fall back now).
+Every gate is judged on the SAME closed minutes for neuron and gpu (a concurrent baseline).
+
+The noise rule (latency, saturation): a breach needs at least NOISE_BREACHES of the last
+NOISE_WINDOW minutes with data above the threshold AND the sample-weighted aggregate of those
+minutes above it, AND enough requests behind them. One noisy minute never decides.
+
+The error rule: a breach needs at least MIN_ERRORS 5XX on neuron, a neuron 5XX rate above
+slo.max_error_rate, AND a one-sided test significant at ALPHA: the two-proportion z-test against
+gpu on the same minutes, or (when gpu served nothing) a one-proportion test against the cap.
+So 1 error in 20 requests is never a rollback, and a gpu that fails just as much is no reason to
+fall back to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from routing.model import GateResult, MinuteMetrics
+from routing.stats import ProportionTest, WindowSummary, one_proportion_z, pooled_p99, summarize, two_proportion_z
+from toolkit.config import GPU, NEURON, HybridConfig
+
+ALPHA = 0.01  # one-sided significance for the error tests
+MIN_ERRORS = 5  # neuron 5XX needed before an error breach can be called
+NOISE_WINDOW = 3  # minutes looked at by the noise rule...
+NOISE_BREACHES = 2  # ...of which this many must breach
+MIN_BREACH_SAMPLES = 60  # neuron requests behind a latency breach (a p99 of fewer is one slow request)
+BREACH_WINDOW = 5  # newest judged minutes in which an error burst is tested (a long step must not dilute it)
+SILENCE_WINDOW = 3  # newest judged minutes in which silence is judged against expected traffic
+
+Point = tuple[float, float, float]  # (value, threshold, weight) for one minute
+
+
+def fmt_int(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def fmt_cost(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:.3f}"
+
+
+def confirmed_above(points: Sequence[Point], min_weight: float) -> bool:
+    """The noise rule over the newest NOISE_WINDOW points (oldest first)."""
+    recent = list(points)[-NOISE_WINDOW:]
+    if sum(1 for value, threshold, _ in recent if value > threshold) < NOISE_BREACHES:
+        return False
+    weight = sum(w for *_, w in recent)
+    if weight <= 0 or weight < min_weight:
+        return False
+    value = sum(v * w for v, _, w in recent) / weight
+    threshold = sum(t * w for _, t, w in recent) / weight
+    return value > threshold
+
+
+def _weight(minute: MinuteMetrics) -> float:
+    return minute.latency_samples if minute.latency_samples > 0 else (minute.invocations or 0.0)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The judged minutes of both variants, aligned by minute start (oldest first)."""
+
+    neuron: tuple[MinuteMetrics, ...]
+    gpu: tuple[MinuteMetrics, ...]
+
+    def newest(self, count: int) -> Window:
+        starts = sorted({m.start for m in (*self.neuron, *self.gpu)})[-count:] if count > 0 else []
+        keep = set(starts)
+        return Window(tuple(m for m in self.neuron if m.start in keep), tuple(m for m in self.gpu if m.start in keep))
+
+    def pairs(self) -> list[tuple[MinuteMetrics, MinuteMetrics]]:
+        by_start = {m.start: m for m in self.gpu}
+        return [(m, by_start[m.start]) for m in self.neuron if m.start in by_start]
+
+    def summary(self, variant: str) -> WindowSummary:
+        return summarize(self.neuron if variant == NEURON else self.gpu)
+
+
+def window_from(minutes: Mapping[str, Sequence[MinuteMetrics]], since: datetime | None) -> Window:
+    def pick(variant: str) -> tuple[MinuteMetrics, ...]:
+        items = sorted(minutes.get(variant, ()), key=lambda m: m.start)
+        return tuple(m for m in items if since is None or m.start >= since)
+
+    return Window(pick(NEURON), pick(GPU))
+
+
+# ------------------------------------------------------------------------------------------------
+# Gates
+
+
+def sample_gate(neuron: WindowSummary, min_sample: int) -> GateResult:
+    n = neuron.invocations
+    if n >= min_sample:
+        return GateResult("sample", True, n, min_sample, f"{fmt_int(n)} >= {fmt_int(min_sample)} samples")
+    return GateResult("sample", None, n, min_sample, f"{fmt_int(n)} of {fmt_int(min_sample)} samples")
+
+
+def latency_slo_gate(window: Window, slo_ms: float) -> GateResult:
+    """Neuron p99 within the SLO: aggregate over the step to pass; the noise rule to fail."""
+    points = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in window.neuron
+              if m.has_data and m.latency_p99_ms is not None]
+    aggregate = pooled_p99(window.neuron)
+    if confirmed_above(points, MIN_BREACH_SAMPLES):
+        recent = ", ".join(f"{v:.0f}" for v, _, _ in points[-NOISE_WINDOW:])
+        return GateResult("latency_slo", False, aggregate, slo_ms,
+                          f"neuron p99 above the {slo_ms:g} ms SLO in the last minutes ({recent} ms)")
+    if aggregate is None:
+        return GateResult("latency_slo", None, None, slo_ms, "no neuron p99 yet")
+    if aggregate <= slo_ms:
+        return GateResult("latency_slo", True, aggregate, slo_ms, f"neuron p99 {fmt_ms(aggregate)} <= {slo_ms:g} ms")
+    return GateResult("latency_slo", None, aggregate, slo_ms,
+                      f"neuron p99 {fmt_ms(aggregate)} above {slo_ms:g} ms but not confirmed by {NOISE_BREACHES} of "
+                      f"the last {NOISE_WINDOW} minutes")
+
+
+def latency_regression_gate(window: Window, max_regression: float, gpu_share: float) -> GateResult:
+    """Neuron p99 <= (1 + max_regression) x gpu p99 on the same minutes."""
+    factor = 1.0 + max_regression
+    pairs = [(n, g) for n, g in window.pairs()
+             if n.latency_p99_ms is not None and g.latency_p99_ms is not None and n.has_data and g.has_data]
+    if not pairs:
+        if gpu_share <= 0:
+            return GateResult("latency_regression", True, None, None,
+                              "gpu serves no traffic: no baseline on these minutes, judged on the SLO only")
+        return GateResult("latency_regression", None, None, None, "no minutes with both p99s yet")
+    points = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
+    neuron_p99 = pooled_p99(n for n, _ in pairs)
+    gpu_p99 = pooled_p99(g for _, g in pairs)
+    threshold = factor * gpu_p99 if gpu_p99 is not None else None
+    if confirmed_above(points, MIN_BREACH_SAMPLES):
+        return GateResult("latency_regression", False, neuron_p99, threshold,
+                          f"neuron p99 {fmt_ms(neuron_p99)} > {factor:g} x gpu {fmt_ms(gpu_p99)} in "
+                          f"{NOISE_BREACHES}+ of the last {NOISE_WINDOW} minutes")
+    if neuron_p99 is not None and threshold is not None and neuron_p99 <= threshold:
+        return GateResult("latency_regression", True, neuron_p99, threshold,
+                          f"<= {factor:g} x gpu {fmt_ms(gpu_p99)}")
+    return GateResult("latency_regression", None, neuron_p99, threshold,
+                      f"neuron p99 {fmt_ms(neuron_p99)} above {factor:g} x gpu {fmt_ms(gpu_p99)}, not confirmed")
+
+
+@dataclass(frozen=True)
+class ErrorTest:
+    neuron_errors: float
+    neuron_requests: float
+    gpu_errors: float
+    gpu_requests: float
+    test: ProportionTest
+    baseline: str  # "gpu" or "cap"
+    breach: bool
+
+
+def error_test(neuron: WindowSummary, gpu: WindowSummary, cap: float) -> ErrorTest:
+    x1, n1, x2, n2 = neuron.errors_5xx, neuron.invocations, gpu.errors_5xx, gpu.invocations
+    if n2 > 0:
+        test, baseline = two_proportion_z(x1, n1, x2, n2), "gpu"
+    else:
+        test, baseline = one_proportion_z(x1, n1, cap), "cap"
+    rate = x1 / n1 if n1 > 0 else 0.0
+    breach = x1 >= MIN_ERRORS and rate > cap and test.significant(ALPHA)
+    return ErrorTest(x1, n1, x2, n2, test, baseline, breach)
+
+
+def errors_gate(step: Window, cap: float) -> tuple[GateResult, dict[str, Any]]:
+    """5XX: breach when the whole step OR its newest BREACH_WINDOW minutes show a significant excess."""
+    whole = error_test(step.summary(NEURON), step.summary(GPU), cap)
+    recent_window = step.newest(BREACH_WINDOW)
+    recent = error_test(recent_window.summary(NEURON), recent_window.summary(GPU), cap)
+    judged = recent if recent.breach and not whole.breach else whole
+    z = judged.test.z
+    if z is None:
+        z_text = "no test"
+    elif math.isinf(z):
+        z_text = "any error is above a 0 cap"
+    else:
+        z_text = f"z={z:.1f} vs {judged.baseline}"
+    detail = (f"5XX {fmt_int(judged.neuron_errors)}/{fmt_int(judged.neuron_requests)} vs "
+              f"{fmt_int(judged.gpu_errors)}/{fmt_int(judged.gpu_requests)} ({z_text})")
+    stats = {
+        "neuron_5xx": judged.neuron_errors, "neuron_requests": judged.neuron_requests,
+        "gpu_5xx": judged.gpu_errors, "gpu_requests": judged.gpu_requests,
+        "z": judged.test.z, "p_value": judged.test.p_value, "baseline": judged.baseline,
+        "alpha": ALPHA, "min_errors": MIN_ERRORS, "recent_minutes": BREACH_WINDOW,
+    }
+    rate = judged.neuron_errors / judged.neuron_requests if judged.neuron_requests > 0 else None
+    if whole.breach or recent.breach:
+        where = "in the last minutes" if judged is recent else "over the step"
+        return GateResult("errors", False, rate, cap, f"{detail}: neuron worse and above {cap:.2%} {where}"), stats
+    if judged.neuron_requests <= 0:
+        return GateResult("errors", None, None, cap, "no neuron requests yet"), stats
+    return GateResult("errors", True, rate, cap, detail), stats
+
+
+def data_gate(recent: Window, neuron_share: float, expected: float, threshold: int) -> GateResult:
+    """Silence judged by expected traffic: expected >= threshold is a failure, fewer is a hold."""
+    served = recent.summary(NEURON).invocations
+    if neuron_share <= 0:
+        return GateResult("data", True, served, threshold, "neuron has no weight: no traffic expected")
+    if served > 0:
+        return GateResult("data", True, served, threshold, f"neuron reported {fmt_int(served)} requests")
+    if expected >= threshold:
+        return GateResult("data", False, expected, threshold,
+                          f"neuron silent while {fmt_int(expected)} requests were expected (>= {threshold})")
+    return GateResult("data", None, expected, threshold,
+                      f"neuron silent but only {expected:.0f} requests expected (< {threshold}): holding")
+
+
+def cost_gate(projected: Mapping[str, float | None], observed: Mapping[str, float | None],
+              migrate_anyway: bool) -> GateResult:
+    """Ramp only while neuron is cheaper per inference (projected at the current traffic)."""
+    n, g = projected.get(NEURON), projected.get(GPU)
+    seen = f"observed {fmt_cost(observed.get(NEURON))} vs {fmt_cost(observed.get(GPU))} per 1K"
+    if n is None or g is None:
+        return GateResult("cost", None, n, g, f"no price for a variant; {seen}")
+    cheaper = n < g
+    detail = f"{fmt_cost(n)} vs {fmt_cost(g)} per 1K at the current traffic ({seen})"
+    if cheaper:
+        return GateResult("cost", True, n, g, detail)
+    if migrate_anyway:
+        return GateResult("cost", True, n, g, f"{detail}: neuron costlier, migrating anyway (config)")
+    return GateResult("cost", False, n, g, f"{detail}: neuron is not cheaper")
+
+
+# ------------------------------------------------------------------------------------------------
+# A step, assessed
+
+
+@dataclass(frozen=True)
+class Assessment:
+    gates: tuple[GateResult, ...]
+    breaches: tuple[GateResult, ...]  # failed safety gates: fall back now
+    statistics: Mapping[str, Any] = field(default_factory=dict)
+
+    def gate(self, name: str) -> GateResult | None:
+        return next((g for g in self.gates if g.name == name), None)
+
+    @property
+    def step_passes(self) -> bool:
+        return all(g.passed is True for g in self.gates)
+
+
+def assess(config: HybridConfig, step: Window, neuron_share: float, gpu_share: float, expected_silence: float,
+           projected: Mapping[str, float | None], observed: Mapping[str, float | None],
+           regression_is_breach: bool = True) -> Assessment:
+    """All gates of a step over its judged minutes; which failures are breaches."""
+    neuron = step.summary(NEURON)
+    sample = sample_gate(neuron, config.canary.min_sample)
+    slo = latency_slo_gate(step, config.slo.p99_latency_ms)
+    regression = latency_regression_gate(step, config.slo.max_regression, gpu_share)
+    errors, error_stats = errors_gate(step, config.slo.max_error_rate)
+    data = data_gate(step.newest(SILENCE_WINDOW), neuron_share, expected_silence,
+                     config.fallback.expected_invocations_for_silence)
+    cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)
+    gates = (sample, slo, regression, errors, data, cost)
+    safety = [data, slo, errors] + ([regression] if regression_is_breach else [])
+    breaches = tuple(g for g in safety if g.passed is False) if neuron_share > 0 else ()
+    gpu = step.summary(GPU)
+    statistics = {
+        "minutes": neuron.minutes,
+        "neuron_invocations": neuron.invocations,
+        "gpu_invocations": gpu.invocations,
+        "neuron_p99_ms": neuron.p99_ms,
+        "gpu_p99_ms": gpu.p99_ms,
+        "min_sample": config.canary.min_sample,
+        "expected_neuron_invocations": expected_silence,
+        "errors": error_stats,
+        "noise_rule": f"{NOISE_BREACHES} of {NOISE_WINDOW} minutes and aggregate",
+    }
+    return Assessment(gates, breaches, statistics)
