@@ -196,21 +196,14 @@ class Controller:
     # -- inputs ----------------------------------------------------------------------------------
 
     def prices_for(self, live: EndpointLive) -> dict[str, float]:
-        """$/hour per instance type AND per variant name (config overrides, then the built-in table).
-
-        Both keys are given so the policy can look up either way; instance types never collide
-        with variant names.
-        """
+        """$/hour per instance type of the live variants (config `prices:` first, then the built-in table)."""
         from toolkit.pricing import price_per_hour
 
-        table = dict(self._prices or {})
-        overrides = {**self.config.prices, **table}
-        out: dict[str, float] = dict(table)
+        overrides = {**self.config.prices, **(self._prices or {})}
+        out: dict[str, float] = dict(self._prices or {})
         for name, variant in live.variants.items():
             instance_type = variant.instance_type or self.config.variant(name).instance_type
-            price = price_per_hour(instance_type, overrides)
-            out[instance_type] = price
-            out[name] = price
+            out[instance_type] = price_per_hour(instance_type, overrides)
         return out
 
     def _load(self) -> tuple[ControllerState, int | None]:

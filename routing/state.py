@@ -116,9 +116,15 @@ class JsonFileStateStore:
         line = dumps(dict(record))
         if "\n" in line:  # json.dumps never emits raw newlines; guard the one-record-per-line format
             raise ValueError("record serialised with a newline")
+        data = (line + "\n").encode("utf-8")
         # O_APPEND: every write lands at the end even with several writers.
-        with open(self.records_path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        with open(self.records_path, "ab+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    data = b"\n" + data  # a crash left a torn line: never glue a good record onto it
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
