@@ -20,6 +20,7 @@ NEFFs are tied to the compiler version, hence its place in the key.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -268,9 +269,9 @@ def plan(config: HybridConfig, *, s3_client: Any | None) -> CompileResult:
     )
 
 
-def lookup(config: HybridConfig, *, s3_client: Any | None) -> CompileResult | None:
+def lookup(config: HybridConfig, *, s3_client: Any | None, planned: CompileResult | None = None) -> CompileResult | None:
     """The compiled result for the current inputs if it exists (never compiles)."""
-    result = plan(config, s3_client=s3_client)
+    result = copy.copy(planned) if planned is not None else plan(config, s3_client=s3_client)
     if config.compile.backend == "container":
         return _container_result(config, result)
     manifest = read_manifest(config, result.cache_key, s3_client)
@@ -325,7 +326,7 @@ def compile_model(
         result.warnings = warnings
         return result
     if not force:
-        hit = lookup(config, s3_client=s3_client)
+        hit = lookup(config, s3_client=s3_client, planned=result)
         if hit is not None:
             hit.warnings = warnings
             return hit

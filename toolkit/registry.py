@@ -114,8 +114,11 @@ def plan_packages(config: HybridConfig, compiled: Any) -> tuple[str, dict[str, P
         "compiler": compiled.versions.get("compiler", "unknown"),
         "backend": compiled.backend,
     }
-    fingerprints = {name: _digest({"model": models[name], "common": common, "variant": name}, 32) for name in VARIANT_NAMES}
-    pair = _digest(fingerprints, 16)
+    contents = {name: {"model": models[name], "common": common, "variant": name} for name in VARIANT_NAMES}
+    pair = _digest(contents, 16)
+    # A package belongs to exactly one pair: a change to either variant re-registers both, so
+    # `hybrid:pair` on an existing package never points at a partner it was not built with.
+    fingerprints = {name: _digest({**contents[name], "pair": pair}, 32) for name in VARIANT_NAMES}
     plans: dict[str, PackagePlan] = {}
     for name in VARIANT_NAMES:
         model = models[name]

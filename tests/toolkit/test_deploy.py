@@ -1,0 +1,200 @@
+"""hybrid deploy: create, update keeping live weights, content-named configs, failures surfaced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from tests.toolkit.test_compile import embedded_world, make_config, pipeline_data, write
+from toolkit.cli import run
+from toolkit.deploy import deploy_endpoint, endpoint_config_request
+from toolkit.errors import AwsError, UserError
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with embedded_world():
+        yield
+
+def _sm(region: str = "us-east-2") -> Any:
+    return boto3.client("sagemaker", region_name=region)
+
+
+def _live(sm: Any, name: str) -> dict[str, tuple[float, int]]:
+    described = sm.describe_endpoint(EndpointName=name)
+    return {v["VariantName"]: (v["CurrentWeight"], v["CurrentInstanceCount"]) for v in described["ProductionVariants"]}
+
+
+def _config_count(sm: Any) -> int:
+    return len(sm.list_endpoint_configs()["EndpointConfigs"])
+
+
+def test_create_uses_initial_weights_and_a_content_named_config(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    data["initial_weights"] = {"neuron": 10, "gpu": 90}
+    data["canary"]["target_neuron_percent"] = 100
+    cfg = make_config(data)
+    sm = _sm()
+    result = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    assert result.action == "created" and result.status == "InService" and result.source == "config"
+    assert result.endpoint_config_name.startswith(f"{cfg.name}-")
+    assert result.endpoint_config_name == endpoint_config_request(cfg, result.models)["EndpointConfigName"]
+    assert _live(sm, cfg.name) == {"neuron": (10.0, 1), "gpu": (90.0, 2)}
+
+
+def test_update_keeps_the_weights_and_counts_set_on_the_live_endpoint(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    sm = _sm()
+    first = deploy_endpoint(make_config(data), sagemaker_client=sm, show_progress=False)
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=first.endpoint_name,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "neuron", "DesiredWeight": 30.0, "DesiredInstanceCount": 3},
+            {"VariantName": "gpu", "DesiredWeight": 70.0, "DesiredInstanceCount": 1},
+        ],
+    )
+    data["variants"]["neuron"]["model"]["environment"]["LOG_LEVEL"] = "debug"
+    second = deploy_endpoint(make_config(data), sagemaker_client=sm, show_progress=False)
+    assert second.action == "updated"
+    assert second.endpoint_config_name != first.endpoint_config_name
+    assert second.models["neuron"] != first.models["neuron"] and second.models["gpu"] == first.models["gpu"]
+    assert _live(sm, first.endpoint_name) == {"neuron": (30.0, 3), "gpu": (70.0, 1)}
+    described = sm.describe_endpoint(EndpointName=first.endpoint_name)
+    assert described["EndpointConfigName"] == second.endpoint_config_name
+    env = sm.describe_model(ModelName=second.models["neuron"])["Containers"][0]["Environment"]
+    assert env["LOG_LEVEL"] == "debug"
+
+
+def test_redeploying_the_same_content_changes_nothing(aws, tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    again = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    assert again.action == "unchanged"
+    assert _config_count(sm) == 1
+    assert len(sm.list_models()["Models"]) == 2
+
+
+def test_container_backend_sets_the_neuronx_environment_and_raises_startup_timeout(aws, tmp_path):
+    data = pipeline_data(tmp_path, backend="container")
+    data["variants"]["neuron"].pop("startup_timeout_seconds", None)
+    cfg = make_config(data)
+    sm = _sm()
+    result = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    env = sm.describe_model(ModelName=result.models["neuron"])["Containers"][0]["Environment"]
+    assert env["HF_OPTIMUM_SEQUENCE_LENGTH"] == "128" and env["HF_OPTIMUM_BATCH_SIZE"] == "1"
+    assert env["HF_TASK"] == "text-classification"  # the config's own environment is kept
+    ec = sm.describe_endpoint_config(EndpointConfigName=result.endpoint_config_name)
+    neuron = next(v for v in ec["ProductionVariants"] if v["VariantName"] == "neuron")
+    gpu = next(v for v in ec["ProductionVariants"] if v["VariantName"] == "gpu")
+    assert neuron["ContainerStartupHealthCheckTimeoutInSeconds"] >= 1800
+    assert "ContainerStartupHealthCheckTimeoutInSeconds" not in gpu
+    gpu_env = sm.describe_model(ModelName=result.models["gpu"])["Containers"][0]["Environment"]
+    assert "HF_OPTIMUM_SEQUENCE_LENGTH" not in gpu_env
+
+
+def test_missing_execution_role_is_a_one_line_error_exit_2(tmp_path, capsys):
+    data = pipeline_data(tmp_path)
+    data.pop("execution_role_arn")
+    with pytest.raises(UserError, match="execution_role_arn"):
+        deploy_endpoint(make_config(data), sagemaker_client=object())
+    code = run(["deploy", "-c", write(tmp_path, data)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "execution_role_arn" in err
+
+
+def _endpoint(status: str, config_name: str, reason: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "EndpointName": "bert-classifier",
+        "EndpointArn": "arn:aws:sagemaker:us-east-2:123456789012:endpoint/bert-classifier",
+        "EndpointConfigName": config_name,
+        "EndpointStatus": status,
+        "CreationTime": "2026-01-01",
+        "LastModifiedTime": "2026-01-01",
+    }
+    if reason:
+        body["FailureReason"] = reason
+    return body
+
+
+def _stub_update(stub: Stubber, cfg: Any) -> str:
+    """Queue the calls of an update whose models exist and whose config is new; return its name."""
+    from toolkit.deploy import config_models, model_request
+
+    models = config_models(cfg)
+    names = {v: model_request(cfg, models[v])["ModelName"] for v in ("neuron", "gpu")}
+    ec_name = endpoint_config_request(cfg, names)["EndpointConfigName"]
+    stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old"))
+    for name in ("neuron", "gpu"):
+        stub.add_response("describe_model", {
+            "ModelName": names[name], "CreationTime": "2026-01-01",
+            "ModelArn": f"arn:aws:sagemaker:us-east-2:123456789012:model/{names[name]}",
+        }, {"ModelName": names[name]})
+    stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"},
+                      {"EndpointConfigName": ec_name, "ProductionVariants": ANY, "Tags": ANY})
+    stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"},
+                      {"EndpointName": "bert-classifier", "EndpointConfigName": ec_name,
+                       "RetainAllVariantProperties": True})
+    return ec_name
+
+
+def test_update_request_retains_variant_properties_and_waits_with_injected_sleep(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg)
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
+        result = deploy_endpoint(cfg, sagemaker_client=sm, source="config", poll=5.0, sleep=slept.append,
+                                 show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "updated" and slept == [5.0, 5.0]
+
+
+def test_an_update_that_rolled_back_surfaces_the_failure_reason(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    reason = "The primary container for production variant neuron did not pass the ping health check."
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg)
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old", reason))
+        with pytest.raises(AwsError) as caught:
+            deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=lambda _: None, show_progress=False)
+    assert reason in str(caught.value) and "rolled back" in str(caught.value)
+    assert caught.value.exit_code == 3
+
+
+def test_a_failed_creation_surfaces_the_failure_reason(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    reason = "ResourceLimitExceeded: account-level service limit 'ml.inf2.xlarge for endpoint usage' is 0"
+    with Stubber(sm) as stub:
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint \"bert-classifier\".")
+        for _ in range(2):
+            stub.add_client_error("describe_model", "ValidationException", "Could not find model")
+            stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-2:1:model/x"})
+        stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+        stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"})
+        stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
+        stub.add_response("describe_endpoint", _endpoint("Failed", "x", reason))
+        with pytest.raises(AwsError, match="ResourceLimitExceeded"):
+            deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=lambda _: None, show_progress=False)
+
+
+def test_cli_deploy_json_reports_the_action(aws, tmp_path, capsys):
+    import json
+
+    path = write(tmp_path, pipeline_data(tmp_path))
+    assert run(["deploy", "-c", path, "--source", "config", "-o", "json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["action"] == "created" and first["live"]["gpu"]["weight"] == 100.0
+    assert run(["deploy", "-c", path, "--source", "config", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "unchanged"
