@@ -23,7 +23,10 @@ IMAGE = "111122223333.dkr.ecr.us-east-1.amazonaws.com/my-neuron-serving:1.4"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     data: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     data["kms_key_arn"] = KMS
-    data["vpc"] = {"subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"], "security_group_ids": ["sg-0a1b2c3d4e5f60718"]}
+    data["vpc"] = {
+        "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+        "security_group_ids": ["sg-0a1b2c3d4e5f60718"],
+    }
     data["data_capture"] = {"enabled": True, "s3_uri": "s3://capture-bucket/bert/", "sampling_percent": 20}
     data["variants"]["gpu"]["model"] = {"model_package_arn": PACKAGE}
     data["variants"]["neuron"]["model"]["image"] = IMAGE
@@ -63,7 +66,10 @@ def test_data_capture_samples_inputs_and_outputs_to_the_configured_prefix(stack:
 def test_both_models_run_in_the_configured_vpc(stack: Synth) -> None:
     for model in stack.resources("AWS::SageMaker::Model").values():
         vpc = model["Properties"]["VpcConfig"]
-        assert vpc == {"Subnets": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"], "SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"]}
+        assert vpc == {
+            "Subnets": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+            "SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"],
+        }
     eni = next(s for s in statements(stack) if s.get("Sid") == "VpcNetworkInterfaces")
     assert "ec2:CreateNetworkInterface" in eni["Action"]
 
