@@ -24,7 +24,15 @@ from datetime import datetime
 from typing import Any
 
 from routing.model import GateResult, MinuteMetrics
-from routing.stats import ProportionTest, WindowSummary, one_proportion_z, pooled_p99, summarize, two_proportion_z
+from routing.stats import (
+    ProportionTest,
+    StepTotals,
+    WindowSummary,
+    one_proportion_z,
+    pooled_p99,
+    summarize,
+    two_proportion_z,
+)
 from toolkit.config import GPU, NEURON, HybridConfig
 
 ALPHA = 0.01  # one-sided significance for the error tests
@@ -106,11 +114,11 @@ def sample_gate(neuron: WindowSummary, min_sample: int) -> GateResult:
     return GateResult("sample", None, n, min_sample, f"{fmt_int(n)} of {fmt_int(min_sample)} samples")
 
 
-def latency_slo_gate(window: Window, slo_ms: float) -> GateResult:
-    """Neuron p99 within the SLO: aggregate over the step to pass; the noise rule to fail."""
+def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateResult:
+    """Neuron p99 within the SLO: the step's aggregate to pass; the noise rule on recent minutes to fail."""
     points = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in window.neuron
               if m.has_data and m.latency_p99_ms is not None]
-    aggregate = pooled_p99(window.neuron)
+    aggregate = totals.neuron_p99
     if confirmed_above(points, MIN_BREACH_SAMPLES):
         recent = ", ".join(f"{v:.0f}" for v, _, _ in points[-NOISE_WINDOW:])
         return GateResult("latency_slo", False, aggregate, slo_ms,
@@ -124,19 +132,21 @@ def latency_slo_gate(window: Window, slo_ms: float) -> GateResult:
                       f"the last {NOISE_WINDOW} minutes")
 
 
-def latency_regression_gate(window: Window, max_regression: float, gpu_share: float) -> GateResult:
-    """Neuron p99 <= (1 + max_regression) x gpu p99 on the same minutes."""
+def latency_regression_gate(window: Window, totals: StepTotals, max_regression: float,
+                            gpu_share: float) -> GateResult:
+    """Neuron p99 <= (1 + max_regression) x gpu p99 on the same minutes (step aggregate; noise rule to fail)."""
     factor = 1.0 + max_regression
     pairs = [(n, g) for n, g in window.pairs()
              if n.latency_p99_ms is not None and g.latency_p99_ms is not None and n.has_data and g.has_data]
-    if not pairs:
+    neuron_p99, gpu_p99 = totals.pair_p99s
+    if not pairs and neuron_p99 is None:
         if gpu_share <= 0:
             return GateResult("latency_regression", True, None, None,
                               "gpu serves no traffic: no baseline on these minutes, judged on the SLO only")
         return GateResult("latency_regression", None, None, None, "no minutes with both p99s yet")
     points = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
-    neuron_p99 = pooled_p99(n for n, _ in pairs)
-    gpu_p99 = pooled_p99(g for _, g in pairs)
+    if neuron_p99 is None:  # nothing accumulated yet (first tick of a step): the window speaks
+        neuron_p99, gpu_p99 = pooled_p99(n for n, _ in pairs), pooled_p99(g for _, g in pairs)
     threshold = factor * gpu_p99 if gpu_p99 is not None else None
     if confirmed_above(points, MIN_BREACH_SAMPLES):
         return GateResult("latency_regression", False, neuron_p99, threshold,
@@ -171,10 +181,10 @@ def error_test(neuron: WindowSummary, gpu: WindowSummary, cap: float) -> ErrorTe
     return ErrorTest(x1, n1, x2, n2, test, baseline, breach)
 
 
-def errors_gate(step: Window, cap: float) -> tuple[GateResult, dict[str, Any]]:
+def errors_gate(window: Window, totals: StepTotals, cap: float) -> tuple[GateResult, dict[str, Any]]:
     """5XX: breach when the whole step OR its newest BREACH_WINDOW minutes show a significant excess."""
-    whole = error_test(step.summary(NEURON), step.summary(GPU), cap)
-    recent_window = step.newest(BREACH_WINDOW)
+    whole = error_test(totals.summary(True), totals.summary(False), cap)
+    recent_window = window.newest(BREACH_WINDOW)
     recent = error_test(recent_window.summary(NEURON), recent_window.summary(GPU), cap)
     judged = recent if recent.breach and not whole.breach else whole
     z = judged.test.z
@@ -249,28 +259,29 @@ class Assessment:
         return all(g.passed is True for g in self.gates)
 
 
-def assess(config: HybridConfig, step: Window, neuron_share: float, gpu_share: float, expected_silence: float,
+def assess(config: HybridConfig, step: Window, totals: StepTotals, neuron_share: float, gpu_share: float, expected_silence: float,
            projected: Mapping[str, float | None], observed: Mapping[str, float | None],
            regression_is_breach: bool = True) -> Assessment:
     """All gates of a step over its judged minutes; which failures are breaches."""
-    neuron = step.summary(NEURON)
+    neuron = totals.summary(True)
     sample = sample_gate(neuron, config.canary.min_sample)
-    slo = latency_slo_gate(step, config.slo.p99_latency_ms)
-    regression = latency_regression_gate(step, config.slo.max_regression, gpu_share)
-    errors, error_stats = errors_gate(step, config.slo.max_error_rate)
+    slo = latency_slo_gate(step, totals, config.slo.p99_latency_ms)
+    regression = latency_regression_gate(step, totals, config.slo.max_regression, gpu_share)
+    errors, error_stats = errors_gate(step, totals, config.slo.max_error_rate)
     data = data_gate(step.newest(SILENCE_WINDOW), neuron_share, expected_silence,
                      config.fallback.expected_invocations_for_silence)
     cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)
     gates = (sample, slo, regression, errors, data, cost)
     safety = [data, slo, errors] + ([regression] if regression_is_breach else [])
     breaches = tuple(g for g in safety if g.passed is False) if neuron_share > 0 else ()
-    gpu = step.summary(GPU)
+    pair_neuron, pair_gpu = totals.pair_p99s
     statistics = {
-        "minutes": neuron.minutes,
-        "neuron_invocations": neuron.invocations,
-        "gpu_invocations": gpu.invocations,
-        "neuron_p99_ms": neuron.p99_ms,
-        "gpu_p99_ms": gpu.p99_ms,
+        "step_minutes": totals.minutes,
+        "neuron_invocations": totals.neuron_invocations,
+        "gpu_invocations": totals.gpu_invocations,
+        "neuron_p99_ms": totals.neuron_p99,
+        "gpu_p99_ms": pair_gpu,
+        "paired_neuron_p99_ms": pair_neuron,
         "min_sample": config.canary.min_sample,
         "expected_neuron_invocations": expected_silence,
         "errors": error_stats,

@@ -42,7 +42,7 @@ from routing.model import (
     Phase,
     Target,
 )
-from routing.stats import instances_for
+from routing.stats import StepTotals, instances_for
 from toolkit.config import GPU, NEURON, HybridConfig
 from toolkit.errors import UserError
 from toolkit.pricing import cost_per_1k
@@ -156,7 +156,8 @@ def track_live_share(state: ControllerState, endpoint: EndpointLive, now: dateti
 class Measurement:
     neuron_share: float
     gpu_share: float
-    step: Window  # judged minutes: closed minutes since the live share went live
+    step: Window  # judged minutes: closed minutes since the live share went live (within the metrics window)
+    totals: StepTotals  # the same minutes added up since the share went live, across ticks
     total_rps: float | None  # newest estimate of the whole endpoint's traffic
     sizing_rps: float  # what capacity is planned for: the recent peak, or the last known traffic
     expected_silence: float  # neuron invocations expected in the silence window
@@ -165,16 +166,17 @@ class Measurement:
 
 
 def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_share: float,
-                   gpu_share: float) -> list[tuple[datetime, float | None]]:
-    """Total invocations per minute, inferring a silent side from the other side's share."""
+                   gpu_share: float, since: datetime | None) -> list[tuple[datetime, float | None]]:
+    """Total invocations per minute; since the live share went live, a silent side is inferred from
+    the other side's share (before that the share was different, so minutes are plainly added)."""
     n_by = {m.start: m for m in minutes.get(NEURON, ())}
     g_by = {m.start: m for m in minutes.get(GPU, ())}
     out: list[tuple[datetime, float | None]] = []
     for start in sorted(set(n_by) | set(g_by)):
         n = n_by[start].invocations if start in n_by else None
         g = g_by[start].invocations if start in g_by else None
-        if n and g:
-            total: float | None = n + g
+        if n and g or (since is None or start < since):
+            total: float | None = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
         elif g and gpu_share > 0:
             total = g / (gpu_share / 100.0)  # neuron silent: what it should have had
         elif n and neuron_share > 0:
@@ -218,7 +220,7 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     gpu_share = 100.0 - neuron_share
     since = _parse(state.extra.get("live_since"))
     step = window_from(observation.minutes, ceil_minute(since) if since else None)
-    totals = _minute_totals(observation.minutes, neuron_share, gpu_share)
+    totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
     known = [t for _, t in totals if t is not None]
     last_rps = float(state.extra.get("total_rps") or 0.0)
     total_rps = known[-1] / 60.0 if known else None
@@ -244,7 +246,20 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         rps = total_rps if total_rps else vc.capacity_rps_per_instance  # idle endpoint: cost at capacity
         fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
-    return Measurement(neuron_share, gpu_share, step, total_rps, sizing_rps, expected, observed, projected)
+    totals = _step_totals(state, step, observation)
+    return Measurement(neuron_share, gpu_share, step, totals, total_rps, sizing_rps, expected, observed, projected)
+
+
+def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
+    """The step's running totals plus the minutes closed since the last judged tick (each once)."""
+    since = state.extra.get("live_since")
+    prior = StepTotals.from_dict(state.extra.get("step_totals")) if state.extra.get("totals_since") == since \
+        else StepTotals()
+    if not observation.known:
+        return prior
+    seen = state.last_window_end
+    fresh = [m for m in step.neuron if seen is None or m.start >= seen], [m for m in step.gpu if seen is None or m.start >= seen]
+    return prior.add(*fresh)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,7 +446,8 @@ def on_ramping(t: Tick) -> Decision:
     if baked >= cfg.canary.max_bake_minutes:
         short = "not enough sample" if sample is not None and sample.passed is None else "gates inconclusive"
         reason = (f"{label} at {_pct(goal)}: max bake {cfg.canary.max_bake_minutes} min reached with {short} "
-                  f"({'; '.join(g.detail for g in waiting)}); holding (it does not fail): promote, abort or wait")
+                  f"({'; '.join(g.detail for g in waiting)}); holding until it arrives (this does not fail); "
+                  f"promote or abort to decide now")
         return _decision(t, state, Action.HOLD, reason, None, stats)
     if not waiting:
         reason = (f"{label} at {_pct(goal)}: baking {baked:.0f} of {cfg.canary.min_bake_minutes} min; "
@@ -486,6 +502,20 @@ def holding_health(t: Tick) -> tuple[bool, int, str]:
     return degraded_latency or saturated, good, "; ".join(detail)
 
 
+def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
+    """Holding: once the split has been stable for the dwell, gpu sheds what its share no longer needs."""
+    asked = _asked_counts(t.endpoint)
+    needed = gpu_needed(t.config, 100.0 - goal, t.m.sizing_rps)
+    if not dwell_ok or asked.get(GPU, 0) <= needed:
+        return None
+    counts = _bounded_counts(t.config, {**asked, GPU: needed})
+    target = Target(weights=_weights(t.live), instance_counts=counts)
+    reason = (f"holding at {_pct(goal)}: gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances for its "
+              f"{_pct(round(100.0 - goal, 2))} share of {t.m.sizing_rps:.1f} req/s (warm minimum "
+              f"{t.config.variants.gpu.min_count})")
+    return _decision(t, state, Action.SCALE, reason, target)
+
+
 def on_holding(t: Tick) -> Decision:
     cfg, state = t.config, t.state
     target_share = cfg.canary.target_neuron_percent
@@ -509,6 +539,9 @@ def on_holding(t: Tick) -> Decision:
         new_state = state.evolve(extra={**state.extra, "share": new_goal})
         return shift(t, new_state, new_goal, Action.STEP_BACK,
                      f"holding: {detail}; stepping back {_pct(cfg.holding.step_back_percent)}")
+    shrink = shrink_donor(t, state, goal, dwell_ok)
+    if shrink is not None:
+        return shrink
     cost = t.a.gate("cost")
     cheaper = cost is not None and cost.passed is True
     if goal < target_share and dwell_ok and cheaper:
@@ -552,7 +585,7 @@ def on_cooling_down(t: Tick) -> Decision:
     if t.now < until or not t.observation.known:
         left = (until - t.now).total_seconds() / 60
         reason = (f"cooling down after fallback {t.state.fallbacks}/{t.config.fallback.max_fallbacks}: "
-                  f"{left:.0f} min left ({t.state.extra.get('last_fallback', 'breach')})")
+                  f"{left:.0f} min left ({str(t.state.extra.get('last_fallback', 'breach')).split('; ')[0]})")
         return _decision(t, t.state, Action.NONE, reason)
     state = t.state.evolve(phase=Phase.RAMPING, step=0, step_started_at=None, phase_since=t.now, cooldown_until=None)
     return on_ramping(replace(t, state=state))
@@ -592,6 +625,9 @@ def _finish(t: Tick, decision: Decision) -> Decision:
     extra = dict(decision.state.extra)
     if t.m.total_rps is not None:
         extra["total_rps"] = round(t.m.total_rps, 4)
+    if extra.get("live_since") == t.state.extra.get("live_since"):
+        extra["step_totals"] = t.m.totals.to_dict()
+        extra["totals_since"] = extra.get("live_since")
     known = t.observation.known
     state = decision.state.evolve(
         last_tick_at=t.now,
@@ -617,7 +653,7 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
     state = track_live_share(state, endpoint, now)
     m = measure(config, state, endpoint, observation, prices)
     phase_for_gates = state.paused_phase if state.phase == Phase.PAUSED else state.phase
-    a = assess(config, m.step, m.neuron_share, m.gpu_share, m.expected_silence, m.projected_cost_per_1k,
+    a = assess(config, m.step, m.totals, m.neuron_share, m.gpu_share, m.expected_silence, m.projected_cost_per_1k,
                m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING)
     t = Tick(config, state, endpoint, observation, now, m, a)
     decision = guard(t) if state.phase in GUARDED else None

@@ -121,3 +121,76 @@ def instances_for(rps: float, capacity_rps_per_instance: float, low: int, high: 
     """Instances that carry rps at the given per-instance capacity, within [low, high]."""
     needed = math.ceil(max(rps, 0.0) * factor / capacity_rps_per_instance - 1e-9)
     return max(low, min(high, needed))
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """What a step has seen so far, added up tick by tick (each closed minute counted once).
+
+    Kept in ControllerState.extra so the sample of a step is not limited to the metrics window,
+    and a restart resumes the count instead of starting over.
+    """
+
+    neuron_invocations: float = 0.0
+    neuron_5xx: float = 0.0
+    gpu_invocations: float = 0.0
+    gpu_5xx: float = 0.0
+    minutes: int = 0
+    neuron_p99_sum: float = 0.0  # sum of minute p99 x weight (pooled_p99 over the step)
+    neuron_p99_weight: float = 0.0
+    pair_neuron_sum: float = 0.0  # the same over minutes where both variants have a p99
+    pair_gpu_sum: float = 0.0
+    pair_weight: float = 0.0
+    pair_gpu_weight: float = 0.0
+
+    @property
+    def neuron_p99(self) -> float | None:
+        return self.neuron_p99_sum / self.neuron_p99_weight if self.neuron_p99_weight > 0 else None
+
+    @property
+    def pair_p99s(self) -> tuple[float | None, float | None]:
+        if self.pair_weight <= 0 or self.pair_gpu_weight <= 0:
+            return None, None
+        return self.pair_neuron_sum / self.pair_weight, self.pair_gpu_sum / self.pair_gpu_weight
+
+    def summary(self, neuron: bool) -> WindowSummary:
+        if neuron:
+            return WindowSummary(self.minutes, self.minutes, self.neuron_invocations, self.neuron_5xx,
+                                 self.neuron_p99, self.neuron_p99_weight)
+        return WindowSummary(self.minutes, self.minutes, self.gpu_invocations, self.gpu_5xx,
+                             self.pair_p99s[1], self.pair_gpu_weight)
+
+    def add(self, neuron: Iterable[MinuteMetrics], gpu: Iterable[MinuteMetrics]) -> StepTotals:
+        """Add closed minutes (both variants, same minutes); returns a new total."""
+        n_by = {m.start: m for m in neuron}
+        g_by = {m.start: m for m in gpu}
+        values = dict(self.__dict__)
+        for start in sorted(set(n_by) | set(g_by)):
+            n, g = n_by.get(start), g_by.get(start)
+            values["minutes"] += 1
+            if n is not None and n.has_data:
+                values["neuron_invocations"] += n.invocations or 0.0
+                values["neuron_5xx"] += n.errors_5xx
+                if n.latency_p99_ms is not None and _weight(n) > 0:
+                    values["neuron_p99_sum"] += n.latency_p99_ms * _weight(n)
+                    values["neuron_p99_weight"] += _weight(n)
+            if g is not None and g.has_data:
+                values["gpu_invocations"] += g.invocations or 0.0
+                values["gpu_5xx"] += g.errors_5xx
+            if (n is not None and g is not None and n.has_data and g.has_data and n.latency_p99_ms is not None
+                    and g.latency_p99_ms is not None and _weight(n) > 0 and _weight(g) > 0):
+                values["pair_neuron_sum"] += n.latency_p99_ms * _weight(n)
+                values["pair_weight"] += _weight(n)
+                values["pair_gpu_sum"] += g.latency_p99_ms * _weight(g)
+                values["pair_gpu_weight"] += _weight(g)
+        return StepTotals(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: object) -> StepTotals:
+        if not isinstance(data, dict):
+            return cls()
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
