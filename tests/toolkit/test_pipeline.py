@@ -72,3 +72,18 @@ def test_pipeline_compiles_registers_deploys_the_approved_pair_and_a_rerun_chang
     redeployed = _step(capsys, "deploy", "-c", path)
     assert redeployed["action"] == "unchanged"
     assert _counts(sm, data["name"]) == after_first
+
+
+def test_register_writes_a_config_that_deploys_the_registered_packages(aws, tmp_path, capsys):
+    from toolkit.config import load_config
+
+    path = write(tmp_path, pipeline_data(tmp_path, backend="container"))
+    out = tmp_path / "hybrid.packages.yaml"
+    _step(capsys, "compile", "-c", path)
+    registered = _step(capsys, "register", "-c", path, "--approve", "--write-config", str(out))
+    cfg = load_config(out)
+    assert {n: cfg.variant(n).model.model_package_arn for n in ("neuron", "gpu")} == registered["packages"]
+    deployed = _step(capsys, "deploy", "-c", str(out), "--source", "config")
+    sm = boto3.client("sagemaker", region_name="us-east-2")
+    container = sm.describe_model(ModelName=deployed["models"]["neuron"])["Containers"][0]
+    assert container["ModelPackageName"] == registered["packages"]["neuron"]

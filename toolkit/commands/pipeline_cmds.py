@@ -14,18 +14,47 @@ import typer
 
 from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load
 
+EndpointUrlOption = typer.Option(
+    None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS); env AWS_ENDPOINT_URL also works."
+)
+ProfileOption = typer.Option(None, "--profile", help="AWS profile for real AWS.")
 
-def _clients(region: str, *names: str) -> list[Any]:
+
+def _clients(region: str, endpoint_url: str | None, profile: str | None, *names: str) -> list[Any]:
     import boto3
 
-    session = boto3.session.Session(region_name=region)
-    return [session.client(name) for name in names]
+    session = boto3.session.Session(region_name=region, profile_name=profile)
+    return [session.client(name, endpoint_url=endpoint_url) for name in names]
+
+
+def _load(config: str) -> Any:
+    """The config, with a relative state_dir taken relative to the config file (as `route` does)."""
+    cfg = load(config)
+    state = Path(cfg.state_dir)
+    if not state.is_absolute():
+        cfg = cfg.model_copy(update={"state_dir": str(Path(config).resolve().parent / state)})
+    return cfg
 
 
 def _warn(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def _write_package_config(source: str, target: str, packages: dict[str, str]) -> None:
+    """A copy of hybrid.yaml whose variants deploy the registered packages (the CDK app reads it)."""
+    import yaml
+
+    from toolkit.config import parse_config
+
+    data = yaml.safe_load(Path(source).read_text())
+    for name, arn in packages.items():
+        model = data["variants"][name]["model"]
+        model.pop("artifact", None)
+        model["model_package_arn"] = arn
+    parse_config(data, target)  # never write a config the other commands would refuse
+    Path(target).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def register(app: typer.Typer) -> None:
@@ -35,12 +64,14 @@ def register(app: typer.Typer) -> None:
         output: Output = OutputOption,
         force: bool = typer.Option(False, "--force", help="Compile even when the cache has this key."),
         dry_run: bool = DryRunOption,
+        endpoint_url: str | None = EndpointUrlOption,
+        profile: str | None = ProfileOption,
     ) -> None:
         """Compile the neuron artifact (neo | container | local), reusing the content-addressed cache."""
         from toolkit.compile import compile_model, lookup, plan
 
-        cfg = load(config)
-        sagemaker, s3 = _clients(cfg.region, "sagemaker", "s3")
+        cfg = _load(config)
+        sagemaker, s3 = _clients(cfg.region, endpoint_url, profile, "sagemaker", "s3")
         if dry_run:
             hit = lookup(cfg, s3_client=s3)
             result = hit or plan(cfg, s3_client=s3)
@@ -72,19 +103,26 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption,
         output: Output = OutputOption,
         approve: bool = typer.Option(False, "--approve", help="Register (or mark) both packages Approved."),
+        write_config: str | None = typer.Option(
+            None, "--write-config", help="Also write a copy of the config deploying these packages (for cdk deploy)."
+        ),
         dry_run: bool = DryRunOption,
+        endpoint_url: str | None = EndpointUrlOption,
+        profile: str | None = ProfileOption,
     ) -> None:
         """Register the neuron and gpu packages in the model package group `name` (idempotent)."""
         from toolkit.compile import lookup
         from toolkit.errors import UserError
         from toolkit.registry import register_models
 
-        cfg = load(config)
-        sagemaker, s3 = _clients(cfg.region, "sagemaker", "s3")
+        cfg = _load(config)
+        sagemaker, s3 = _clients(cfg.region, endpoint_url, profile, "sagemaker", "s3")
         compiled = lookup(cfg, s3_client=s3)
         if compiled is None:
             raise UserError("no compiled neuron artifact for the current inputs: run `hybrid compile` first")
         result = register_models(cfg, sagemaker_client=sagemaker, compiled=compiled, approve=approve, dry_run=dry_run)
+        if write_config and not dry_run:
+            _write_package_config(config, write_config, result.packages)
 
         def render(_: object) -> None:
             from rich.console import Console
@@ -107,6 +145,8 @@ def register(app: typer.Typer) -> None:
         ),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for InService."),
         dry_run: bool = DryRunOption,
+        endpoint_url: str | None = EndpointUrlOption,
+        profile: str | None = ProfileOption,
     ) -> None:
         """Create or update the endpoint (new content-named endpoint config; live weights/counts retained)."""
         from toolkit.deploy import deploy_endpoint
@@ -114,8 +154,8 @@ def register(app: typer.Typer) -> None:
 
         if source not in ("auto", "registry", "config"):
             raise UserError(f"--source must be auto, registry or config, got {source!r}")
-        cfg = load(config)
-        (sagemaker,) = _clients(cfg.region, "sagemaker")
+        cfg = _load(config)
+        (sagemaker,) = _clients(cfg.region, endpoint_url, profile, "sagemaker")
         result = deploy_endpoint(cfg, sagemaker_client=sagemaker, wait=wait, source=source,  # type: ignore[arg-type]
                                  dry_run=dry_run, show_progress=output == Output.text)
 
