@@ -28,8 +28,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
-from cdk.images import DLC_ACCOUNT_EXCEPTIONS, DLC_DEFAULT_ACCOUNT, default_image, ecr_repository_arn
 from toolkit.config import VARIANT_NAMES, HybridConfig, VariantConfig, instance_family
+from toolkit.images import DLC_ACCOUNT_EXCEPTIONS, DLC_DEFAULT_ACCOUNT, resolve_image
 from toolkit.pricing import price_per_hour
 
 # Instance families whose storage is local NVMe instance storage rather than an EBS volume.
@@ -49,6 +49,17 @@ PERIOD = cdk.Duration.minutes(1)
 
 def has_instance_storage(instance_type: str) -> bool:
     return instance_family(instance_type) in NVME_FAMILIES
+
+
+def ecr_repository_arn(image_uri: str, partition: str = "aws") -> str | None:
+    """`arn:<partition>:ecr:<region>:<account>:repository/<name>` for an ECR image URI, else None."""
+    registry, _, rest = image_uri.partition("/")
+    parts = registry.split(".")
+    if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"] or not rest:
+        return None
+    account, region = parts[0], parts[3]
+    name = rest.split("@", 1)[0] if "@" in rest else rest.rsplit(":", 1)[0]
+    return f"arn:{partition}:ecr:{region}:{account}:repository/{name}"
 
 
 def s3_parts(uri: str) -> tuple[str, str]:
@@ -115,19 +126,11 @@ class HybridEndpoint(Construct):
     # ------------------------------------------------------------------ models and endpoint
 
     def _image(self, name: str) -> str | None:
-        spec = self.config.variant(name).model
-        if spec.model_package_arn:
+        """Explicit `model.image`, else toolkit.images' table (the SDK only if the table lacks it)."""
+        variant = self.config.variant(name)
+        if variant.model.model_package_arn:
             return None  # the package names its own image
-        if spec.image:
-            return spec.image
-        from toolkit.config import ImageSettings
-
-        return default_image(
-            spec.image_settings or ImageSettings(),
-            self.config.variant(name).instance_type,
-            self.config.region,
-            where=f"variants.{name}.model",
-        )
+        return resolve_image(variant, self.config.region, where=f"variants.{name}.model")
 
     def _model(self, name: str) -> sagemaker.CfnModel:
         spec = self.config.variant(name).model
