@@ -259,15 +259,21 @@ class Assessment:
         return all(g.passed is True for g in self.gates)
 
 
-def assess(config: HybridConfig, step: Window, totals: StepTotals, neuron_share: float, gpu_share: float, expected_silence: float,
-           projected: Mapping[str, float | None], observed: Mapping[str, float | None],
-           regression_is_breach: bool = True) -> Assessment:
-    """All gates of a step over its judged minutes; which failures are breaches."""
+def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotals, neuron_share: float,
+           gpu_share: float, expected_silence: float, projected: Mapping[str, float | None],
+           observed: Mapping[str, float | None], regression_is_breach: bool = True) -> Assessment:
+    """All gates of a step; which failures are breaches.
+
+    step: closed minutes since the live share went live (silence is judged there, against the share);
+    recent: closed minutes since the last fallback (or the start), at whatever share: a breach in the
+    minute before a shift still counts, and the minutes a fallback already acted on never count twice;
+    totals: the step's running totals (sample, aggregates to pass).
+    """
     neuron = totals.summary(True)
     sample = sample_gate(neuron, config.canary.min_sample)
-    slo = latency_slo_gate(step, totals, config.slo.p99_latency_ms)
-    regression = latency_regression_gate(step, totals, config.slo.max_regression, gpu_share)
-    errors, error_stats = errors_gate(step, totals, config.slo.max_error_rate)
+    slo = latency_slo_gate(recent, totals, config.slo.p99_latency_ms)
+    regression = latency_regression_gate(recent, totals, config.slo.max_regression, gpu_share)
+    errors, error_stats = errors_gate(recent, totals, config.slo.max_error_rate)
     data = data_gate(step.newest(SILENCE_WINDOW), neuron_share, expected_silence,
                      config.fallback.expected_invocations_for_silence)
     cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)

@@ -157,6 +157,7 @@ class Measurement:
     neuron_share: float
     gpu_share: float
     step: Window  # judged minutes: closed minutes since the live share went live (within the metrics window)
+    recent: Window  # closed minutes since the last fallback or start: where breaches are looked for
     totals: StepTotals  # the same minutes added up since the share went live, across ticks
     total_rps: float | None  # newest estimate of the whole endpoint's traffic
     sizing_rps: float  # what capacity is planned for: the recent peak, or the last known traffic
@@ -220,6 +221,8 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     gpu_share = 100.0 - neuron_share
     since = _parse(state.extra.get("live_since"))
     step = window_from(observation.minutes, ceil_minute(since) if since else None)
+    reset = _parse(state.extra.get("breach_since"))
+    recent = window_from(observation.minutes, ceil_minute(reset) if reset else None)
     totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
     known = [t for _, t in totals if t is not None]
     last_rps = float(state.extra.get("total_rps") or 0.0)
@@ -247,7 +250,7 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
     totals = _step_totals(state, step, observation)
-    return Measurement(neuron_share, gpu_share, step, totals, total_rps, sizing_rps, expected, observed, projected)
+    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, expected, observed, projected)
 
 
 def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
@@ -326,7 +329,8 @@ def fall_back(t: Tick, why: str) -> Decision:
     target = _fallback_target(t)
     common = dict(fallbacks=fallbacks, step_started_at=None, last_change_at=t.now, phase_since=t.now,
                   unknown_ticks=0, good_minutes=0, paused_phase=None)
-    extra = {**t.state.extra, "last_fallback": why, "last_fallback_at": t.now.isoformat()}
+    extra = {**t.state.extra, "last_fallback": why, "last_fallback_at": t.now.isoformat(),
+             "breach_since": t.now.isoformat()}
     if fallbacks >= limit:
         state = t.state.evolve(phase=Phase.ABORTED, cooldown_until=None, extra=extra, **common)
         reason = f"fallback {fallbacks}/{limit}: {why}; gpu takes 100% on {target.instance_counts[GPU]} instances; aborted"
@@ -563,8 +567,7 @@ def _reassert(t: Tick, action: Action, what: str) -> Decision | None:
     """Level-triggered: if neuron still has live weight where it must have none, ask again."""
     if t.live <= SHARE_EPSILON:
         return None
-    if not t.endpoint.in_service:
-        return _not_in_service(t)
+    # Returned even while the endpoint updates: the controller applies it as soon as it can.
     return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}, asking again for gpu 100%",
                      _fallback_target(t))
 
@@ -653,7 +656,7 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
     state = track_live_share(state, endpoint, now)
     m = measure(config, state, endpoint, observation, prices)
     phase_for_gates = state.paused_phase if state.phase == Phase.PAUSED else state.phase
-    a = assess(config, m.step, m.totals, m.neuron_share, m.gpu_share, m.expected_silence, m.projected_cost_per_1k,
+    a = assess(config, m.step, m.recent, m.totals, m.neuron_share, m.gpu_share, m.expected_silence, m.projected_cost_per_1k,
                m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING)
     t = Tick(config, state, endpoint, observation, now, m, a)
     decision = guard(t) if state.phase in GUARDED else None
@@ -691,7 +694,8 @@ def apply_command(config: HybridConfig, state: ControllerState, command: str, en
         steps = tuple(config.canary.resolved_steps())
         new = t.state.evolve(phase=Phase.RAMPING, step=0, steps=steps, step_started_at=None, phase_since=now,
                              fallbacks=0, cooldown_until=None, unknown_ticks=0, good_minutes=0, paused_phase=None,
-                             extra={k: v for k, v in t.state.extra.items() if k in ("total_rps", "live_share", "live_since")})
+                             extra={**{k: v for k, v in t.state.extra.items() if k in ("total_rps", "live_share", "live_since")},
+                                    "breach_since": now.isoformat()})
         plan = ", ".join(_pct(s) for s in steps)
         return _decision(t, new, Action.HOLD,
                          f"canary started: {len(steps)} steps ({plan}); step 1 moves once neuron has the capacity")

@@ -143,11 +143,11 @@ def test_noisy_metrics_never_flap_the_split():
     assert moves == sorted(moves), f"the split moved back and forth: {moves}"
 
 
-def test_error_burst_falls_back_in_the_tick_after_the_burst_minute():
+def test_error_burst_falls_back_in_the_tick_that_sees_the_burst_minute():
     world = World(make_config()).started()
     world.neuron = Behaviour(error_rate=lambda tick: 0.0 if tick < 6 else 0.2)
     decision = world.run_until(lambda d: d.action == Action.FALLBACK)
-    assert world.tick_no == 7  # the first burst minute closes at tick 6 is the mixed minute; tick 7 judges
+    assert world.tick_no == 6  # the tick that sees the first burst minute closed
     gate = next(g for g in decision.failed_gates if g.name == "errors")
     assert gate.value == pytest.approx(0.2) and gate.threshold == 0.01
     assert decision.statistics["errors"]["z"] > 3
