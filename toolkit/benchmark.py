@@ -136,7 +136,9 @@ class HttpTarget:
         return self.url
 
     def new_worker(self) -> Worker:
-        state: dict[str, http.client.HTTPConnection] = {"conn": self._connection()}
+        conn = self._connection()
+        conn.connect()  # the TCP handshake is not part of any request's latency
+        state: dict[str, http.client.HTTPConnection] = {"conn": conn}
         headers = {"Content-Type": self.content_type, "Accept": "application/json"}
 
         def send(body: bytes) -> None:
@@ -249,26 +251,44 @@ def run_level(
     max_requests: int | None,
     timer: Callable[[], float] = time.perf_counter,
     on_request: Callable[[], None] | None = None,
+    warmup: int = 1,
 ) -> LevelResult:
-    """`concurrency` workers send requests back to back until max_requests or duration is reached."""
+    """`concurrency` workers send requests back to back until max_requests or duration is reached.
+
+    Each worker first sends `warmup` untimed requests (not counted), then the clock starts.
+    """
     lock = threading.Lock()
     latencies: list[float] = []
     counts = {"issued": 0, "errors": 0}
-    start = timer()
-    deadline = start + duration_s
-    last_done = [start]
+    clock: dict[str, float] = {}
+    # The clock starts once every worker is connected and warmed up.
+    ready = threading.Barrier(concurrency, action=lambda: clock.update(start=timer(), last=timer()))
 
     def reserve() -> bool:
         with lock:
             if max_requests is not None and counts["issued"] >= max_requests:
                 return False
-            if timer() >= deadline:
+            if timer() >= clock["start"] + duration_s:
                 return False
             counts["issued"] += 1
             return True
 
     def work() -> None:
-        send = target.new_worker()
+        try:
+            send = target.new_worker()
+        except Exception as error:  # e.g. connection refused: every request of this worker fails
+            failure = error
+
+            def send(_: bytes) -> None:
+                raise failure from None
+
+        try:
+            for _ in range(warmup):  # untimed, uncounted: first requests pay connection and cache set-up
+                send(body)
+        except Exception:
+            pass
+        finally:
+            ready.wait()
         while reserve():
             t0 = timer()
             ok = True
@@ -282,7 +302,7 @@ def run_level(
                     latencies.append((t1 - t0) * 1000.0)
                 else:
                     counts["errors"] += 1
-                last_done[0] = max(last_done[0], t1)
+                clock["last"] = max(clock["last"], t1)
             if on_request is not None:
                 on_request()
 
@@ -294,7 +314,7 @@ def run_level(
             t.start()
         for t in threads:
             t.join()
-    elapsed = max(last_done[0] - start, 1e-9)
+    elapsed = max(clock["last"] - clock["start"], 1e-9)
     latencies.sort()
     done = len(latencies) + counts["errors"]
     return LevelResult(

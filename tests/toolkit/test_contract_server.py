@@ -1,0 +1,88 @@
+"""The local container-contract server: /ping, /invocations, variant header, errors, latency specs."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+
+import pytest
+
+from toolkit.contract_server import INVOKED_VARIANT_HEADER, ContractServer, LatencyModel
+from toolkit.errors import UserError
+
+
+def request(server: ContractServer, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, dict]:
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def no_sleep(_: float) -> None:
+    return None
+
+
+def test_ping_answers_200_when_healthy_and_503_when_not():
+    with ContractServer("neuron", "fixed:0", sleep=no_sleep) as server:
+        assert request(server, "GET", "/ping")[0] == 200
+        server.healthy = False
+        assert request(server, "GET", "/ping")[0] == 503
+
+
+def test_invocations_answer_with_the_variant_header_and_the_drawn_latency():
+    with ContractServer("gpu", "fixed:40", sleep=no_sleep) as server:
+        status, headers, payload = request(server, "POST", "/invocations", b'{"inputs": "hi"}')
+    assert status == 200
+    assert headers[INVOKED_VARIANT_HEADER] == "gpu"
+    assert payload == {"variant": "gpu", "latency_ms": 40.0, "bytes": 16}
+
+
+def test_invocations_sleep_the_configured_latency():
+    slept: list[float] = []
+    with ContractServer("neuron", "uniform:10,30", seed=7, sleep=slept.append) as server:
+        for _ in range(5):
+            request(server, "POST", "/invocations", b"{}")
+    expected_rng = random.Random(7)
+    expected = []
+    for _ in range(5):
+        expected.append(expected_rng.uniform(10, 30) / 1000.0)
+        expected_rng.random()  # the error draw that follows each latency draw
+    assert slept == pytest.approx(expected)
+
+
+def test_error_rate_one_fails_every_invocation_with_500():
+    with ContractServer("neuron", "fixed:0", error_rate=1.0, sleep=no_sleep) as server:
+        status, _, payload = request(server, "POST", "/invocations", b"{}")
+        assert (status, payload["error"]) == (500, "simulated model error")
+        assert (server.requests, server.errors) == (1, 1)
+
+
+def test_unknown_path_is_404():
+    with ContractServer("neuron", "fixed:0", sleep=no_sleep) as server:
+        assert request(server, "POST", "/predict", b"{}")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("fixed:20", LatencyModel("fixed", 20, 0)), ("25", LatencyModel("fixed", 25, 0)),
+     ("normal:40,4", LatencyModel("normal", 40, 4)), ("lognormal:20,0.3", LatencyModel("lognormal", 20, 0.3))],
+)
+def test_latency_specs_parse(spec, expected):
+    assert LatencyModel.parse(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["gamma:1", "fixed:a", "uniform:30,10", "normal:40", "fixed:-1"])
+def test_bad_latency_specs_are_user_errors(spec):
+    with pytest.raises(UserError, match="latency"):
+        LatencyModel.parse(spec)
+
+
+def test_normal_latency_is_never_negative():
+    model = LatencyModel("normal", 1, 50)
+    rng = random.Random(1)
+    assert min(model.sample(rng) for _ in range(1000)) >= 0.0
