@@ -41,7 +41,6 @@ NOISE_WINDOW = 3  # minutes looked at by the noise rule...
 NOISE_BREACHES = 2  # ...of which this many must breach
 MIN_BREACH_SAMPLES = 60  # neuron requests behind a latency breach (a p99 of fewer is one slow request)
 BREACH_WINDOW = 5  # newest judged minutes in which an error burst is tested (a long step must not dilute it)
-SILENCE_WINDOW = 3  # newest judged minutes in which silence is judged against expected traffic
 
 Point = tuple[float, float, float]  # (value, threshold, weight) for one minute
 
@@ -211,18 +210,31 @@ def errors_gate(window: Window, totals: StepTotals, cap: float) -> tuple[GateRes
     return GateResult("errors", True, rate, cap, detail), stats
 
 
-def data_gate(recent: Window, neuron_share: float, expected: float, threshold: int) -> GateResult:
+@dataclass(frozen=True)
+class Silence:
+    minutes: int  # newest judged minutes in a row with no neuron requests
+    expected: float  # neuron requests those minutes should have had (its share of the traffic)
+    newest_served: float  # requests in the newest minute that had some
+    min_minutes: int = 1  # silent minutes needed before a failure (2 when gpu cannot vouch for traffic)
+    judged_minutes: int = 0
+
+
+def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResult:
     """Silence judged by expected traffic: expected >= threshold is a failure, fewer is a hold."""
-    served = recent.summary(NEURON).invocations
     if neuron_share <= 0:
-        return GateResult("data", True, served, threshold, "neuron has no weight: no traffic expected")
-    if served > 0:
-        return GateResult("data", True, served, threshold, f"neuron reported {fmt_int(served)} requests")
-    if expected >= threshold:
-        return GateResult("data", False, expected, threshold,
-                          f"neuron silent while {fmt_int(expected)} requests were expected (>= {threshold})")
-    return GateResult("data", None, expected, threshold,
-                      f"neuron silent but only {expected:.0f} requests expected (< {threshold}): holding")
+        return GateResult("data", True, None, threshold, "neuron has no weight: no traffic expected")
+    if silence.minutes == 0:
+        if silence.judged_minutes == 0:
+            return GateResult("data", None, None, threshold, "no closed minute at this share yet")
+        return GateResult("data", True, silence.newest_served, threshold,
+                          f"neuron reported {fmt_int(silence.newest_served)} requests in its newest minute")
+    if silence.expected >= threshold and silence.minutes >= silence.min_minutes:
+        return GateResult("data", False, silence.expected, threshold,
+                          f"neuron silent for {silence.minutes} min while {fmt_int(silence.expected)} requests "
+                          f"were expected (>= {threshold})")
+    return GateResult("data", None, silence.expected, threshold,
+                      f"neuron silent for {silence.minutes} min with {silence.expected:.0f} requests expected "
+                      f"(failure at >= {threshold} over >= {silence.min_minutes} min): holding")
 
 
 def cost_gate(projected: Mapping[str, float | None], observed: Mapping[str, float | None],
@@ -260,7 +272,7 @@ class Assessment:
 
 
 def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotals, neuron_share: float,
-           gpu_share: float, expected_silence: float, projected: Mapping[str, float | None],
+           gpu_share: float, silence: Silence, projected: Mapping[str, float | None],
            observed: Mapping[str, float | None], regression_is_breach: bool = True) -> Assessment:
     """All gates of a step; which failures are breaches.
 
@@ -274,8 +286,7 @@ def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotal
     slo = latency_slo_gate(recent, totals, config.slo.p99_latency_ms)
     regression = latency_regression_gate(recent, totals, config.slo.max_regression, gpu_share)
     errors, error_stats = errors_gate(recent, totals, config.slo.max_error_rate)
-    data = data_gate(step.newest(SILENCE_WINDOW), neuron_share, expected_silence,
-                     config.fallback.expected_invocations_for_silence)
+    data = data_gate(silence, neuron_share, config.fallback.expected_invocations_for_silence)
     cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)
     gates = (sample, slo, regression, errors, data, cost)
     safety = [data, slo, errors] + ([regression] if regression_is_breach else [])
@@ -289,7 +300,8 @@ def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotal
         "gpu_p99_ms": pair_gpu,
         "paired_neuron_p99_ms": pair_neuron,
         "min_sample": config.canary.min_sample,
-        "expected_neuron_invocations": expected_silence,
+        "silent_minutes": silence.minutes,
+        "expected_neuron_invocations": silence.expected,
         "errors": error_stats,
         "noise_rule": f"{NOISE_BREACHES} of {NOISE_WINDOW} minutes and aggregate",
     }

@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from routing.gates import (
-    SILENCE_WINDOW,
+    NOISE_WINDOW,
     Assessment,
+    Silence,
     Window,
     assess,
     confirmed_above,
@@ -133,7 +134,7 @@ def initial_state(config: HybridConfig, endpoint_name: str) -> ControllerState:
 def window_minutes(config: HybridConfig, state: ControllerState) -> int:
     """Closed minutes to fetch each tick: enough for a whole step (max bake) and the holding evidence."""
     del state  # the same window in every phase keeps the metrics call identical and cacheable
-    wanted = max(config.canary.max_bake_minutes, config.holding.return_after_good_minutes, SILENCE_WINDOW + 2)
+    wanted = max(config.canary.max_bake_minutes, config.holding.return_after_good_minutes, NOISE_WINDOW + 2)
     return min(MAX_WINDOW_MINUTES, wanted + 1)
 
 
@@ -161,7 +162,7 @@ class Measurement:
     totals: StepTotals  # the same minutes added up since the share went live, across ticks
     total_rps: float | None  # newest estimate of the whole endpoint's traffic
     sizing_rps: float  # what capacity is planned for: the recent peak, or the last known traffic
-    expected_silence: float  # neuron invocations expected in the silence window
+    silence: Silence  # the newest minutes neuron served nothing in, and what it should have served
     cost_per_1k: dict[str, float | None]  # observed: instance count x $/h over invocations
     projected_cost_per_1k: dict[str, float | None]  # right-sized fleet at the current traffic
 
@@ -190,29 +191,36 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     return out
 
 
-def _expected_neuron(observation: Observation, since: datetime | None, neuron_share: float, gpu_share: float,
-                     last_rps: float) -> float:
-    """Neuron requests expected in the newest SILENCE_WINDOW judged minutes: its share of the traffic.
+def silence_of(observation: Observation, since: datetime | None, neuron_share: float, gpu_share: float,
+               last_rps: float) -> Silence:
+    """The run of newest judged minutes in which neuron served nothing, and what it should have served.
 
-    The traffic comes from the gpu side on the same minutes (gpu invocations / gpu share); when gpu
-    has no weight it cannot tell, and the last known total stands in (silence then fails safe).
-    The minutes are counted from the clock, not from the rows, so missing rows are still minutes.
+    Expected traffic per minute comes from the gpu side on the same minute (gpu invocations / gpu
+    share): if gpu is quiet too, little was expected. When gpu has no weight it cannot tell; the last
+    known total stands in, and two silent minutes are needed (one missing datapoint is not an outage).
+    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute.
     """
     if neuron_share <= 0 or since is None:
-        return 0.0
+        return Silence(0, 0.0, 0.0, 1)
     first = ceil_minute(since)
     end = observation.window_end.replace(second=0, microsecond=0)
     count = max(0, int((end - first).total_seconds() // 60))
-    starts = [end - MINUTE * (i + 1) for i in range(min(SILENCE_WINDOW, count))]
-    gpu_by = {m.start: m for m in observation.minutes.get(GPU, ())}
-    total = 0.0
-    for start in starts:
+    n_by = {m.start: m for m in observation.minutes.get(NEURON, ())}
+    g_by = {m.start: m for m in observation.minutes.get(GPU, ())}
+    silent, expected, served = 0, 0.0, 0.0
+    for i in range(count):
+        start = end - MINUTE * (i + 1)
+        invocations = n_by[start].invocations if start in n_by else None
+        if invocations:
+            served = invocations
+            break
+        silent += 1
         if gpu_share > 0:
-            invocations = gpu_by[start].invocations if start in gpu_by else None
-            total += (invocations or 0.0) / (gpu_share / 100.0)
+            gpu = g_by[start].invocations if start in g_by else None
+            expected += (gpu or 0.0) / (gpu_share / 100.0) * neuron_share / 100.0
         else:
-            total += last_rps * 60.0
-    return total * neuron_share / 100.0
+            expected += last_rps * 60.0 * neuron_share / 100.0
+    return Silence(silent, expected, served, 1 if gpu_share > 0 else 2, judged_minutes=count)
 
 
 def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, observation: Observation,
@@ -229,7 +237,7 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     total_rps = known[-1] / 60.0 if known else None
     sizing_rps = max(known[-3:]) / 60.0 if known else last_rps
 
-    expected = _expected_neuron(observation, since, neuron_share, gpu_share, last_rps)
+    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps)
 
     counts = endpoint.counts()
     observed: dict[str, float | None] = {}
@@ -250,7 +258,7 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
     totals = _step_totals(state, step, observation)
-    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, expected, observed, projected)
+    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed, projected)
 
 
 def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
@@ -656,7 +664,7 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
     state = track_live_share(state, endpoint, now)
     m = measure(config, state, endpoint, observation, prices)
     phase_for_gates = state.paused_phase if state.phase == Phase.PAUSED else state.phase
-    a = assess(config, m.step, m.recent, m.totals, m.neuron_share, m.gpu_share, m.expected_silence, m.projected_cost_per_1k,
+    a = assess(config, m.step, m.recent, m.totals, m.neuron_share, m.gpu_share, m.silence, m.projected_cost_per_1k,
                m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING)
     t = Tick(config, state, endpoint, observation, now, m, a)
     decision = guard(t) if state.phase in GUARDED else None

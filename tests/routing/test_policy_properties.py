@@ -1,0 +1,166 @@
+"""Invariants of the decision core for any observation sequence (hypothesis).
+
+The world is scripted per tick: traffic, neuron/gpu latency and errors, silent minutes, metric
+read errors, endpoint states, and whether the controller's update was applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from routing.model import Decision, Phase
+from tests.routing.test_policy_world import Behaviour, World, make_config
+from toolkit.config import GPU, NEURON
+
+CONFIG = make_config()
+SLO = CONFIG.slo.p99_latency_ms
+GUARDED = (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)
+
+
+@dataclass(frozen=True)
+class Step:
+    rps: float
+    neuron_p99: float | None
+    gpu_p99: float | None
+    neuron_errors: float
+    gpu_errors: float
+    neuron_silent: bool
+    metrics_error: bool
+    status: str
+    applied: bool
+    command: str | None
+
+
+steps = st.builds(
+    Step,
+    rps=st.sampled_from([0.0, 0.5, 3.0, 20.0, 80.0, 400.0]),
+    neuron_p99=st.one_of(st.none(), st.floats(1, 2000)),
+    gpu_p99=st.one_of(st.none(), st.floats(1, 500)),
+    neuron_errors=st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.5]),
+    gpu_errors=st.sampled_from([0.0, 0.0, 0.01, 0.05]),
+    neuron_silent=st.booleans(),
+    metrics_error=st.sampled_from([False, False, False, True]),
+    status=st.sampled_from(["InService", "InService", "InService", "Updating", "RollingBack"]),
+    applied=st.sampled_from([True, True, True, False]),
+    command=st.sampled_from([None] * 12 + ["pause", "resume", "promote", "abort", "start"]),
+)
+
+
+def drive(script: list[Step]) -> World:
+    """Run the script; every tick's decision is checked by check_valid as it comes."""
+    index = {"i": 0}
+
+    def at(attr: str):
+        return lambda tick: getattr(script[min(tick - 1, len(script) - 1)], attr)
+
+    world = World(
+        CONFIG,
+        rps=lambda tick: at("rps")(tick),
+        neuron=Behaviour(p99_ms=at("neuron_p99"), error_rate=at("neuron_errors"), silent=at("neuron_silent")),
+        gpu=Behaviour(p99_ms=at("gpu_p99"), error_rate=at("gpu_errors")),
+        metrics_error=lambda tick: "ThrottlingException" if at("metrics_error")(tick) else None,
+    ).started()
+    for step in script:
+        index["i"] += 1
+        world.status = step.status
+        world.apply = step.applied
+        before_phase = world.phase()
+        decision = world.tick()
+        check_valid(world, decision)
+        check_breach(world, decision, before_phase)
+        if step.command:
+            try:
+                decision = world.command(step.command)
+            except Exception as error:  # noqa: BLE001 - only UserError is allowed
+                from toolkit.errors import UserError
+
+                assert isinstance(error, UserError), error
+            else:
+                check_valid(world, decision)
+    return world
+
+
+def check_valid(world: World, decision: Decision) -> None:
+    assert decision.reason
+    assert set(decision.cost_per_1k) <= {NEURON, GPU}
+    if decision.target is None:
+        return
+    weights = decision.target.weights
+    assert set(weights) == {NEURON, GPU}
+    assert all(w >= 0 for w in weights.values())
+    assert abs(sum(weights.values()) - 100.0) < 1e-6
+    counts = decision.target.instance_counts
+    gpu = world.config.variants.gpu
+    neuron = world.config.variants.neuron
+    assert gpu.min_count <= counts[GPU] <= gpu.max_count
+    assert neuron.min_count <= counts[NEURON] <= neuron.max_count
+    if weights[NEURON] > 0:
+        assert counts[NEURON] >= 1
+
+
+def effective_neuron_weight(world: World, decision: Decision) -> float:
+    if decision.target is not None:
+        return decision.target.weights[NEURON]
+    return decision.state.extra.get("live_share", 0.0)
+
+
+def check_breach(world: World, decision: Decision, before: Phase) -> None:
+    """Neuron p99 far above the SLO with a big sample in the last 3 minutes: neuron weight 0 now."""
+    if not world.observation().known or world.share() <= 0:
+        return
+    last = world.history[NEURON][-3:]
+    if len(last) < 3:
+        return
+    since = decision.state.extra.get("breach_since")
+    if since is not None and any(m.start.isoformat() < since for m in last):
+        return  # a fallback already acted on these minutes
+    far = all(m.has_data and m.latency_p99_ms is not None and m.latency_p99_ms >= 3 * SLO
+              and (m.invocations or 0) >= 100 for m in last)
+    if far and before in (*GUARDED, Phase.FALLING_BACK, Phase.COOLING_DOWN, Phase.ABORTED):
+        assert effective_neuron_weight(world, decision) == 0.0, decision.reason
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(steps, min_size=1, max_size=40))
+def test_weights_stay_valid_and_gpu_never_below_min_for_any_sequence(script):
+    drive(script)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(steps, min_size=0, max_size=15), st.integers(3, 6), st.sampled_from([20.0, 80.0, 400.0]))
+def test_a_latency_breach_always_sends_neuron_weight_to_zero_in_the_same_tick(prefix, bad, rps):
+    """Whatever happened before, once 3 closed minutes show neuron p99 at 3x the SLO, the next tick is at 0."""
+    breach = Step(rps=rps, neuron_p99=5 * SLO, gpu_p99=40.0, neuron_errors=0.0, gpu_errors=0.0,
+                  neuron_silent=False, metrics_error=False, status="InService", applied=True, command=None)
+    world = drive([*prefix, *([breach] * bad)])
+    last = world.decisions[-1]
+    if world.share() > 0 and len(world.history[NEURON]) >= 3:
+        recent = world.history[NEURON][-3:]
+        if all((m.invocations or 0) >= 100 for m in recent) and world.phase() != Phase.IDLE:
+            assert effective_neuron_weight(world, last) == 0.0 or last.state.phase in (
+                Phase.FALLING_BACK, Phase.COOLING_DOWN, Phase.ABORTED), last.reason
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.sampled_from([20.0, 80.0, 400.0]), st.integers(0, 12))
+def test_an_outage_with_expected_traffic_sends_neuron_weight_to_zero_in_the_same_tick(step_index, rps, ticks_before):
+    """Neuron silent for a closed minute while its share of the traffic is >= the threshold: weight 0.
+
+    (Two minutes when gpu has no weight, see docs/routing.md.)
+    """
+    world = World(CONFIG, rps=rps, counts={NEURON: 6, GPU: 8}).started()
+    world.run_until(lambda d: d.state.step == step_index and d.state.step_started_at is not None, limit=100)
+    world.run(ticks_before % 2)
+    expected = rps * 60 * world.share() / 100
+    world.neuron = Behaviour(silent=True)
+    decision = world.tick()
+    if world.share() >= 100:
+        # gpu has no weight and cannot vouch for the traffic: two silent minutes are needed.
+        assert decision.target is None
+        decision = world.tick()
+    if expected >= CONFIG.fallback.expected_invocations_for_silence:
+        assert decision.target is not None and decision.target.weights[NEURON] == 0.0, decision.reason
+        assert any(g.name == "data" for g in decision.failed_gates)
