@@ -43,9 +43,10 @@ def build_from_context(context: Mapping[str, Any] | None = None) -> tuple[cdk.Ap
     return app, build(app, load_config(path))
 
 
-def main() -> int:
+def main(context: Mapping[str, Any] | None = None) -> int:
+    """Synthesize; `context` replaces what the CDK CLI passes (CDK_CONTEXT_JSON) for in-process callers."""
     try:
-        app, _ = build_from_context()
+        app, _ = build_from_context(context)
         app.synth()
     except ConfigError as error:
         for problem in error.problems:
