@@ -112,7 +112,10 @@ class ContractServer:
         return f"http://{host}:{port}"
 
     def start(self) -> ContractServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"contract-{self.variant}", daemon=True)
+        # A short poll interval makes stop() quick (serve_forever checks for shutdown between polls).
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"contract-{self.variant}", daemon=True
+        )
         self._thread.start()
         return self
 

