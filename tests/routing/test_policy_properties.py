@@ -37,7 +37,7 @@ class Step:
 steps = st.builds(
     Step,
     rps=st.sampled_from([0.0, 0.5, 3.0, 20.0, 80.0, 400.0]),
-    neuron_p99=st.one_of(st.none(), st.floats(1, 2000)),
+    neuron_p99=st.one_of(st.none(), st.floats(1, 2000), st.sampled_from([40.0, 140.0, 160.0, 900.0])),
     gpu_p99=st.one_of(st.none(), st.floats(1, 500)),
     neuron_errors=st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.5]),
     gpu_errors=st.sampled_from([0.0, 0.0, 0.01, 0.05]),
@@ -49,9 +49,13 @@ steps = st.builds(
 )
 
 
-def drive(script: list[Step]) -> World:
-    """Run the script; every tick's decision is checked by check_valid as it comes."""
-    index = {"i": 0}
+runs = st.lists(st.tuples(steps, st.integers(1, 4)), min_size=1, max_size=15).map(
+    lambda pairs: [step for step, times in pairs for _ in range(times)]  # runs: breaches last minutes
+)
+
+
+def drive(script: list[Step], checked: list[int] | None = None) -> World:
+    """Run the script; every tick's decision is checked (validity, same-tick breach) as it comes."""
 
     def at(attr: str):
         return lambda tick: getattr(script[min(tick - 1, len(script) - 1)], attr)
@@ -64,17 +68,17 @@ def drive(script: list[Step]) -> World:
         metrics_error=lambda tick: "ThrottlingException" if at("metrics_error")(tick) else None,
     ).started()
     for step in script:
-        index["i"] += 1
         world.status = step.status
         world.apply = step.applied
-        before_phase = world.phase()
+        before_phase, before_share, before_since = world.phase(), world.share(), world.state.extra.get("breach_since")
         decision = world.tick()
         check_valid(world, decision)
-        check_breach(world, decision, before_phase)
+        if check_breach(world, decision, before_phase, before_share, before_since) and checked is not None:
+            checked.append(world.tick_no)
         if step.command:
             try:
                 decision = world.command(step.command)
-            except Exception as error:  # noqa: BLE001 - only UserError is allowed
+            except Exception as error:  # only UserError is allowed
                 from toolkit.errors import UserError
 
                 assert isinstance(error, UserError), error
@@ -107,41 +111,58 @@ def effective_neuron_weight(world: World, decision: Decision) -> float:
     return decision.state.extra.get("live_share", 0.0)
 
 
-def check_breach(world: World, decision: Decision, before: Phase) -> None:
-    """Neuron p99 far above the SLO with a big sample in the last 3 minutes: neuron weight 0 now."""
-    if not world.observation().known or world.share() <= 0:
-        return
-    last = world.history[NEURON][-3:]
-    if len(last) < 3:
-        return
-    since = decision.state.extra.get("breach_since")
+def check_breach(world: World, decision: Decision, before: Phase, live_share: float, since: str | None) -> bool:
+    """Neuron p99 far above the SLO with a big sample in the last 2 closed minutes: neuron weight 0 now.
+
+    (The noise rule needs 2 of the last 3 minutes; at 3x the SLO the aggregate always breaches too.)
+
+    Returns whether the situation arose (so tests can show the property was exercised).
+    """
+    if not world.observation().known or live_share <= 0:
+        return False
+    last = world.history[NEURON][-2:]
+    if len(last) < 2:
+        return False
     if since is not None and any(m.start.isoformat() < since for m in last):
-        return  # a fallback already acted on these minutes
+        return False  # a fallback already acted on these minutes
     far = all(m.has_data and m.latency_p99_ms is not None and m.latency_p99_ms >= 3 * SLO
               and (m.invocations or 0) >= 100 for m in last)
     if far and before in (*GUARDED, Phase.FALLING_BACK, Phase.COOLING_DOWN, Phase.ABORTED):
         assert effective_neuron_weight(world, decision) == 0.0, decision.reason
+        return True
+    return False
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(steps, min_size=1, max_size=40))
+@given(runs)
 def test_weights_stay_valid_and_gpu_never_below_min_for_any_sequence(script):
     drive(script)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(steps, min_size=0, max_size=15), st.integers(3, 6), st.sampled_from([20.0, 80.0, 400.0]))
-def test_a_latency_breach_always_sends_neuron_weight_to_zero_in_the_same_tick(prefix, bad, rps):
-    """Whatever happened before, once 3 closed minutes show neuron p99 at 3x the SLO, the next tick is at 0."""
+@given(st.lists(steps, min_size=0, max_size=12), st.sampled_from([20.0, 80.0, 400.0]))
+def test_a_latency_breach_always_sends_neuron_weight_to_zero_in_the_same_tick(prefix, rps):
+    """Whatever happened before, the tick that sees 2 closed minutes of neuron p99 at 5x the SLO
+    (with a big sample) leaves neuron at weight 0 (checked on every tick by check_breach)."""
     breach = Step(rps=rps, neuron_p99=5 * SLO, gpu_p99=40.0, neuron_errors=0.0, gpu_errors=0.0,
                   neuron_silent=False, metrics_error=False, status="InService", applied=True, command=None)
-    world = drive([*prefix, *([breach] * bad)])
-    last = world.decisions[-1]
-    if world.share() > 0 and len(world.history[NEURON]) >= 3:
-        recent = world.history[NEURON][-3:]
-        if all((m.invocations or 0) >= 100 for m in recent) and world.phase() != Phase.IDLE:
-            assert effective_neuron_weight(world, last) == 0.0 or last.state.phase in (
-                Phase.FALLING_BACK, Phase.COOLING_DOWN, Phase.ABORTED), last.reason
+    checked: list[int] = []
+    world = drive([*prefix, *([breach] * 6)], checked)
+    bad_ticks = range(len(prefix) + 1, len(prefix) + 7)
+    served = [m for m in world.history[NEURON][-6:] if (m.invocations or 0) >= 100]
+    if len(served) >= 3 and world.phase() in GUARDED:
+        # Neuron carried a big sample through 3 bad minutes in a guarded phase: the check fired.
+        assert any(tick in bad_ticks for tick in checked)
+
+
+def test_the_breach_property_is_exercised():
+    """Not vacuous: a plain ramp followed by a latency breach reaches the checked situation."""
+    good = Step(rps=80.0, neuron_p99=40.0, gpu_p99=40.0, neuron_errors=0.0, gpu_errors=0.0, neuron_silent=False,
+                metrics_error=False, status="InService", applied=True, command=None)
+    bad = Step(**{**good.__dict__, "neuron_p99": 5 * SLO})
+    checked: list[int] = []
+    world = drive([good] * 3 + [bad] * 5, checked)
+    assert checked and world.weights[NEURON] == 0.0
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
