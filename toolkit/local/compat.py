@@ -280,6 +280,27 @@ def _settle(endpoint: Any) -> None:
     endpoint.endpoint_status = "InService"
 
 
+def settle_endpoint(endpoint_name: str, counts: dict[str, int] | None = None) -> bool:
+    """The emulated data plane finished an update: Current weights := Desired, InService.
+
+    `counts` are the instances actually serving (the simulated fleet's truth); without them the
+    desired counts are taken as reached. Returns False when no such endpoint exists.
+    """
+    from moto.sagemaker.models import sagemaker_backends
+
+    for account_backends in sagemaker_backends.values():
+        for backend in account_backends.values():
+            endpoint = backend.endpoints.get(endpoint_name)
+            if endpoint is None:
+                continue
+            _settle(endpoint)
+            for variant in endpoint.production_variants:
+                if counts and variant["VariantName"] in counts:
+                    variant["CurrentInstanceCount"] = int(counts[variant["VariantName"]])
+            return True
+    return False
+
+
 def settle_endpoints() -> int:
     """Finish every pending endpoint update (async mode): Current* := Desired*, InService. Returns how many."""
     from moto.sagemaker.models import sagemaker_backends

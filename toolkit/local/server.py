@@ -16,6 +16,7 @@ wrap in a pytest fixture; tests/toolkit/local/conftest.py shows both.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ class EmbeddedAws:
         compat.apply()
         from moto.server import ThreadedMotoServer
 
+        # werkzeug logs every request at INFO: thousands of lines in a demo.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # Port 0: the OS picks a free port, so parallel test workers never collide.
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
@@ -84,6 +87,15 @@ class EmbeddedAws:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def hold_updates(self, enabled: bool) -> None:
+        """Endpoint updates stay `Updating` until settle_endpoint() (as on AWS, where they take minutes)."""
+        self.async_updates = enabled
+        compat.set_async_updates(enabled)
+
+    def settle_endpoint(self, endpoint_name: str, counts: dict[str, int] | None = None) -> bool:
+        """The simulated fleet finished the pending update (Current* := Desired*, InService)."""
+        return compat.settle_endpoint(endpoint_name, counts)
 
     def session(self) -> Any:
         import boto3

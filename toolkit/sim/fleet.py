@@ -1,0 +1,344 @@
+"""The fleet model: per simulated minute, what each variant serves and what SageMaker would publish.
+
+Pure (no I/O, no clock): given the live weights and the active instances, one call to
+`Fleet.serve(minute, weights)` draws the minute's requests and returns, per variant, exactly
+the figures SageMaker publishes (Invocations, InvocationsPerInstance, Invocation4XXErrors,
+Invocation5XXErrors, ModelLatency and OverheadLatency in MICROSECONDS as value/count
+histograms) plus the truth the bench scores on (cost, requests over the SLO, errors served,
+true p99).
+
+Latency model, per variant and minute (parameters in toolkit.sim.scenario, cited there):
+  a request's ModelLatency is lognormal(median, sigma) on a warm, unloaded instance, times
+  - a queueing factor 1 + queue_weight * rho / (1 - rho) (capped), rho = load / capacity;
+    above capacity (rho > 1) the excess requests fail (5XX) and the rest queue at the cap;
+  - a per-minute jitter (lognormal), an active latency fault's factor;
+  - for the share of traffic on instances added less than cold_start_minutes ago, a cold-start
+    factor decaying linearly to 1;
+  - in a noise burst (probability per minute), a small share of requests `multiplier` slower.
+Requests are not sampled one by one: each mixture component's mass is spread exactly over a
+fixed log-spaced grid of latency bins (2 % wide) and the minute's count is drawn with one
+multinomial per component, so percentiles carry real sampling noise and a minute costs a few
+dozen microseconds. Deterministic for a seed (numpy PCG64).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from toolkit.config import GPU, NEURON, VARIANT_NAMES
+from toolkit.sim.scenario import Setup, VariantHardware
+
+# Latency grid: bins 2 % wide from 0.1 ms to 600 s, in microseconds (SageMaker's unit).
+GRID_RATIO = 1.02
+GRID_MIN_US = 100.0
+GRID_BINS = math.ceil(math.log(600e6 / GRID_MIN_US) / math.log(GRID_RATIO))
+_LOG_RATIO = math.log(GRID_RATIO)
+EDGES_US = GRID_MIN_US * GRID_RATIO ** np.arange(GRID_BINS + 1)
+LOG_EDGES = np.log(EDGES_US)
+VALUES_US = np.sqrt(EDGES_US[:-1] * EDGES_US[1:])  # each bin's representative value (geometric middle)
+VALUES_MS = VALUES_US / 1000.0
+MAX_VALUES_PER_DATUM = 150  # CloudWatch PutMetricData limit for Values/Counts
+
+# Standard normal CDF on a fine table (np.interp is far cheaper than an erf per bin edge).
+_Z = np.linspace(-9.0, 9.0, 36001)
+_PHI = np.array([0.5 * (1.0 + math.erf(z / math.sqrt(2.0))) for z in _Z])
+_TAIL_Z = 5.5  # mass beyond 5.5 sigma (< 2e-8) is folded into the edge bins
+
+
+def bin_of(value_us: float) -> int:
+    return int(min(max((math.log(max(value_us, GRID_MIN_US)) - LOG_EDGES[0]) / _LOG_RATIO, 0), GRID_BINS - 1))
+
+
+def add_lognormal(hist: np.ndarray, rng: np.random.Generator, n: int, median_us: float, sigma: float) -> None:
+    """Draw n requests from lognormal(median, sigma) into the dense histogram `hist` (in place)."""
+    if n <= 0:
+        return
+    if sigma <= 1e-9:
+        hist[bin_of(median_us)] += n
+        return
+    lo = bin_of(median_us * math.exp(-_TAIL_Z * sigma))
+    hi = bin_of(median_us * math.exp(_TAIL_Z * sigma)) + 1
+    z = (LOG_EDGES[lo:hi + 1] - math.log(median_us)) / sigma
+    cdf = np.interp(z, _Z, _PHI)
+    cdf[0], cdf[-1] = 0.0, 1.0
+    p = np.diff(cdf)
+    total = p.sum()
+    if total <= 0:
+        hist[bin_of(median_us)] += n
+        return
+    hist[lo:hi] += rng.multinomial(n, p / total)
+
+
+def percentile_ms(hist: np.ndarray, q: float) -> float | None:
+    """Nearest-rank percentile of a dense histogram (the same definition the embedded CloudWatch uses)."""
+    total = hist.sum()
+    if total <= 0:
+        return None
+    rank = max(q / 100.0 * total, 1.0)
+    index = int(np.searchsorted(np.cumsum(hist), rank - 1e-9))
+    return float(VALUES_MS[min(index, GRID_BINS - 1)])
+
+
+def sparse(hist: np.ndarray) -> tuple[list[float], list[float]]:
+    """(values in microseconds, counts) of the non-empty bins: what PutMetricData sends."""
+    index = np.nonzero(hist)[0]
+    return [round(float(v), 1) for v in VALUES_US[index]], [float(c) for c in hist[index]]
+
+
+@dataclass
+class VariantMinute:
+    """One variant's minute: what SageMaker publishes and the truth behind it."""
+
+    variant: str
+    minute: int
+    requests: int = 0  # routed to this variant (weighted + targeted): Invocations
+    targeted: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0  # model errors, overload and outage failures
+    instances: int = 0  # active (InService) instances
+    billed_instances: int = 0  # active + starting: both are billed
+    cost: float = 0.0  # $ this minute
+    utilization: float = 0.0  # load / capacity
+    over_slo: int = 0  # served requests slower than the SLO's p99 ceiling
+    latency: np.ndarray | None = None  # ModelLatency histogram (dense, grid bins)
+    overhead: np.ndarray | None = None  # OverheadLatency histogram
+    published: bool = True  # False in an outage: SageMaker publishes nothing for the variant
+    publish_delay: int = 0  # minutes late (metric_delay fault)
+
+    @property
+    def latency_samples(self) -> int:
+        return int(self.latency.sum()) if self.latency is not None else 0
+
+    def p(self, q: float) -> float | None:
+        return percentile_ms(self.latency, q) if self.latency is not None else None
+
+    @property
+    def invocations_per_instance(self) -> float:
+        return self.requests / self.instances if self.instances else float(self.requests)
+
+
+@dataclass
+class MinuteOutcome:
+    minute: int
+    offered: int
+    variants: dict[str, VariantMinute]
+    weights: dict[str, float]
+    true_p99_ms: float | None = None
+    faults: list[str] = field(default_factory=list)
+
+    @property
+    def cost(self) -> float:
+        return sum(v.cost for v in self.variants.values())
+
+    @property
+    def over_slo(self) -> int:
+        return sum(v.over_slo for v in self.variants.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(v.errors_5xx for v in self.variants.values())
+
+    @property
+    def served(self) -> int:
+        return sum(v.requests for v in self.variants.values())
+
+
+@dataclass
+class _Instance:
+    ready_minute: int  # first minute it serves
+
+
+class Fleet:
+    """The simulated instances behind both variants; `serve` is one minute of traffic."""
+
+    def __init__(self, setup: Setup, seed: int | None = None) -> None:
+        self.setup = setup
+        self.hw: dict[str, VariantHardware] = setup.hardware
+        self.rng = np.random.default_rng(setup.seed if seed is None else seed)
+        self.slo_ms = setup.config.slo.p99_latency_ms
+        # Instances from the initial deployment count as warm (the deploy waits for InService and health checks).
+        self.instances: dict[str, list[_Instance]] = {
+            name: [_Instance(-10_000) for _ in range(self.hw[name].initial_count)] for name in VARIANT_NAMES
+        }
+        self.pending: dict[str, list[_Instance]] = {name: [] for name in VARIANT_NAMES}
+
+    # -- capacity ---------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Active (serving) instances per variant."""
+        return {name: len(self.instances[name]) for name in VARIANT_NAMES}
+
+    def provisioned(self) -> dict[str, int]:
+        """Active + starting: what the endpoint will have once scale-ups finish."""
+        return {name: len(self.instances[name]) + len(self.pending[name]) for name in VARIANT_NAMES}
+
+    def set_counts(self, minute: int, desired: dict[str, int]) -> None:
+        """Move toward the desired counts: scale-ups start (ready after the delay), scale-ins are immediate."""
+        for name, want in desired.items():
+            want = max(0, int(want))
+            have = len(self.instances[name]) + len(self.pending[name])
+            if want > have:
+                ready = minute + self.hw[name].scale_up_delay_minutes
+                self.pending[name].extend(_Instance(ready) for _ in range(want - have))
+            elif want < have:
+                drop = have - want
+                while drop and self.pending[name]:
+                    self.pending[name].pop()
+                    drop -= 1
+                # Newest instances go first (they are the coldest).
+                self.instances[name].sort(key=lambda i: i.ready_minute)
+                del self.instances[name][len(self.instances[name]) - drop:]
+        self.promote(minute)
+
+    def promote(self, minute: int) -> None:
+        for name in VARIANT_NAMES:
+            ready = [i for i in self.pending[name] if i.ready_minute <= minute]
+            if ready:
+                self.pending[name] = [i for i in self.pending[name] if i.ready_minute > minute]
+                self.instances[name].extend(ready)
+
+    def scaling(self) -> bool:
+        return any(self.pending[name] for name in VARIANT_NAMES)
+
+    # -- one minute -------------------------------------------------------------------------------
+
+    def offered(self, minute: int) -> int:
+        traffic = self.setup.scenario.traffic
+        expected = traffic.rps_at(minute) * 60.0
+        return int(self.rng.poisson(expected)) if traffic.poisson else round(expected)
+
+    def serve(self, minute: int, weights: dict[str, float]) -> MinuteOutcome:
+        """Route one minute of requests by the live weights and serve them on the active instances."""
+        self.promote(minute)
+        traffic = self.setup.scenario.traffic
+        offered = self.offered(minute)
+        targeted = int(self.rng.binomial(offered, traffic.targeted_gpu_fraction)) if traffic.targeted_gpu_fraction else 0
+        weighted = offered - targeted
+        total_weight = sum(max(0.0, weights.get(n, 0.0)) for n in VARIANT_NAMES)
+        share_neuron = max(0.0, weights.get(NEURON, 0.0)) / total_weight if total_weight > 0 else 0.0
+        to_neuron = int(self.rng.binomial(weighted, share_neuron)) if 0 < share_neuron < 1 else (
+            weighted if share_neuron >= 1 else 0)
+        routed = {NEURON: (to_neuron, 0), GPU: (weighted - to_neuron + targeted, targeted)}
+        variants: dict[str, VariantMinute] = {}
+        faults: list[str] = []
+        merged = np.zeros(GRID_BINS, dtype=np.int64)
+        for name in VARIANT_NAMES:
+            n, n_targeted = routed[name]
+            vm = self._serve_variant(name, minute, n, faults)
+            vm.targeted = n_targeted
+            variants[name] = vm
+            if vm.latency is not None:
+                merged += vm.latency
+        outcome = MinuteOutcome(
+            minute=minute, offered=offered, variants=variants,
+            weights={n: float(weights.get(n, 0.0)) for n in VARIANT_NAMES},
+            true_p99_ms=percentile_ms(merged, 99.0), faults=faults,
+        )
+        return outcome
+
+    def _serve_variant(self, name: str, minute: int, n: int, faults: list[str]) -> VariantMinute:
+        hw = self.hw[name]
+        rng = self.rng
+        setup = self.setup
+        active = self.instances[name]
+        vm = VariantMinute(variant=name, minute=minute, requests=n, instances=len(active),
+                           billed_instances=len(active) + len(self.pending[name]))
+        vm.cost = vm.billed_instances * hw.price_per_hour / 60.0
+        for fault in setup.fault_list(name, "metric_delay", minute):
+            vm.publish_delay = max(vm.publish_delay, int(fault.magnitude))
+            faults.append(f"{name}:metric_delay")
+        outage = bool(setup.fault_list(name, "outage", minute))
+        if outage:
+            faults.append(f"{name}:outage")
+            vm.published = False
+        if n == 0:
+            return vm
+        capacity = len(active) * hw.capacity_rps_per_instance * 60.0
+        if outage or capacity <= 0:
+            vm.errors_5xx = n  # nothing can serve them
+            vm.utilization = math.inf if capacity <= 0 else 0.0
+            return vm
+        rho = n / capacity
+        vm.utilization = rho
+        overload = round(n - capacity) if rho > 1 else 0
+        served = n - overload
+        errors_4xx = int(rng.binomial(served, self.setup.scenario.traffic.client_error_rate))
+        error_rate = hw.error_rate + sum(f.magnitude for f in setup.fault_list(name, "errors", minute))
+        if setup.fault_list(name, "errors", minute):
+            faults.append(f"{name}:errors")
+        error_rate = min(error_rate, 1.0)
+        errors_5xx = int(rng.binomial(served - errors_4xx, error_rate)) if error_rate > 0 else 0
+        vm.errors_4xx = errors_4xx
+        vm.errors_5xx = errors_5xx + overload
+        samples = served - errors_4xx  # 4XX are rejected before the model: no ModelLatency
+
+        capped = min(rho, 0.99)  # past capacity the excess fails (above); the rest queues at the cap
+        queue = min(1.0 + hw.queue_weight * capped / (1.0 - capped), hw.max_queue_factor)
+        factor = queue
+        if hw.minute_jitter > 0:
+            factor *= math.exp(rng.normal(0.0, hw.minute_jitter))
+        for fault in setup.fault_list(name, "latency", minute):
+            factor *= fault.magnitude
+            faults.append(f"{name}:latency")
+        median_us = hw.median_ms * 1000.0 * factor
+
+        # Mixture: warm instances, cold ones (decaying factor), and a noise burst.
+        components: list[tuple[float, float]] = []  # (share, median_us)
+        cold_share = 0.0
+        cold_factor_sum = 0.0
+        if hw.cold_start_minutes > 0:
+            for instance in active:
+                age = minute - instance.ready_minute
+                if 0 <= age < hw.cold_start_minutes:
+                    cold_share += 1.0 / len(active)
+                    cold_factor_sum += 1.0 + (hw.cold_start_multiplier - 1.0) * (1.0 - age / hw.cold_start_minutes)
+        noise_share = 0.0
+        if hw.noise.probability > 0 and rng.random() < hw.noise.probability:
+            noise_share = hw.noise.fraction
+        warm_share = max(0.0, 1.0 - cold_share - noise_share)
+        components.append((warm_share, median_us))
+        if cold_share > 0:
+            components.append((cold_share, median_us * cold_factor_sum / (cold_share * len(active))))
+        if noise_share > 0:
+            components.append((noise_share, median_us * hw.noise.multiplier))
+        shares = np.array([c[0] for c in components])
+        counts = rng.multinomial(samples, shares / shares.sum()) if len(components) > 1 else [samples]
+        latency = np.zeros(GRID_BINS, dtype=np.int64)
+        for (_, median), count in zip(components, counts, strict=True):
+            add_lognormal(latency, rng, int(count), median, hw.sigma)
+        overhead = np.zeros(GRID_BINS, dtype=np.int64)
+        add_lognormal(overhead, rng, samples, max(hw.overhead_ms, 0.05) * 1000.0, 0.3)
+        vm.latency = latency
+        vm.overhead = overhead
+        vm.over_slo = int(latency[self.slo_ms < VALUES_MS].sum())
+        return vm
+
+
+def metric_data(vm: VariantMinute, endpoint: str, timestamp: Any) -> list[dict[str, Any]]:
+    """PutMetricData entries for one variant-minute, as SageMaker publishes them (namespace AWS/SageMaker)."""
+    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": vm.variant}]
+    out: list[dict[str, Any]] = []
+    if not vm.published or (vm.instances == 0 and vm.requests == 0):
+        return out
+
+    def scalar(name: str, value: float, unit: str = "None") -> None:
+        out.append({"MetricName": name, "Dimensions": dims, "Timestamp": timestamp, "Value": float(value),
+                    "Unit": unit})
+
+    scalar("Invocations", vm.requests)
+    scalar("InvocationsPerInstance", vm.invocations_per_instance)
+    scalar("Invocation4XXErrors", vm.errors_4xx)
+    scalar("Invocation5XXErrors", vm.errors_5xx)
+    for name, hist in (("ModelLatency", vm.latency), ("OverheadLatency", vm.overhead)):
+        if hist is None or hist.sum() == 0:
+            continue
+        values, counts = sparse(hist)
+        for start in range(0, len(values), MAX_VALUES_PER_DATUM):
+            out.append({"MetricName": name, "Dimensions": dims, "Timestamp": timestamp,
+                        "Values": values[start:start + MAX_VALUES_PER_DATUM],
+                        "Counts": counts[start:start + MAX_VALUES_PER_DATUM], "Unit": "Microseconds"})
+    return out

@@ -1,0 +1,205 @@
+"""The in-memory world: the simulated endpoint and its metrics without any AWS emulation.
+
+`SimulatedEndpoint` implements routing.model.Router and `SimulatedMetrics` implements
+routing.model.MetricsSource directly over the fleet model, so the bench runs many seeds fast with
+the SAME controller code that runs against AWS. They keep AWS's semantics: an update puts the
+endpoint in `Updating` until the simulator settles it (next minute, or when a scale-up's new
+instances are InService), a second update while Updating is refused (EndpointBusy), metrics of a
+minute appear once it has closed (later under a metric_delay fault), an outage publishes
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from routing.metrics import metric_window
+from routing.model import (
+    ConcurrentModification,
+    ControllerState,
+    EndpointLive,
+    MinuteMetrics,
+    Observation,
+    Target,
+    VariantLive,
+)
+from routing.router import EndpointBusy
+from toolkit.config import VARIANT_NAMES
+from toolkit.sim.fleet import VALUES_MS, VariantMinute, percentile_ms
+
+
+@dataclass
+class PlaneState:
+    """What DescribeEndpoint reports: status, current and desired weights and counts."""
+
+    status: str
+    current_weights: dict[str, float]
+    desired_weights: dict[str, float]
+    current_counts: dict[str, int]
+    desired_counts: dict[str, int]
+    instance_types: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryControlPlane:
+    """The endpoint's control plane, in memory (the moto-backed one is toolkit.sim.aws.AwsControlPlane)."""
+
+    def __init__(self, weights: dict[str, float], counts: dict[str, int], instance_types: dict[str, str]) -> None:
+        self.state = PlaneState("InService", dict(weights), dict(weights), dict(counts), dict(counts),
+                                dict(instance_types))
+
+    def read(self) -> PlaneState:
+        return self.state
+
+    def update(self, weights: dict[str, float] | None = None, counts: dict[str, int] | None = None) -> bool:
+        """UpdateEndpointWeightsAndCapacities: False (nothing changed) unless InService."""
+        if self.state.status != "InService":
+            return False
+        self.state.desired_weights.update(weights or {})
+        self.state.desired_counts.update(counts or {})
+        self.state.status = "Updating"
+        return True
+
+    def scale(self, variant: str, count: int) -> bool:
+        return self.update(counts={variant: count})
+
+    def settle(self, counts: dict[str, int]) -> None:
+        """The update finished: current := desired, InService."""
+        self.state.current_weights = dict(self.state.desired_weights)
+        self.state.current_counts = dict(counts)
+        self.state.status = "InService"
+
+
+def live_from(name: str, plane: PlaneState) -> EndpointLive:
+    return EndpointLive(
+        name=name,
+        status=plane.status,
+        variants={
+            v: VariantLive(
+                name=v,
+                instance_type=plane.instance_types.get(v, ""),
+                current_weight=float(plane.current_weights.get(v, 0.0)),
+                desired_weight=float(plane.desired_weights.get(v, 0.0)),
+                current_instance_count=int(plane.current_counts.get(v, 0)),
+                desired_instance_count=int(plane.desired_counts.get(v, 0)),
+            )
+            for v in VARIANT_NAMES
+        },
+    )
+
+
+class SimulatedEndpoint:
+    """routing.model.Router over the in-memory control plane. Counts API calls like the AWS router."""
+
+    def __init__(self, name: str, plane: MemoryControlPlane) -> None:
+        self.name = name
+        self.plane = plane
+        self.api_calls = 0
+        self.update_calls = 0
+
+    def describe(self) -> EndpointLive:
+        self.api_calls += 1
+        return live_from(self.name, self.plane.read())
+
+    def apply(self, target: Target) -> EndpointLive:
+        live = self.describe()
+        if not live.in_service:
+            raise EndpointBusy(self.name, live.status)
+        self.api_calls += 1
+        self.update_calls += 1
+        weights = {v: float(target.weights.get(v, live.variants[v].desired_weight)) for v in VARIANT_NAMES}
+        counts = {v: int(target.instance_counts.get(v, live.variants[v].desired_instance_count)) for v in VARIANT_NAMES}
+        self.plane.update(weights, counts)
+        return self.describe()
+
+
+def minute_metrics(start: datetime, vm: VariantMinute) -> MinuteMetrics:
+    """A variant-minute as the CloudWatch adapter would read it (latency in milliseconds)."""
+    hist = vm.latency
+    samples = float(hist.sum()) if hist is not None else 0.0
+    avg = mx = None
+    if samples > 0:
+        assert hist is not None
+        avg = float((hist * VALUES_MS).sum() / samples)
+        mx = float(VALUES_MS[np.nonzero(hist)[0][-1]])
+    return MinuteMetrics(
+        start=start,
+        invocations=float(vm.requests),
+        errors_4xx=float(vm.errors_4xx),
+        errors_5xx=float(vm.errors_5xx),
+        latency_p50_ms=percentile_ms(hist, 50) if samples else None,
+        latency_p90_ms=percentile_ms(hist, 90) if samples else None,
+        latency_p99_ms=percentile_ms(hist, 99) if samples else None,
+        latency_avg_ms=avg,
+        latency_max_ms=mx,
+        latency_samples=samples,
+        invocations_per_instance=vm.invocations_per_instance,
+    )
+
+
+class SimulatedMetrics:
+    """routing.model.MetricsSource over published variant-minutes (metric delays honoured)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self._minutes: dict[tuple[str, int], tuple[MinuteMetrics, int, int]] = {}  # -> (metrics, visible at, targeted)
+        self.api_calls = 0
+
+    def publish(self, vm: VariantMinute) -> None:
+        if not vm.published or (vm.instances == 0 and vm.requests == 0):
+            return  # an outage (or a variant with no instances) publishes nothing
+        start = self.start + timedelta(minutes=vm.minute)
+        visible = vm.minute + 1 + vm.publish_delay  # the minute must close first
+        self._minutes[(vm.variant, vm.minute)] = (minute_metrics(start, vm), visible, vm.targeted)
+
+    def _index(self, when: datetime) -> int:
+        return int((when - self.start).total_seconds() // 60)
+
+    def observe(self, endpoint: str, variants: Sequence[str], now: datetime, minutes: int) -> Observation:
+        self.api_calls += 1
+        start, end = metric_window(now, minutes)
+        now_index = self._index(now)
+        first, last = self._index(start), self._index(end)
+        per_variant: dict[str, tuple[MinuteMetrics, ...]] = {}
+        targeted: dict[str, float] = {}
+        for variant in variants:
+            rows = []
+            total_targeted = 0.0
+            for index in range(first, last):
+                entry = self._minutes.get((variant, index))
+                if entry is not None and entry[1] <= now_index:
+                    rows.append(entry[0])
+                    total_targeted += entry[2]
+                else:
+                    rows.append(MinuteMetrics(start=self.start + timedelta(minutes=index)))
+            per_variant[variant] = tuple(rows)
+            targeted[variant] = total_targeted
+        return Observation(window_start=start, window_end=end, minutes=per_variant, targeted=targeted)
+
+
+class MemoryStateStore:
+    """routing.model.StateStore in memory (the bench runs thousands of ticks; no fsync per tick)."""
+
+    def __init__(self) -> None:
+        self._state: ControllerState | None = None
+        self._records: list[dict[str, Any]] = []
+
+    def load(self) -> ControllerState | None:
+        return self._state
+
+    def save(self, state: ControllerState, expected_version: int | None) -> ControllerState:
+        stored = None if self._state is None else self._state.version
+        if stored != expected_version:
+            raise ConcurrentModification(f"state at version {stored}, expected {expected_version}")
+        self._state = state.evolve(version=(stored or 0) + 1)
+        return self._state
+
+    def append_record(self, record: Mapping[str, Any]) -> None:
+        self._records.append(dict(record))
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return list(self._records if limit is None else self._records[-limit:])

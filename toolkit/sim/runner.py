@@ -1,0 +1,360 @@
+"""The simulation loop: one simulated minute of traffic, then one controller tick, on a simulated clock.
+
+    sim = Simulator(setup, plane, sink, clock)      # the data plane (fleet + autoscaling)
+    result = run(setup, sim, controller)            # the same Controller users run against AWS
+
+Per minute m:
+  1. the endpoint's pending update (if any) advances: new instances start (ready after the
+     scale-up delay), and once they serve the update settles (Current* := Desired*, InService);
+  2. the fleet serves minute m at the live (current) weights; the sink publishes its metrics
+     (in memory, or PutMetricData to the embedded CloudWatch), late under a metric_delay fault;
+  3. simulated Application Auto Scaling (target tracking on InvocationsPerInstance) may ask for
+     more or fewer instances, as AAS does: through UpdateEndpointWeightsAndCapacities;
+  4. the clock moves to 5 s after minute m+1 starts and the controller ticks (minute m is the
+     newest closed minute). At `canary_start_minute` the tick is `canary start` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from routing.clock import ManualClock
+from toolkit.config import GPU, NEURON, VARIANT_NAMES
+from toolkit.sim.fleet import Fleet, MinuteOutcome
+from toolkit.sim.memory import (
+    MemoryControlPlane,
+    MemoryStateStore,
+    PlaneState,
+    SimulatedEndpoint,
+    SimulatedMetrics,
+)
+from toolkit.sim.scenario import Setup
+
+TICK_OFFSET_SECONDS = 5  # the controller ticks a few seconds after each minute closes
+HARM_KINDS = ("latency", "errors", "outage")  # faults a controller should react to by falling back
+
+
+class SimClock(ManualClock):
+    """routing.model.Clock for the simulation: time moves only when the simulator says so."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.origin = self.now()
+
+    def at_minute(self, minute: int, seconds: float = 0.0) -> datetime:
+        self.set(self.origin + timedelta(minutes=minute, seconds=seconds))
+        return self.now()
+
+
+class ControlPlane(Protocol):
+    def read(self) -> PlaneState: ...
+
+    def scale(self, variant: str, count: int) -> bool: ...
+
+    def settle(self, counts: dict[str, int]) -> None: ...
+
+
+class Sink(Protocol):
+    def publish_minute(self, outcome: MinuteOutcome) -> None: ...
+
+
+class MemorySink:
+    def __init__(self, metrics: SimulatedMetrics) -> None:
+        self.metrics = metrics
+
+    def publish_minute(self, outcome: MinuteOutcome) -> None:
+        for vm in outcome.variants.values():
+            self.metrics.publish(vm)
+
+
+class TargetTracking:
+    """Application Auto Scaling target tracking on SageMakerVariantInvocationsPerInstance.
+
+    Scale out after `scale_out_minutes` consecutive minutes above target, in after
+    `scale_in_minutes` below (AAS's alarms: 3 and 15 one-minute datapoints); desired =
+    ceil(invocations / target) within min..max. No datapoint (outage) means no action; like AAS,
+    it cannot act while the endpoint updates (the request is refused and retried next minute).
+    """
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.enabled = setup.scenario.autoscaling.enabled
+        self.up = dict.fromkeys(VARIANT_NAMES, 0)
+        self.down = dict.fromkeys(VARIANT_NAMES, 0)
+        self.calls = 0
+
+    def after_minute(self, outcome: MinuteOutcome, plane: ControlPlane) -> list[str]:
+        if not self.enabled:
+            return []
+        events: list[str] = []
+        auto = self.setup.scenario.autoscaling
+        state = plane.read()
+        for name in VARIANT_NAMES:
+            vm = outcome.variants[name]
+            if not vm.published:
+                continue
+            hw = self.setup.hardware[name]
+            current = int(state.desired_counts.get(name, 0))
+            want = math.ceil(vm.requests / hw.target_invocations_per_instance) if vm.requests else 0
+            want = max(hw.min_count, min(hw.max_count, want))
+            if want > current:
+                self.up[name], self.down[name] = self.up[name] + 1, 0
+            elif want < current:
+                self.up[name], self.down[name] = 0, self.down[name] + 1
+            else:
+                self.up[name] = self.down[name] = 0
+            if self.up[name] >= auto.scale_out_minutes or self.down[name] >= auto.scale_in_minutes:
+                self.calls += 1
+                if plane.scale(name, want):
+                    events.append(f"autoscaling: {name} {current} -> {want} instances")
+                    self.up[name] = self.down[name] = 0
+                    state = plane.read()
+        return events
+
+
+class Simulator:
+    """The data plane of one simulated endpoint: a fleet, its control plane, a metrics sink, a clock."""
+
+    def __init__(self, setup: Setup, plane: ControlPlane, sink: Sink, clock: SimClock,
+                 seed: int | None = None) -> None:
+        self.setup = setup
+        self.plane = plane
+        self.sink = sink
+        self.clock = clock
+        self.fleet = Fleet(setup, seed)
+        self.autoscaler = TargetTracking(setup)
+        self.minute = 0
+        self.events: list[str] = []
+        clock.at_minute(0, TICK_OFFSET_SECONDS)
+
+    def step(self) -> MinuteOutcome:
+        minute = self.minute
+        state = self.plane.read()
+        if state.status == "Updating":
+            self.fleet.set_counts(minute, state.desired_counts)
+            if not self.fleet.scaling():
+                self.plane.settle(self.fleet.counts())
+                state = self.plane.read()
+        else:
+            self.fleet.promote(minute)
+        outcome = self.fleet.serve(minute, state.current_weights)
+        self.sink.publish_minute(outcome)
+        self.events = self.autoscaler.after_minute(outcome, self.plane)
+        self.minute += 1
+        self.clock.at_minute(self.minute, TICK_OFFSET_SECONDS)
+        return outcome
+
+
+@dataclass
+class MemoryWorld:
+    """Everything the in-memory path needs: the simulator plus the controller's adapters."""
+
+    simulator: Simulator
+    router: SimulatedEndpoint
+    metrics: SimulatedMetrics
+    store: MemoryStateStore
+    clock: SimClock
+
+    def controller(self, policy: Any = None) -> Any:
+        from routing.controller import Controller
+
+        config = self.simulator.setup.config
+        prices = {hw.instance_type: hw.price_per_hour for hw in self.simulator.setup.hardware.values()}
+        return Controller(config, metrics=self.metrics, router=self.router, store=self.store, clock=self.clock,
+                          prices=prices, policy=policy)
+
+
+def initial_plane(setup: Setup) -> MemoryControlPlane:
+    config = setup.config
+    weights = {NEURON: float(config.initial_weights.neuron), GPU: float(config.initial_weights.gpu)}
+    counts = {name: setup.hardware[name].initial_count for name in VARIANT_NAMES}
+    types = {name: setup.hardware[name].instance_type for name in VARIANT_NAMES}
+    return MemoryControlPlane(weights, counts, types)
+
+
+def memory_world(setup: Setup, seed: int | None = None) -> MemoryWorld:
+    """The in-memory path: no AWS emulation, fast enough for many seeds."""
+    clock = SimClock(setup.scenario.start)
+    plane = initial_plane(setup)
+    metrics = SimulatedMetrics(setup.scenario.start)
+    simulator = Simulator(setup, plane, MemorySink(metrics), clock, seed)
+    return MemoryWorld(simulator, SimulatedEndpoint(setup.config.name, plane), metrics, MemoryStateStore(), clock)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a controller against a simulator, and what it produced
+
+
+@dataclass
+class Row:
+    """One simulated minute and the tick that followed it."""
+
+    minute: int
+    offered: int
+    share: dict[str, float]  # live traffic share (percent) the minute was served at
+    instances: dict[str, int]
+    requests: dict[str, int]
+    p99_ms: dict[str, float | None]
+    true_p99_ms: float | None
+    cost: float
+    cost_per_1k: dict[str, float | None]
+    over_slo: int
+    errors: int
+    faults: list[str]
+    phase: str = ""
+    action: str = ""
+    reason: str = ""
+    step: int = 0
+    events: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def row_from(outcome: MinuteOutcome, events: list[str]) -> Row:
+    from toolkit.pricing import cost_per_1k
+
+    total = sum(max(0.0, w) for w in outcome.weights.values())
+    share = {n: (100.0 * max(0.0, outcome.weights[n]) / total if total else 0.0) for n in VARIANT_NAMES}
+    per_1k: dict[str, float | None] = {}
+    for name, vm in outcome.variants.items():
+        per_1k[name] = (cost_per_1k(vm.billed_instances, vm.cost * 60.0 / vm.billed_instances, vm.requests)
+                        if vm.billed_instances and vm.requests else None)
+    return Row(
+        minute=outcome.minute, offered=outcome.offered, share=share,
+        instances={n: vm.instances for n, vm in outcome.variants.items()},
+        requests={n: vm.requests for n, vm in outcome.variants.items()},
+        p99_ms={n: vm.p(99) for n, vm in outcome.variants.items()},
+        true_p99_ms=outcome.true_p99_ms, cost=outcome.cost, cost_per_1k=per_1k,
+        over_slo=outcome.over_slo, errors=outcome.errors, faults=outcome.faults, events=list(events),
+    )
+
+
+@dataclass
+class RunResult:
+    setup: Setup
+    rows: list[Row]
+    api_calls: dict[str, int] = field(default_factory=dict)
+    baseline: dict[str, float] | None = None  # all-GPU counterfactual (same traffic, same seed)
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(self)
+
+
+Tick = Callable[[int], Any]  # called with the minute the clock is at; returns a routing TickResult or None
+
+
+def run(setup: Setup, simulator: Simulator, controller: Any = None, *, minutes: int | None = None,
+        on_minute: Callable[[Row, Any], None] | None = None) -> RunResult:
+    """Run the scenario: each simulated minute, then the controller's tick (`canary start` at its minute)."""
+    duration = minutes or setup.scenario.duration_minutes
+    rows: list[Row] = []
+    if controller is not None and setup.scenario.canary_start_minute == 0:
+        controller.command("start")
+    for _ in range(duration):
+        outcome = simulator.step()
+        row = row_from(outcome, simulator.events)
+        result = None
+        if controller is not None:
+            if simulator.minute == setup.scenario.canary_start_minute:
+                result = controller.command("start")
+            else:
+                result = controller.tick()
+            _annotate(row, result)
+        rows.append(row)
+        if on_minute is not None:
+            on_minute(row, result)
+    return RunResult(setup, rows)
+
+
+def _annotate(row: Row, result: Any) -> None:
+    decision = getattr(result, "decision", None)
+    state = getattr(result, "state", None)
+    if state is not None:
+        row.phase = str(getattr(state.phase, "value", state.phase))
+        row.step = int(state.step)
+    if decision is not None:
+        row.action = str(getattr(decision.action, "value", decision.action))
+        row.reason = decision.reason
+    errors = getattr(result, "errors", None)
+    if errors:
+        row.events.extend(str(e) for e in errors)
+
+
+def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, float]:
+    """The counterfactual: the same traffic on gpu alone (neuron has no instances), same seed."""
+    data = setup.config.model_dump(mode="json", exclude_none=True)
+    data["initial_weights"] = {"neuron": 0.0, "gpu": 100.0}
+    gpu_only = setup.model_copy(deep=True)
+    gpu_only.hardware[NEURON] = gpu_only.hardware[NEURON].model_copy(update={"initial_count": 0, "min_count": 0,
+                                                                              "max_count": 0})
+    world = memory_world(gpu_only)
+    result = run(gpu_only, world.simulator, None, minutes=minutes)
+    requests = sum(r.offered for r in result.rows)
+    cost = sum(r.cost for r in result.rows)
+    return {"cost": cost, "requests": float(requests), "over_slo": float(sum(r.over_slo for r in result.rows)),
+            "errors": float(sum(r.errors for r in result.rows)),
+            "cost_per_1k": cost / requests * 1000.0 if requests else 0.0}
+
+
+def fault_onsets(setup: Setup) -> list[tuple[int, str, str]]:
+    return sorted((f.minute, f.variant, f.kind) for f in setup.scenario.faults)
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    """The figures a person (demo) and the bench look at."""
+    rows = result.rows
+    setup = result.setup
+    requests = sum(r.offered for r in rows)
+    cost = sum(r.cost for r in rows)
+    over_slo = sum(r.over_slo for r in rows)
+    errors = sum(r.errors for r in rows)
+    target = setup.config.canary.target_neuron_percent
+    full = next((r.minute for r in rows if r.share[NEURON] >= target - 0.05), None)
+    harm = [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS]
+    onset = min((f.minute for f in harm), default=None)
+    fallback_minute = None
+    recovered_minute = None
+    if onset is not None:
+        # The tick after minute m runs at minute m+1: a fallback decided there counts from m+1.
+        fallback_minute = next((r.minute + 1 for r in rows if r.minute >= onset and r.action in ("fallback", "abort")),
+                               None)
+        if fallback_minute is not None:
+            fault_end = max(f.minute + f.duration_minutes for f in harm)
+            after = [r for r in rows if r.minute >= max(fallback_minute, fault_end)]
+            recovered_minute = next((r.minute for r in after if r.share[NEURON] > 0.05), None)
+    false_rollbacks = sum(
+        1 for r in rows if r.action in ("fallback", "abort")
+        and not any(f.active(r.minute) or f.active(r.minute - 1) for f in setup.scenario.faults)
+    )
+    p99s = sorted(r.true_p99_ms for r in rows if r.true_p99_ms is not None)
+    out: dict[str, Any] = {
+        "scenario": setup.scenario.name,
+        "seed": setup.seed,
+        "minutes": len(rows),
+        "requests": requests,
+        "total_cost": round(cost, 4),
+        "cost_per_1k": round(cost / requests * 1000.0, 6) if requests else None,
+        "requests_over_slo": over_slo,
+        "errors_served": errors,
+        "worst_minute_true_p99_ms": round(p99s[-1], 2) if p99s else None,
+        "final_neuron_share": round(rows[-1].share[NEURON], 2) if rows else None,
+        "minutes_to_full_migration": (full - setup.scenario.canary_start_minute) if full is not None else None,
+        "fault_onset_minute": onset,
+        "fallback_minute": fallback_minute,
+        "minutes_to_fallback": (fallback_minute - onset) if fallback_minute is not None and onset is not None else None,
+        "recovered_minute": recovered_minute,
+        "false_rollbacks": false_rollbacks,
+        "fallbacks": sum(1 for r in rows if r.action == "fallback"),
+        "api_calls": dict(result.api_calls),
+    }
+    if result.baseline:
+        base = result.baseline
+        out["all_gpu_cost"] = round(base["cost"], 4)
+        out["all_gpu_cost_per_1k"] = round(base["cost_per_1k"], 6)
+        out["savings_vs_all_gpu"] = round(1.0 - cost / base["cost"], 4) if base["cost"] else None
+    return out
