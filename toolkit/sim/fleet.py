@@ -274,7 +274,7 @@ class Fleet:
         errors_5xx = int(rng.binomial(served - errors_4xx, error_rate)) if error_rate > 0 else 0
         vm.errors_4xx = errors_4xx
         vm.errors_5xx = errors_5xx + overload
-        samples = served - errors_4xx  # 4XX are rejected before the model: no ModelLatency
+        samples = served - errors_4xx - errors_5xx  # failed requests carry no ModelLatency sample here
 
         capped = min(rho, 0.99)  # past capacity the excess fails (above); the rest queues at the cap
         queue = min(1.0 + hw.queue_weight * capped / (1.0 - capped), hw.max_queue_factor)
