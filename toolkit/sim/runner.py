@@ -239,7 +239,7 @@ class RunResult:
     setup: Setup
     rows: list[Row]
     api_calls: dict[str, int] = field(default_factory=dict)
-    baseline: dict[str, float] | None = None  # all-GPU counterfactual (same traffic, same seed)
+    baseline: dict[str, Any] | None = None  # all-GPU counterfactual (same traffic, same seed)
 
     def summary(self) -> dict[str, Any]:
         return summarize(self)
@@ -285,7 +285,7 @@ def _annotate(row: Row, result: Any) -> None:
         row.events.extend(str(e) for e in errors)
 
 
-def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, float]:
+def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, Any]:
     """The counterfactual: the same traffic on gpu alone (neuron has no instances), same seed."""
     data = setup.config.model_dump(mode="json", exclude_none=True)
     data["initial_weights"] = {"neuron": 0.0, "gpu": 100.0}
@@ -298,7 +298,8 @@ def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, floa
     cost = sum(r.cost for r in result.rows)
     return {"cost": cost, "requests": float(requests), "over_slo": float(sum(r.over_slo for r in result.rows)),
             "errors": float(sum(r.errors for r in result.rows)),
-            "cost_per_1k": cost / requests * 1000.0 if requests else 0.0}
+            "cost_per_1k": cost / requests * 1000.0 if requests else 0.0,
+            "cost_by_minute": [r.cost for r in result.rows]}
 
 
 def fault_onsets(setup: Setup) -> list[tuple[int, str, str]]:

@@ -144,7 +144,7 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
         "error_rate": 0.0002,  # assumption
         "minute_jitter": 0.03,  # assumption
         "cold_start_minutes": 1,
-        "cold_start_multiplier": 1.2,  # assumption (GPU containers warm quickly)
+        "cold_start_multiplier": 1.1,  # assumption (GPU containers warm quickly)
         "scale_up_delay_minutes": 4,  # assumption: instance + container start, verify
     },
     NEURON: {
@@ -158,9 +158,9 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
         "error_rate": 0.0002,
         "minute_jitter": 0.04,
         # "first request after deployment much slower (about 150 ms vs 80 ms average)": 1.9x on the
-        # first request; averaged over a new instance's first minutes we assume 1.4x, decaying.
-        "cold_start_minutes": 2,
-        "cold_start_multiplier": 1.4,
+        # first requests; diluted over a new instance's first minute we assume 1.3x (verify).
+        "cold_start_minutes": 1,
+        "cold_start_multiplier": 1.3,
         # "inf2 containers load (and may compile) slowly": a longer scale-up (assumption, verify).
         "scale_up_delay_minutes": 6,
     },
@@ -342,6 +342,11 @@ def resolve(scenario: Scenario, config: HybridConfig, seed: int | None = None) -
             initial_count=variant.initial_count,
             target_invocations_per_instance=float(variant.target_invocations_per_instance),
         )
+    # A scenario's price override must be the controller's price too (one price per instance type).
+    given_prices = {hw.instance_type: hw.price_per_hour for name, hw in hardware.items()
+                    if scenario.hardware.get(name, Hardware()).price_per_hour is not None}
+    if given_prices:
+        merged = merged.model_copy(update={"prices": {**merged.prices, **given_prices}})
     return Setup(scenario=scenario, config=merged, hardware=hardware,
                  seed=scenario.seed if seed is None else seed)
 

@@ -1,0 +1,97 @@
+"""`hybrid demo`, the orchestration: embedded AWS, the real deploy, the real controller, the simulator.
+
+1. start the embedded AWS (moto's server on 127.0.0.1, patched by toolkit.local.compat);
+2. deploy the endpoint through `hybrid deploy`'s code (toolkit.deploy.deploy_endpoint);
+3. hold endpoint updates in `Updating` until the simulated fleet serves them (as on AWS);
+4. build the controller with routing.controller.build_controller (the CLI's own adapters:
+   CloudWatch GetMetricData, SageMaker DescribeEndpoint/UpdateEndpointWeightsAndCapacities, the
+   JSON state store) on the simulated clock, and run the scenario: one tick per minute;
+5. compute the all-GPU counterfactual (same traffic and seed, in memory) and the summary.
+
+`in_memory=True` skips 1-4's AWS emulation (in-memory Router/MetricsSource, same controller code).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.config import HybridConfig
+from toolkit.sim.runner import Row, RunResult, all_gpu_baseline, memory_world, run
+from toolkit.sim.scenario import Scenario, Setup, resolve
+
+# The embedded account's demo role: deploy needs an execution role, and nothing runs models here.
+DEMO_ROLE_ARN = "arn:aws:iam::123456789012:role/hybrid-demo"
+
+
+@dataclass
+class DemoRun:
+    result: RunResult
+    summary: dict[str, Any]
+    wall_seconds: float
+
+
+def demo_setup(config: HybridConfig, scenario: Scenario, seed: int | None, minutes: int | None) -> Setup:
+    setup = resolve(scenario, config, seed)
+    if minutes is not None:
+        setup.scenario = setup.scenario.model_copy(update={"duration_minutes": minutes})
+    if not setup.config.execution_role_arn:
+        setup.config = setup.config.model_copy(update={"execution_role_arn": DEMO_ROLE_ARN})
+    return setup
+
+
+def run_demo(setup: Setup, *, in_memory: bool = False, state_dir: str | Path | None = None,
+             on_minute: Callable[[Row, Any], None] | None = None,
+             on_phase: Callable[[str], None] | None = None) -> DemoRun:
+    """Run the scenario end to end; the summary includes wall time and the all-GPU comparison."""
+    started = time.perf_counter()
+    say = on_phase or (lambda _text: None)
+    say("all-GPU counterfactual")
+    baseline = all_gpu_baseline(setup)
+    with tempfile.TemporaryDirectory(prefix="hybrid-demo-") as scratch:
+        directory = Path(state_dir) if state_dir is not None else Path(scratch)
+        if in_memory:
+            world = memory_world(setup)
+            controller = world.controller()
+            say("running (in memory)")
+            result = run(setup, world.simulator, controller, on_minute=on_minute)
+            calls = {"metrics_reads": world.metrics.api_calls, "endpoint_calls": world.router.api_calls,
+                     "endpoint_updates": world.router.update_calls}
+        else:
+            result, calls = _run_embedded(setup, directory, on_minute, say)
+    result.baseline = baseline
+    result.api_calls = calls
+    summary = result.summary()
+    summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+    summary["mode"] = "in-memory" if in_memory else "embedded-aws"
+    return DemoRun(result, summary, summary["wall_seconds"])
+
+
+def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any], None] | None,
+                  say: Callable[[str], None]) -> tuple[RunResult, dict[str, int]]:
+    from routing.controller import build_controller
+    from toolkit.deploy import deploy_endpoint
+    from toolkit.local.server import EmbeddedAws
+    from toolkit.sim.aws import aws_simulator
+
+    say("starting the embedded AWS")
+    with EmbeddedAws(setup.config.region, export_env=True) as aws:
+        say(f"deploying {setup.config.name} (hybrid deploy) on {aws.endpoint_url}")
+        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), source="config",
+                        show_progress=False, poll=0.0, sleep=lambda _s: None)
+        aws.hold_updates(True)
+        simulator = aws_simulator(setup, aws)
+        controller = build_controller(setup.config, endpoint_url=aws.endpoint_url, state_dir=state_dir,
+                                      clock=simulator.clock)
+        say("running")
+        result = run(setup, simulator, controller, on_minute=on_minute)
+        calls = {
+            "metrics_reads": int(getattr(controller.metrics, "api_calls", 0)),
+            "endpoint_calls": int(getattr(controller.router, "api_calls", 0)),
+            "put_metric_data": int(getattr(simulator.sink, "calls", 0)),
+        }
+    return result, calls
