@@ -159,6 +159,7 @@ def _render_summary(summary: dict[str, Any]) -> None:
     add("fault onset (minute)", summary["fault_onset_minute"])
     add("fallback to gpu (minute)", summary["fallback_minute"])
     add("minutes from regression to fallback", summary["minutes_to_fallback"])
+    add("...until gpu served everything", summary["minutes_to_effective_fallback"])
     add("neuron back after (minute)", summary["recovered_minute"])
     add("requests over the SLO", f"{summary['requests_over_slo']:,}")
     add("5XX served", f"{summary['errors_served']:,}")

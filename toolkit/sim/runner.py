@@ -319,12 +319,16 @@ def summarize(result: RunResult) -> dict[str, Any]:
     harm = [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS]
     onset = min((f.minute for f in harm), default=None)
     fallback_minute = None
+    effective_minute = None
     recovered_minute = None
     if onset is not None:
         # The tick after minute m runs at minute m+1: a fallback decided there counts from m+1.
         fallback_minute = next((r.minute + 1 for r in rows if r.minute >= onset and r.action in ("fallback", "abort")),
                                None)
         if fallback_minute is not None:
+            # When the endpoint actually served gpu-only (the update can wait for instances).
+            effective_minute = next((r.minute for r in rows if r.minute >= fallback_minute and r.share[NEURON] <= 0.05),
+                                    None)
             fault_end = max(f.minute + f.duration_minutes for f in harm)
             after = [r for r in rows if r.minute >= max(fallback_minute, fault_end)]
             recovered_minute = next((r.minute for r in after if r.share[NEURON] > 0.05), None)
@@ -348,6 +352,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "fault_onset_minute": onset,
         "fallback_minute": fallback_minute,
         "minutes_to_fallback": (fallback_minute - onset) if fallback_minute is not None and onset is not None else None,
+        "fallback_effective_minute": effective_minute,
+        "minutes_to_effective_fallback": (effective_minute - onset) if effective_minute is not None and onset is not None
+        else None,
         "recovered_minute": recovered_minute,
         "false_rollbacks": false_rollbacks,
         "fallbacks": sum(1 for r in rows if r.action == "fallback"),
