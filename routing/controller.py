@@ -467,10 +467,13 @@ def build_controller(
     clock: Any = None,
     settle_seconds: int = 0,
     policy: Any = None,
+    store: StateStore | None = None,
 ) -> Controller:
     """The AWS controller: CloudWatch metrics, SageMaker router, local JSON state, system clock.
 
     endpoint_url (or env AWS_ENDPOINT_URL) targets the embedded AWS; without it, real AWS.
+    store: another StateStore (the Lambda's DynamoDB store); default the local JSON files.
+    settle_seconds: extra delay before a minute counts as closed (see routing/metrics.py).
     Refuses (exit 2) a --region that differs from the config's, and an account other than
     `account` in the config (checked with STS only when `account` is set).
     """
@@ -501,7 +504,7 @@ def build_controller(
         config,
         metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
         router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS),
-        store=JsonFileStateStore(resolve_state_dir(config, state_dir), config.name),
+        store=store if store is not None else JsonFileStateStore(resolve_state_dir(config, state_dir), config.name),
         clock=clock or SystemClock(),
         policy=policy,
     )

@@ -139,3 +139,20 @@ def test_invalid_transition_is_exit_2_and_changes_nothing(setup, capsys):
     code = run(["canary", "resume", "-c", setup["config"]])
     assert code == 2 and "cannot resume" in capsys.readouterr().err
     assert _neuron_share(setup["sm"], setup["name"]) == 0.0
+
+
+def test_cli_reaches_the_embedded_aws_server_through_endpoint_url_and_renders_for_people(
+        tmp_path, example_data, write_config, capsys):
+    from toolkit.local.server import embedded_aws
+
+    example_data["state_dir"] = str(tmp_path / "state")
+    path = str(write_config(example_data))
+    with embedded_aws() as aws:
+        create_endpoint(aws.client("sagemaker"), example_data["name"])
+        url = ["--endpoint-url", aws.endpoint_url]
+        assert run(["canary", "start", "-c", path, *url]) == 0
+        assert run(["route", "tick", "-c", path, *url]) == 0
+        assert run(["status", "-c", path, *url]) == 0
+        assert run(["route", "log", "-c", path]) == 0
+    out = capsys.readouterr().out
+    assert "canary started" in out and "neuron" in out and "ramping" in out

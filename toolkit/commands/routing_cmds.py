@@ -27,13 +27,17 @@ RegionOption = typer.Option(None, "--region", help="Must match the config's regi
 StateDirOption = typer.Option(
     None, "--state-dir", help="Controller state and records (default: the config's state_dir, next to the config)."
 )
+SettleOption = typer.Option(
+    0, "--settle-seconds", envvar="HYBRID_SETTLE_SECONDS", min=0, max=600,
+    help="Extra delay before a CloudWatch minute counts as closed (e.g. 60 on real AWS).",
+)
 NowOption = typer.Option(
     None, "--now", envvar="HYBRID_NOW", help="Pin the clock (ISO 8601 UTC) for tests and replays.", hidden=True
 )
 
 
 def _controller(config_path: str, endpoint_url: str | None, profile: str | None, region: str | None,
-                state_dir: str | None, now: str | None) -> Any:
+                state_dir: str | None, now: str | None, settle_seconds: int = 0) -> Any:
     from routing.clock import ManualClock, parse_time
     from routing.controller import build_controller, resolve_state_dir
 
@@ -47,7 +51,7 @@ def _controller(config_path: str, endpoint_url: str | None, profile: str | None,
     base = Path(config_path).resolve().parent
     directory = resolve_state_dir(cfg, state_dir, base)
     return build_controller(cfg, endpoint_url=endpoint_url, profile=profile, region=region,
-                            state_dir=directory, clock=clock)
+                            state_dir=directory, clock=clock, settle_seconds=settle_seconds)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,9 +211,10 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
         endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
         region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+        settle_seconds: int = SettleOption,
     ) -> None:
         """One evaluation: read the endpoint and metrics, decide, apply, record (what a scheduler runs)."""
-        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
         result = controller.tick(dry_run=dry_run)
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
@@ -222,11 +227,12 @@ def register(app: typer.Typer) -> None:
         forever: bool = typer.Option(False, "--forever", help="Keep ticking in holding (steady state)."),
         endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
         region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+        settle_seconds: int = SettleOption,
     ) -> None:
         """Tick every --interval seconds until holding (exit 0) or a fallback/abort (exit 1). Ctrl-C stops."""
         from routing.model import Phase
 
-        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
         manual = now is not None  # a pinned clock moves by --interval per tick: simulated time, no sleeping
         ticks = 0
         code = EXIT_OK
