@@ -53,6 +53,29 @@ def bin_of(value_us: float) -> int:
     return int(min(max((math.log(max(value_us, GRID_MIN_US)) - LOG_EDGES[0]) / _LOG_RATIO, 0), GRID_BINS - 1))
 
 
+_SUBBINS = 32  # a median's position inside a bin, quantized to 1/32 of a bin (0.06 % of latency)
+_SHAPES: dict[tuple[float, int], tuple[int, np.ndarray]] = {}
+
+
+def _shape(sigma: float, sub: int) -> tuple[int, np.ndarray]:
+    """Bin masses of lognormal(sigma) around its median's bin: (offset of the first bin, masses).
+
+    In log space a lognormal only shifts with its median, so the masses depend on sigma and on
+    where the median sits inside its bin; they are computed once and reused.
+    """
+    key = (sigma, sub)
+    cached = _SHAPES.get(key)
+    if cached is None:
+        reach = math.ceil(_TAIL_Z * sigma / _LOG_RATIO) + 1
+        k = np.arange(-reach, reach + 2, dtype=float)
+        z = (k - (sub + 0.5) / _SUBBINS) * _LOG_RATIO / sigma
+        cdf = np.interp(z, _Z, _PHI)
+        cdf[0], cdf[-1] = 0.0, 1.0
+        masses = np.diff(cdf)
+        cached = _SHAPES[key] = (-reach, masses / masses.sum())
+    return cached
+
+
 def add_lognormal(hist: np.ndarray, rng: np.random.Generator, n: int, median_us: float, sigma: float) -> None:
     """Draw n requests from lognormal(median, sigma) into the dense histogram `hist` (in place)."""
     if n <= 0:
@@ -60,17 +83,15 @@ def add_lognormal(hist: np.ndarray, rng: np.random.Generator, n: int, median_us:
     if sigma <= 1e-9:
         hist[bin_of(median_us)] += n
         return
-    lo = bin_of(median_us * math.exp(-_TAIL_Z * sigma))
-    hi = bin_of(median_us * math.exp(_TAIL_Z * sigma)) + 1
-    z = (LOG_EDGES[lo:hi + 1] - math.log(median_us)) / sigma
-    cdf = np.interp(z, _Z, _PHI)
-    cdf[0], cdf[-1] = 0.0, 1.0
-    p = np.diff(cdf)
-    total = p.sum()
-    if total <= 0:
-        hist[bin_of(median_us)] += n
+    position = (math.log(max(median_us, GRID_MIN_US)) - LOG_EDGES[0]) / _LOG_RATIO
+    base = int(position)
+    offset, masses = _shape(round(sigma, 4), min(int((position - base) * _SUBBINS), _SUBBINS - 1))
+    lo = base + offset
+    counts = rng.multinomial(n, masses)
+    if lo < 0 or lo + len(masses) > GRID_BINS:  # off the grid's ends: clip into the edge bins
+        np.add.at(hist, np.clip(np.arange(lo, lo + len(masses)), 0, GRID_BINS - 1), counts)
         return
-    hist[lo:hi] += rng.multinomial(n, p / total)
+    hist[lo:lo + len(masses)] += counts
 
 
 def percentile_ms(hist: np.ndarray, q: float) -> float | None:
