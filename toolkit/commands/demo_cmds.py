@@ -21,6 +21,7 @@ import typer
 
 from toolkit.commands.common import DEFAULT_CONFIG, ConfigOption, Output, OutputOption, emit, load
 from toolkit.config import GPU, NEURON
+from toolkit.errors import UserError
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "hybrid.yaml"
 
@@ -53,8 +54,15 @@ def register(app: typer.Typer) -> None:
         cfg, config_used = _config(config)
         setup = demo_setup(cfg, load_scenario(scenario), seed, minutes)
         path = Path(report) if report else Path("reports") / f"demo-{setup.scenario.name}-seed{setup.seed}.html"
+        try:  # fail before the run, not after it
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--report {path}: cannot create its folder ({error.strerror or error})") from None
         outcome = run_demo(setup, in_memory=in_memory) if output == Output.json else _run_live(setup, in_memory)
-        written = write_report(outcome.result, outcome.summary, path)
+        try:
+            written = write_report(outcome.result, outcome.summary, path)
+        except OSError as error:
+            raise UserError(f"--report {path}: cannot write the report ({error.strerror or error})") from None
         summary = {**outcome.summary, "report": str(written), "config": config_used}
         if written.suffix.lower() != ".png":
             summary["report_png"] = str(written.with_suffix(".png"))
