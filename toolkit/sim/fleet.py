@@ -227,6 +227,39 @@ class Fleet:
 
     # -- one minute -------------------------------------------------------------------------------
 
+    # -- the truth, without drawing anything (for an oracle) ---------------------------------------
+
+    def queue_factor(self, name: str, rho: float) -> float:
+        hw = self.hw[name]
+        capped = min(max(rho, 0.0), 0.99)  # past capacity the excess fails; the rest queues at the cap
+        return min(1.0 + hw.queue_weight * capped / (1.0 - capped), hw.max_queue_factor)
+
+    def expected_p_ms(self, name: str, minute: int, requests_per_minute: float, instances: int,
+                      q: float = 99.0) -> float | None:
+        """The q-th percentile ModelLatency the variant would serve at this load (no jitter, warm).
+
+        None when nothing can serve (no instances, or an outage). Deterministic: consumes no randomness.
+        """
+        hw = self.hw[name]
+        if instances <= 0 or self.setup.fault_list(name, "outage", minute):
+            return None
+        rho = requests_per_minute / (instances * hw.capacity_rps_per_instance * 60.0)
+        factor = self.queue_factor(name, rho)
+        for fault in self.setup.fault_list(name, "latency", minute):
+            factor *= fault.magnitude
+        z = float(np.interp(q / 100.0, _PHI, _Z))
+        return hw.median_ms * factor * math.exp(z * hw.sigma)
+
+    def expected_error_rate(self, name: str, minute: int, requests_per_minute: float, instances: int) -> float:
+        """Share of the variant's requests that would fail (5XX: model errors, overload, outage)."""
+        hw = self.hw[name]
+        if instances <= 0 or self.setup.fault_list(name, "outage", minute):
+            return 1.0
+        capacity = instances * hw.capacity_rps_per_instance * 60.0
+        overload = max(0.0, requests_per_minute - capacity) / requests_per_minute if requests_per_minute > 0 else 0.0
+        rate = hw.error_rate + sum(f.magnitude for f in self.setup.fault_list(name, "errors", minute))
+        return min(1.0, overload + (1.0 - overload) * min(rate, 1.0))
+
     def offered(self, minute: int) -> int:
         traffic = self.setup.scenario.traffic
         expected = traffic.rps_at(minute) * 60.0
@@ -297,9 +330,7 @@ class Fleet:
         vm.errors_5xx = errors_5xx + overload
         samples = served - errors_4xx - errors_5xx  # failed requests carry no ModelLatency sample here
 
-        capped = min(rho, 0.99)  # past capacity the excess fails (above); the rest queues at the cap
-        queue = min(1.0 + hw.queue_weight * capped / (1.0 - capped), hw.max_queue_factor)
-        factor = queue
+        factor = self.queue_factor(name, rho)
         if hw.minute_jitter > 0:
             factor *= math.exp(rng.normal(0.0, hw.minute_jitter))
         for fault in setup.fault_list(name, "latency", minute):

@@ -138,3 +138,17 @@ def test_every_request_is_accounted_for(make_setup, rps, neuron, seed):
     for vm in outcome.variants.values():
         assert vm.errors_4xx + vm.errors_5xx + vm.latency_samples == vm.requests
         assert 0 <= vm.over_slo <= vm.latency_samples
+
+
+def test_expected_percentiles_match_what_the_fleet_serves(make_setup):
+    setup = make_setup(traffic={"rps": 30, "poisson": False}, hardware={"gpu": {"minute_jitter": 0}},
+                       faults=[{"minute": 1, "variant": "gpu", "kind": "latency", "magnitude": 2.0,
+                                "duration_minutes": 1}])
+    fleet = Fleet(setup)
+    gpu_only = {"neuron": 0.0, "gpu": 100.0}
+    for minute in range(2):
+        served = fleet.serve(minute, gpu_only).variants["gpu"]
+        expected = fleet.expected_p_ms("gpu", minute, served.requests, served.instances, 50)
+        assert served.p(50) == pytest.approx(expected, rel=0.03)
+    assert fleet.expected_p_ms("gpu", 0, 1800, 0) is None
+    assert fleet.expected_error_rate("gpu", 0, 4800, 2) == pytest.approx(0.5, abs=0.01)  # twice the capacity
