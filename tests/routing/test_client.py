@@ -398,3 +398,24 @@ def test_bad_settings_are_one_line_user_errors():
         ClientSettings(breaker_failures=0)
     with pytest.raises(UserError, match="unknown setting"):
         HybridClient(ENDPOINT, runtime_client=FakeRuntime(), breaker_failure=3)
+
+
+def test_served_variant_is_read_from_the_real_response_header_under_moto():
+    import requests
+    from moto import mock_aws
+
+    with mock_aws():
+        requests.post(
+            "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
+            json={"results": [
+                {"Body": '{"label": "A"}', "ContentType": "application/json", "InvokedProductionVariant": "neuron"},
+                {"Body": '{"label": "B"}', "ContentType": "application/json", "InvokedProductionVariant": "gpu"},
+            ]},
+            timeout=5,
+        )
+        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+        hybrid = HybridClient(ENDPOINT, runtime_client=runtime, publish_metrics=False)
+        short = hybrid.invoke(SHORT)
+        long = hybrid.invoke(LONG)
+    assert (short.served_by, short.json(), short.targeted) == ("neuron", {"label": "A"}, False)
+    assert (long.served_by, long.json(), long.target_variant) == ("gpu", {"label": "B"}, "gpu")
