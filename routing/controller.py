@@ -67,6 +67,7 @@ COMMANDS = ("start", "pause", "resume", "abort", "promote")
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
 WEIGHT_TOLERANCE = 1e-6
+STATUS_RECORDS = 500  # status looks this far back for the last applied change
 
 
 @dataclass
@@ -226,8 +227,9 @@ class Controller:
         """Endpoint + controller summary without deciding anything (no metrics read, nothing saved)."""
         state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
         live = self.router.describe()
-        records = self.store.records(limit=1)
-        return status_view(self.config, state, live, records[-1] if records else None)
+        records = self.store.records(limit=STATUS_RECORDS)
+        last_change = next((r for r in reversed(records) if r.get("applied")), None)
+        return status_view(self.config, state, live, records[-1] if records else None, last_change)
 
     # -- the tick --------------------------------------------------------------------------------
 
@@ -419,17 +421,26 @@ def _step_text(state: ControllerState, steps: tuple[float, ...]) -> dict[str, An
     return {"k": k, "n": n, "neuron_percent": share}
 
 
-def status_view(config: Any, state: ControllerState, live: EndpointLive, last: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What `hybrid canary status` / `hybrid status` show: phase, step k/n, live split, last judgement."""
+def _judgement(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    out = {
+        key: record.get(key)
+        for key in ("time", "command", "phase", "action", "reason", "gates", "failed_gates", "cost_per_1k",
+                    "statistics", "target", "errors", "dry_run", "applied")
+    }
+    out["metrics"] = (record.get("metrics") or {}).get("variants")
+    return out
+
+
+def status_view(config: Any, state: ControllerState, live: EndpointLive, last: Mapping[str, Any] | None,
+                last_change: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What `hybrid canary status` / `hybrid status` show: phase, step k/n, live split, last judgement.
+
+    last_judgement is the newest record; last_change the newest record that changed the endpoint
+    (after a fallback, the ticks that follow only cool down: the fallback's numbers stay visible).
+    """
     steps = state.steps or tuple(config.canary.resolved_steps())
-    judgement = None
-    if last is not None:
-        judgement = {
-            key: last.get(key)
-            for key in ("time", "command", "action", "reason", "gates", "failed_gates", "cost_per_1k", "statistics",
-                        "errors", "dry_run", "applied")
-        }
-        judgement["metrics"] = (last.get("metrics") or {}).get("variants")
     return {
         "endpoint": config.name,
         "region": config.region,
@@ -446,7 +457,8 @@ def status_view(config: Any, state: ControllerState, live: EndpointLive, last: M
         "weights": {name: round(live.share(name), 3) for name in live.variants},
         "live": live_summary(live),
         "counts": live.counts(),
-        "last_judgement": judgement,
+        "last_judgement": _judgement(last),
+        "last_change": _judgement(last_change),
     }
 
 

@@ -90,8 +90,19 @@ def test_canary_ramps_then_a_regression_falls_back_in_one_tick_and_status_shows_
     assert "latency_slo" in status["last_judgement"]["failed_gates"]
     assert status["counts"]["gpu"] >= 1
 
+    # The next tick only cools down; the fallback's numbers stay visible as the last change.
+    feed_split(cw, name, minute, total=TOTAL_PER_MINUTE, neuron_share=0.0)
+    minute += timedelta(minutes=1)
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, now=minute + timedelta(seconds=10))
+    assert record["phase"] == "cooling_down" and _neuron_share(sm, name) == 0.0
+    code, status = _cli(capsys, "canary", "status", "-c", cfg, now=minute + timedelta(seconds=20))
+    assert status["last_judgement"]["phase"] == "cooling_down"
+    assert status["last_change"]["action"] == "fallback"
+    assert "latency_slo" in status["last_change"]["failed_gates"]
+
     code, log = _cli(capsys, "route", "log", "-c", cfg)
-    assert code == 0 and log[0]["command"] == "start" and log[-1]["action"] == "fallback"
+    assert code == 0 and log[0]["command"] == "start"
+    assert [r["action"] for r in log[-2:]] == ["fallback", "none"]
 
 
 def test_route_run_loops_until_holding_and_dry_run_changes_nothing(setup, capsys):

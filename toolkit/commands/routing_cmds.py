@@ -80,8 +80,8 @@ def _render_record(record: dict[str, Any]) -> None:
     )
     console.print(f"  {record['reason']}")
     table = Table(box=None, pad_edge=False)
-    for column in ("variant", "share before", "share after", "count", "invocations", "5xx", "p50 ms", "p99 ms",
-                   "$/1K"):
+    for column in ("variant", "share before", "share after", "count", "invocations", "5xx", "p50 ms",
+                   "worst p99", "$/1K"):
         table.add_column(column, justify="right" if column != "variant" else "left")
     before = (record.get("before") or {}).get("variants", {})
     after = (record.get("after") or {}).get("variants", {})
@@ -97,8 +97,7 @@ def _render_record(record: dict[str, Any]) -> None:
     console.print(table)
     for gate in record.get("gates", []):
         verdict = {True: "[green]pass[/green]", False: "[red]FAIL[/red]", None: "[yellow]wait[/yellow]"}[gate["passed"]]
-        console.print(f"  gate {gate['name']:<20} {verdict} {_fmt(gate.get('value'), 3)} vs "
-                      f"{_fmt(gate.get('threshold'), 3)} {gate.get('detail', '')}")
+        console.print(f"  gate {gate['name']:<20} {verdict} {gate.get('detail', '')}")
     for problem in record.get("errors", []):
         console.print(f"  [red]error[/red] {problem}")
     for warning in record.get("warnings", []):
@@ -132,22 +131,27 @@ def _render_status(view: dict[str, Any]) -> None:
         failed = last.get("failed_gates") or []
         if failed:
             console.print(f"  [red]failed gates[/red]: {', '.join(failed)}")
+    change = view.get("last_change")
+    if change and change is not last and change.get("time") != (last or {}).get("time"):
+        console.print(f"  last change: {change['time']} {change['action']}: {change['reason']}")
 
 
 def _render_log(records: list[dict[str, Any]]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("time", "command", "phase", "step", "action", "neuron %", "applied", "reason"):
-        table.add_column(column)
+    # Two lines per record (facts, then the reason): reasons are sentences, a table column would fold them.
+    console = Console()
+    if not records:
+        console.print("no decision records yet")
     for r in records:
         step = r.get("step") or {}
         share = ((r.get("after") or {}).get("variants", {}).get("neuron") or {}).get("share_percent")
-        table.add_row(r["time"], r.get("command", "tick"), r["phase"], f"{step.get('k', 0)}/{step.get('n', 0)}",
-                      r["action"], _fmt(share), "dry" if r.get("dry_run") else ("yes" if r.get("applied") else "no"),
-                      r["reason"])
-    Console().print(table)
+        applied = "dry run" if r.get("dry_run") else ("applied" if r.get("applied") else "")
+        failed = f" failed: {', '.join(r['failed_gates'])}" if r.get("failed_gates") else ""
+        console.print(f"{r['time'][:19]}  {r.get('command', 'tick'):<7} {r['phase']:<13} "
+                      f"{step.get('k', 0)}/{step.get('n', 0)}  {r['action']:<9} neuron {_fmt(share)}%  "
+                      f"{applied}{failed}", highlight=False)
+        console.print(f"    {r['reason']}", highlight=False, style="dim")
 
 
 # ------------------------------------------------------------------------------------------------
