@@ -312,11 +312,11 @@ class Controller:
             dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
             stood_aside=stood_aside,
         )
-        self.store.append_record(record)  # also when standing aside: that is worth a record
         code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
         if stood_aside:
             code = EXIT_OK
         record["exit_code"] = code
+        self.store.append_record(record)  # also when standing aside: that is worth a record
         return TickResult(decision, record, code, new_state, live_after, stood_aside, errors)
 
     def _reconcile(

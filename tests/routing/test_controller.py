@@ -234,6 +234,7 @@ def test_fallback_exits_1_with_a_record_naming_the_failed_gate_and_its_numbers(w
     gate = result.record["gates"][0]
     assert (gate["value"], gate["threshold"], gate["passed"]) == (180.0, 100.0, False)
     assert world.store().records()[-1]["action"] == "fallback"
+    assert world.store().records()[-1]["exit_code"] == 1
 
 
 def test_abort_exits_1_and_puts_everything_on_gpu(world):

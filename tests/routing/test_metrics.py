@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routing.metrics import QUERIES, CloudWatchMetrics, build_queries, metric_window
 from tests.routing._aws import feed_minute
@@ -166,3 +168,27 @@ def test_against_embedded_cloudwatch_percentiles_and_closed_minutes_only():
         assert all(m.latency_samples == 200.0 for m in neuron)
         assert [m.errors_5xx for m in gpu] == [3.0, 3.0, 3.0]
         assert metrics.api_calls == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    now=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)),
+    minutes=st.integers(min_value=1, max_value=60),
+    points=st.dictionaries(st.integers(min_value=0, max_value=59), st.floats(min_value=0, max_value=1e8), max_size=20),
+)
+def test_any_response_maps_onto_whole_closed_minutes_in_milliseconds(now, minutes, points):
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    start, end = metric_window(now, minutes)
+    inside = {i: v for i, v in points.items() if i < minutes}
+    results = [_result("latency_p99_ms_1", [(start + timedelta(minutes=i), v) for i, v in inside.items()]),
+               _result("latency_samples_1", [(start + timedelta(minutes=i), 1.0) for i in inside])]
+    with Stubber(client) as stubber:
+        stubber.add_response("get_metric_data", {"MetricDataResults": results})
+        obs = CloudWatchMetrics(client).observe(EP, ("neuron", "gpu"), now, minutes)
+    gpu = obs.for_variant("gpu")
+    assert len(gpu) == minutes and len(obs.for_variant("neuron")) == minutes
+    assert obs.window_end == end <= now and end - start == timedelta(minutes=minutes)
+    assert all(m.start.second == 0 and m.start.microsecond == 0 and m.start < end for m in gpu)
+    for i, m in enumerate(gpu):
+        expected = inside.get(i)
+        assert m.latency_p99_ms == (None if expected is None else pytest.approx(expected / 1000.0))
