@@ -51,6 +51,14 @@ class AwsClients:
         self.profile = profile
         self.endpoint_url = endpoint_url
         self._session = session(region, profile)
+        if (endpoint_url or os.environ.get("AWS_ENDPOINT_URL")) and self._session.get_credentials() is None:
+            # A custom endpoint without any credentials is the embedded AWS: it accepts any key,
+            # and a new user should not need real credentials to try it. Real AWS never gets here
+            # without credentials of its own (they are found first).
+            import boto3
+
+            self._session = boto3.Session(aws_access_key_id="embedded", aws_secret_access_key="embedded",
+                                          region_name=region)
         self._clients: dict[str, Any] = {}
 
     def get(self, service: str) -> Any:

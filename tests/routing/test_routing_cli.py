@@ -153,9 +153,14 @@ def test_invalid_transition_is_exit_2_and_changes_nothing(setup, capsys):
 
 
 def test_cli_reaches_the_embedded_aws_server_through_endpoint_url_and_renders_for_people(
-        tmp_path, example_data, write_config, capsys):
+        tmp_path, example_data, write_config, capsys, monkeypatch):
     from toolkit.local.server import embedded_aws
 
+    # A new user has no AWS credentials at all: the embedded AWS must still work.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     example_data["state_dir"] = str(tmp_path / "state")
     path = str(write_config(example_data))
     with embedded_aws() as aws:
