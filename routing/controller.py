@@ -395,7 +395,9 @@ class Controller:
             "failed_gates": [g.name for g in decision.failed_gates],
             "statistics": dict(decision.statistics),
             "cost_per_1k": dict(decision.cost_per_1k),
-            "metrics": metrics_summary(observation),
+            "metrics": {**metrics_summary(observation),
+                        **({"client_fallbacks": dict(getattr(self.metrics, "last_fallbacks", {}) or {})}
+                           if observation is not None and observation.known else {})},
             "before": live_summary(live_before),
             "after": live_summary(live_after),
             "settled": settled,

@@ -172,3 +172,14 @@ def test_cli_reaches_the_embedded_aws_server_through_endpoint_url_and_renders_fo
         assert run(["route", "log", "-c", path]) == 0
     out = capsys.readouterr().out
     assert "canary started" in out and "neuron" in out and "ramping" in out
+
+
+def test_config_for_another_account_is_exit_2(tmp_path, example_data, write_config, capsys):
+    example_data["state_dir"] = str(tmp_path / "state")
+    example_data["account"] = "111111111111"
+    path = write_config(example_data)
+    with patched_mock_aws():
+        create_endpoint(boto3.client("sagemaker", region_name="us-east-1"), example_data["name"])
+        code = run(["canary", "start", "-c", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "111111111111" in err and "123456789012" in err
