@@ -308,7 +308,11 @@ def resolve(scenario: Scenario, config: HybridConfig, seed: int | None = None) -
     """Resolve every hardware default; merge the scenario's config overrides. UserError if a price is unknown."""
     from toolkit.pricing import price_per_hour
 
-    merged = merged_config(config, scenario.config, f"scenario {scenario.name}: config")
+    overrides = copy.deepcopy(scenario.config)
+    for name, given in scenario.hardware.items():  # the endpoint must run the simulated hardware
+        if given.instance_type:
+            overrides.setdefault("variants", {}).setdefault(name, {})["instance_type"] = given.instance_type
+    merged = merged_config(config, overrides, f"scenario {scenario.name}: config")
     hardware: dict[str, VariantHardware] = {}
     for name in VARIANT_NAMES:
         variant = merged.variant(name)

@@ -94,3 +94,9 @@ def test_malformed_yaml_is_a_user_error(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(UserError, match="malformed YAML"):
         load_scenario(path)
+
+
+def test_scenario_instance_type_becomes_the_endpoints_instance_type(make_setup):
+    setup = make_setup(hardware={"neuron": {"instance_type": "ml.inf2.8xlarge"}})
+    assert setup.config.variants.neuron.instance_type == "ml.inf2.8xlarge"
+    assert setup.hardware["neuron"].price_per_hour == 2.36
