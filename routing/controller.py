@@ -303,6 +303,7 @@ class Controller:
                     new_state = self.store.save(new_state, version)
             except ConcurrentModification as conflict:
                 stood_aside = True
+                new_state = state  # what this tick decided was not stored: record the state it found
                 errors.append(f"stood aside: {conflict}")
                 notes.append("another controller saved first; this tick changed nothing further")
 

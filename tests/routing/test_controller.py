@@ -360,7 +360,9 @@ def test_a_concurrent_save_makes_this_tick_stand_aside_before_touching_the_endpo
     assert result.stood_aside and result.exit_code == 0
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}]
     assert world.store().load().extra.get("other") is True
-    assert world.store().records()[-1]["stood_aside"] is True
+    record = world.store().records()[-1]
+    assert record["stood_aside"] is True and record["applied"] is False
+    assert record["step"]["k"] == 1  # the step this tick decided (2) was never stored or sent
 
 
 def test_busy_endpoint_keeps_the_previous_state_and_records_endpoint_busy(world):
