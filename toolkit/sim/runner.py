@@ -316,7 +316,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
     errors = sum(r.errors for r in rows)
     target = setup.config.canary.target_neuron_percent
     full = next((r.minute for r in rows if r.share[NEURON] >= target - 0.05), None)
-    harm = [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS]
+    harm = [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS and f.minute < len(rows)]
     onset = min((f.minute for f in harm), default=None)
     fallback_minute = None
     effective_minute = None
