@@ -183,3 +183,26 @@ def test_config_for_another_account_is_exit_2(tmp_path, example_data, write_conf
         code = run(["canary", "start", "-c", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and "111111111111" in err and "123456789012" in err
+
+
+def test_route_run_outlives_a_transient_aws_error_but_not_a_persistent_one(setup, capsys, monkeypatch):
+    from routing.router import SageMakerRouter
+    from toolkit.errors import AwsError
+
+    real = SageMakerRouter.describe
+    failing = {"left": 1}
+
+    def flaky(self):
+        if failing["left"] > 0:
+            failing["left"] -= 1
+            raise AwsError("DescribeEndpoint: ThrottlingException: Rate exceeded")
+        return real(self)
+
+    monkeypatch.setattr(SageMakerRouter, "describe", flaky)
+    args = ["route", "run", "-c", setup["config"], "--max-ticks", "2", "--output", "json", "--now", T0.isoformat()]
+    assert run(args) == 0
+    assert "tick failed (1/3)" in capsys.readouterr().err
+
+    failing["left"] = 99
+    assert run(args) == 3
+    assert "Rate exceeded" in capsys.readouterr().err

@@ -10,6 +10,7 @@ Exit codes: 0 progressed or held, 1 fell back / rolled back / aborted, 2 bad inp
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import typer
 
 from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load
-from toolkit.errors import EXIT_OK, UserError
+from toolkit.errors import EXIT_OK, AwsError, UserError
 
 EndpointUrlOption = typer.Option(
     None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS); env AWS_ENDPOINT_URL also works."
@@ -154,6 +155,13 @@ def _render_log(records: list[dict[str, Any]]) -> None:
         console.print(f"    {r['reason']}", highlight=False, style="dim")
 
 
+def _wait(controller: Any, manual: bool, interval: float) -> None:
+    if manual:
+        controller.clock.advance(interval)  # a pinned clock: simulated time, no sleeping
+    else:
+        time.sleep(interval)
+
+
 # ------------------------------------------------------------------------------------------------
 # Commands
 
@@ -237,12 +245,25 @@ def register(app: typer.Typer) -> None:
         from routing.model import Phase
 
         controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
-        manual = now is not None  # a pinned clock moves by --interval per tick: simulated time, no sleeping
+        manual = now is not None  # a pinned clock moves by --interval per tick
         ticks = 0
         code = EXIT_OK
+        failures = 0  # consecutive ticks that could not reach SageMaker
         try:
             while True:
-                result = controller.tick(dry_run=dry_run)
+                try:
+                    result = controller.tick(dry_run=dry_run)
+                except AwsError as error:
+                    # A loop outlives a transient AWS error (retries already ran inside boto3);
+                    # a persistent one ends it with exit 3 after fallback.max_unknown_ticks ticks.
+                    failures += 1
+                    if failures >= controller.config.fallback.max_unknown_ticks:
+                        raise
+                    sys.stderr.write(f"warning: tick failed ({failures}/"
+                                     f"{controller.config.fallback.max_unknown_ticks}): {error}\n")
+                    _wait(controller, manual, interval)
+                    continue
+                failures = 0
                 ticks += 1
                 if output == Output.json:
                     emit(result.record, output)
@@ -255,10 +276,7 @@ def register(app: typer.Typer) -> None:
                     break
                 if max_ticks is not None and ticks >= max_ticks:
                     break
-                if manual:
-                    controller.clock.advance(interval)
-                else:
-                    time.sleep(interval)
+                _wait(controller, manual, interval)
         except KeyboardInterrupt:
             # State and records are saved at the end of each tick: stopping between ticks loses nothing.
             pass
