@@ -206,3 +206,10 @@ def test_route_run_outlives_a_transient_aws_error_but_not_a_persistent_one(setup
     failing["left"] = 99
     assert run(args) == 3
     assert "Rate exceeded" in capsys.readouterr().err
+
+
+def test_canary_start_dry_run_records_but_leaves_the_canary_idle(setup, capsys):
+    code, record = _cli(capsys, "canary", "start", "-c", setup["config"], "--dry-run", now=T0)
+    assert code == 0 and record["dry_run"] is True and record["phase"] == "ramping"
+    code, status = _cli(capsys, "canary", "status", "-c", setup["config"], now=T0)
+    assert status["phase"] == "idle" and status["last_judgement"]["dry_run"] is True
