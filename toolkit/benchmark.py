@@ -241,6 +241,7 @@ class LevelResult:
     mean_ms: float | None
     within_slo: bool = False
     stop_reason: str | None = None  # bounded by: "max_requests" or "duration"
+    first_error: str | None = None  # the first failure's message, to tell a broken target from a slow one
 
 
 def run_level(
@@ -261,6 +262,7 @@ def run_level(
     latencies: list[float] = []
     counts = {"issued": 0, "errors": 0}
     clock: dict[str, float] = {}
+    errors: dict[str, str] = {}
     # The clock starts once every worker is connected and warmed up.
     ready = threading.Barrier(concurrency, action=lambda: clock.update(start=timer(), last=timer()))
 
@@ -277,10 +279,10 @@ def run_level(
         try:
             send = target.new_worker()
         except Exception as error:  # e.g. connection refused: every request of this worker fails
-            failure = error
+            setup_error = error
 
             def send(_: bytes) -> None:
-                raise failure from None
+                raise setup_error from None
 
         try:
             for _ in range(warmup):  # untimed, uncounted: first requests pay connection and cache set-up
@@ -291,17 +293,18 @@ def run_level(
             ready.wait()
         while reserve():
             t0 = timer()
-            ok = True
+            failure: str | None = None
             try:
                 send(body)
-            except Exception:  # every failure kind counts as an error of this level
-                ok = False
+            except Exception as error:  # every failure kind counts as an error of this level
+                failure = f"{type(error).__name__}: {error}"
             t1 = timer()
             with lock:
-                if ok:
+                if failure is None:
                     latencies.append((t1 - t0) * 1000.0)
                 else:
                     counts["errors"] += 1
+                    errors.setdefault("first", failure)
                 clock["last"] = max(clock["last"], t1)
             if on_request is not None:
                 on_request()
@@ -329,6 +332,7 @@ def run_level(
         p99_ms=percentile(latencies, 99),
         mean_ms=sum(latencies) / len(latencies) if latencies else None,
         stop_reason="max_requests" if max_requests is not None and counts["issued"] >= max_requests else "duration",
+        first_error=errors.get("first"),
     )
 
 
@@ -425,7 +429,7 @@ def benchmark_variant(
             on_level(name, concurrency, level)
         if not level.within_slo:
             if level.p99_ms is None:
-                result.stopped = f"no successful request at concurrency {concurrency}"
+                result.stopped = f"no successful request at concurrency {concurrency} ({level.first_error})"
             elif level.p99_ms > threshold_ms:
                 result.stopped = f"p99 {level.p99_ms:.1f} ms > {threshold_ms:g} ms at concurrency {concurrency}"
             else:

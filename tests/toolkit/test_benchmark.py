@@ -147,6 +147,7 @@ def test_errors_above_the_slo_stop_the_ramp_and_leave_no_capacity(example_config
         report = run_benchmark(example_config, {"neuron": HttpTarget(neuron.url)}, [1, 2], 5, max_requests=4)
     result = report.variants["neuron"]
     assert len(result.levels) == 1 and result.levels[0].error_rate == 1.0
+    assert result.levels[0].first_error == "RuntimeError: HTTP 500"
     assert result.capacity_rps_per_instance is None and result.cost_per_1k is None
 
 
@@ -359,3 +360,14 @@ def test_flag_parsers():
     assert parse_concurrency("16, 1,4,4") == [1, 4, 16]
     assert parse_urls("http://h:1") == {"neuron": "http://h:1", "gpu": "http://h:1"}
     assert parse_urls("neuron=http://h:1,gpu=http://h:2/") == {"neuron": "http://h:1", "gpu": "http://h:2"}
+
+
+def test_a_worker_that_cannot_connect_counts_every_request_as_an_error():
+    class Unreachable(ScriptedTarget):
+        def new_worker(self):
+            raise ConnectionRefusedError("connection refused")
+
+    target = Unreachable([1.0])
+    level = run_level(target, b"{}", 2, duration_s=100, max_requests=6, timer=target.timer)
+    assert (level.requests, level.errors, level.p99_ms) == (6, 6, None)
+    assert level.first_error == "ConnectionRefusedError: connection refused"
