@@ -302,6 +302,38 @@ def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, Any]
             "cost_by_minute": [r.cost for r in result.rows]}
 
 
+FAULT_GRACE_MINUTES = 5  # a fallback this soon after a fault ended still answers that fault
+
+
+def harm_all(setup: Setup) -> list[Any]:
+    return [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS]
+
+
+def fallback_events(rows: list[Row]) -> list[int]:
+    """Minutes (of the row before the tick) where a fallback or abort took hold; repeats while it lands count once.
+
+    With a controller state, an event is the phase entering falling_back/aborted (a fallback the
+    endpoint refused while busy is decided again and counted once); without one (scripted or
+    baseline controllers), an action fallback/abort after a different action.
+    """
+    fallen = ("falling_back", "aborted")
+    out = []
+    if any(r.phase for r in rows):
+        previous_phase = ""
+        for r in rows:
+            if r.phase in fallen and previous_phase not in fallen:
+                out.append(r.minute)
+            previous_phase = r.phase or previous_phase
+        return out
+    previous = ""
+    for r in rows:
+        if r.action in ("fallback", "abort") and previous not in ("fallback", "abort"):
+            out.append(r.minute)
+        if r.action:
+            previous = r.action
+    return out
+
+
 def fault_onsets(setup: Setup) -> list[tuple[int, str, str]]:
     return sorted((f.minute, f.variant, f.kind) for f in setup.scenario.faults)
 
@@ -332,9 +364,11 @@ def summarize(result: RunResult) -> dict[str, Any]:
             fault_end = max(f.minute + f.duration_minutes for f in harm)
             after = [r for r in rows if r.minute >= max(fallback_minute, fault_end)]
             recovered_minute = next((r.minute for r in after if r.share[NEURON] > 0.05), None)
+    events = fallback_events(rows)
+    # False: no neuron fault (latency, errors, outage) active then or in the FAULT_GRACE minutes before.
     false_rollbacks = sum(
-        1 for r in rows if r.action in ("fallback", "abort")
-        and not any(f.active(r.minute) or f.active(r.minute - 1) for f in setup.scenario.faults)
+        1 for minute in events
+        if not any(f.active(m) for f in harm_all(setup) for m in range(minute - FAULT_GRACE_MINUTES, minute + 1))
     )
     p99s = sorted(r.true_p99_ms for r in rows if r.true_p99_ms is not None)
     out: dict[str, Any] = {
@@ -357,7 +391,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         else None,
         "recovered_minute": recovered_minute,
         "false_rollbacks": false_rollbacks,
-        "fallbacks": sum(1 for r in rows if r.action == "fallback"),
+        "fallbacks": len(events),
         "api_calls": dict(result.api_calls),
     }
     if result.baseline:

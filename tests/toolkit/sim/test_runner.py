@@ -84,3 +84,18 @@ def test_the_real_controller_runs_in_memory(make_setup):
     assert next(r.phase for r in result.rows) == "idle"
     assert any(r.phase == "ramping" for r in result.rows)
     assert world.metrics.api_calls >= 13  # one batched metrics read per tick
+
+
+def test_a_fallback_is_counted_once_and_is_false_without_a_fault(make_setup):
+    from toolkit.sim.runner import Row, fallback_events
+
+    def row(minute, phase, action):
+        return Row(minute=minute, offered=0, share={}, instances={}, requests={}, p99_ms={}, true_p99_ms=None,
+                   cost=0.0, cost_per_1k={}, over_slo=0, errors=0, faults=[], phase=phase, action=action)
+
+    rows = [row(0, "ramping", "progress"), row(1, "ramping", "fallback"),  # refused: endpoint busy
+            row(2, "falling_back", "fallback"), row(3, "falling_back", "fallback"),
+            row(4, "cooling_down", "none"), row(5, "falling_back", "fallback")]
+    assert fallback_events(rows) == [2, 5]
+    scripted = [row(0, "", "fallback"), row(1, "", "fallback"), row(2, "", "progress"), row(3, "", "fallback")]
+    assert fallback_events(scripted) == [0, 3]
