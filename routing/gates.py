@@ -17,7 +17,6 @@ fall back to it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,9 +187,7 @@ def errors_gate(window: Window, totals: StepTotals, cap: float) -> tuple[GateRes
     judged = recent if recent.breach and not whole.breach else whole
     z = judged.test.z
     if z is None:
-        z_text = "no test"
-    elif math.isinf(z):
-        z_text = "any error is above a 0 cap"
+        z_text = "any error is above a 0 cap" if judged.test.p_value == 0.0 else "no test"
     else:
         z_text = f"z={z:.1f} vs {judged.baseline}"
     detail = (f"5XX {fmt_int(judged.neuron_errors)}/{fmt_int(judged.neuron_requests)} vs "

@@ -56,8 +56,8 @@ def one_proportion_z(x: float, n: float, p0: float) -> ProportionTest:
     if n <= 0:
         return ProportionTest(None, None)
     if p0 <= 0.0:
-        # A zero cap: any error is above it, none is not.
-        return ProportionTest(math.inf, 0.0) if x > 0 else ProportionTest(0.0, 0.5)
+        # A zero cap: any error is above it (z undefined, p 0), none is not.
+        return ProportionTest(None, 0.0) if x > 0 else ProportionTest(0.0, 0.5)
     z = (x / n - p0) / math.sqrt(p0 * (1.0 - p0) / n)
     return ProportionTest(z, normal_sf(z))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -473,6 +474,16 @@ def test_every_decision_carries_cost_per_variant_and_the_gates():
     for decision in world.run(15):
         assert set(decision.cost_per_1k) == {NEURON, GPU}
         assert {g.name for g in decision.gates} >= {"sample", "latency_slo", "latency_regression", "errors", "data", "cost"}
+
+
+def test_decisions_and_states_serialize_to_strict_json():
+    world = World(make_config(slo={"max_error_rate": 0.0})).started()
+    world.neuron = Behaviour(error_rate=lambda tick: 0.0 if tick < 8 else 0.3, silent=lambda tick: tick == 5)
+    for decision in world.run(20):
+        json.dumps(decision.statistics, allow_nan=False)
+        json.dumps([g.to_dict() for g in decision.gates], allow_nan=False)
+        json.dumps(decision.state.to_dict(), allow_nan=False)
+        assert ControllerState.from_dict(json.loads(json.dumps(decision.state.to_dict()))) == decision.state
 
 
 def test_window_covers_a_whole_step():

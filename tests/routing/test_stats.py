@@ -57,6 +57,7 @@ def test_one_error_in_twenty_requests_is_not_significant_against_the_cap():
 
 def test_one_proportion_against_a_zero_cap():
     assert one_proportion_z(1, 100, 0.0).significant(0.01)
+    assert one_proportion_z(1, 100, 0.0).z is None  # no infinities in JSON records
     assert not one_proportion_z(0, 100, 0.0).significant(0.01)
 
 
