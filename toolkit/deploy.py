@@ -267,7 +267,13 @@ def deploy_endpoint(
     endpoint_name = config.name
 
     current = _describe_endpoint(sagemaker_client, endpoint_name)
-    if current is not None and current.get("EndpointConfigName") == ec_name and current["EndpointStatus"] == "InService":
+
+    def unchanged(description: Mapping[str, Any] | None) -> bool:
+        return (description is not None and description.get("EndpointConfigName") == ec_name
+                and description["EndpointStatus"] == "InService")
+
+    if unchanged(current):
+        assert current is not None
         return DeployResult(endpoint_name, ec_name, "unchanged", source_used, model_names, "InService",
                             _live_variants(current))
     if dry_run:
@@ -276,8 +282,12 @@ def deploy_endpoint(
     if current is not None and current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
         if not wait:
             raise AwsError(f"endpoint {endpoint_name} is {current['EndpointStatus']}: retry when it is InService")
+        # one update at a time: a router weight change or an earlier deploy must settle first
         current = wait_in_service(sagemaker_client, endpoint_name, poll=poll, timeout=timeout, sleep=sleep,
                                   clock=clock, show_progress=show_progress)
+        if unchanged(current):
+            return DeployResult(endpoint_name, ec_name, "unchanged", source_used, model_names, "InService",
+                                _live_variants(current))
     if current is not None and current["EndpointStatus"] == "Failed":
         raise AwsError(
             f"endpoint {endpoint_name} is Failed ({current.get('FailureReason', 'no reason given')}); "

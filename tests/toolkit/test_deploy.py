@@ -8,10 +8,13 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.toolkit.test_compile import embedded_world, make_config, pipeline_data, write
 from toolkit.cli import run
-from toolkit.deploy import deploy_endpoint, endpoint_config_request
+from toolkit.config import ENDPOINT_NAME_RE
+from toolkit.deploy import content_name, deploy_endpoint, endpoint_config_request
 from toolkit.errors import AwsError, UserError
 
 
@@ -198,3 +201,31 @@ def test_cli_deploy_json_reports_the_action(aws, tmp_path, capsys):
     assert first["action"] == "created" and first["live"]["gpu"]["weight"] == 100.0
     assert run(["deploy", "-c", path, "--source", "config", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["action"] == "unchanged"
+
+
+@given(prefix=st.from_regex(r"[a-zA-Z0-9](-?[a-zA-Z0-9]){0,62}", fullmatch=True),
+       content=st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+def test_content_names_are_valid_sagemaker_names_and_follow_the_content(prefix, content):
+    name = content_name(prefix, content)
+    assert ENDPOINT_NAME_RE.match(name) and len(name) <= 63
+    assert name == content_name(prefix, dict(content))
+    assert name != content_name(prefix, {**content, "changed": True})
+
+
+def test_deploy_waits_for_a_running_update_before_its_own(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    from toolkit.deploy import config_models, model_request
+
+    models = config_models(cfg)
+    names = {v: model_request(cfg, models[v])["ModelName"] for v in ("neuron", "gpu")}
+    ec_name = endpoint_config_request(cfg, names)["EndpointConfigName"]
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        # the router is changing weights on the already-deployed config: wait, then nothing to do
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
+        result = deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "unchanged" and len(slept) == 1
