@@ -653,6 +653,7 @@ def _finish(t: Tick, decision: Decision) -> Decision:
         "sizing_rps": t.m.sizing_rps,
         "projected_cost_per_1k": t.m.projected_cost_per_1k,
         "unknown_ticks": state.unknown_ticks,
+        "percentiles_available": t.observation.percentiles_available,
         **decision.statistics,
     }
     return replace(decision, state=state, statistics=statistics)
@@ -700,13 +701,16 @@ def apply_command(config: HybridConfig, state: ControllerState, command: str, en
         if phase not in (Phase.IDLE, Phase.ABORTED):
             raise UserError(f"canary already {phase.value}: pause, promote or abort it first")
         steps = tuple(config.canary.resolved_steps())
-        new = t.state.evolve(phase=Phase.RAMPING, step=0, steps=steps, step_started_at=None, phase_since=now,
+        # Start from the first step at or above the live share: a canary never begins by moving back.
+        first = next((i for i, s in enumerate(steps) if s >= t.live - SHARE_EPSILON), len(steps) - 1)
+        new = t.state.evolve(phase=Phase.RAMPING, step=first, steps=steps, step_started_at=None, phase_since=now,
                              fallbacks=0, cooldown_until=None, unknown_ticks=0, good_minutes=0, paused_phase=None,
                              extra={**{k: v for k, v in t.state.extra.items() if k in ("total_rps", "live_share", "live_since")},
                                     "breach_since": now.isoformat()})
         plan = ", ".join(_pct(s) for s in steps)
         return _decision(t, new, Action.HOLD,
-                         f"canary started: {len(steps)} steps ({plan}); step 1 moves once neuron has the capacity")
+                         f"canary started: {len(steps)} steps ({plan}); step {first + 1} moves once neuron has "
+                         f"the capacity")
     if command == "pause":
         if phase in (Phase.IDLE, Phase.ABORTED, Phase.PAUSED):
             raise UserError(f"cannot pause: the canary is {phase.value}")

@@ -382,6 +382,15 @@ def test_holding_shrinks_idle_gpu_to_its_warm_minimum_after_the_dwell():
 # Manual commands
 
 
+def test_start_begins_at_the_first_step_at_or_above_the_live_share():
+    world = World(make_config(), weights={NEURON: 25.0, GPU: 75.0})
+    started = world.command("start")
+    assert started.state.step == 1 and "step 2 moves" in started.reason
+    assert shares(world)[:1] == [] and world.tick().action == Action.HOLD  # already at 25%: bake it
+    world.run_until(lambda d: d.action == Action.PROGRESS)
+    assert shares(world)[0] == 50.0
+
+
 def test_start_twice_is_a_user_error():
     world = World(make_config()).started()
     with pytest.raises(UserError, match="already ramping"):
