@@ -351,7 +351,7 @@ def fall_back(t: Tick, why: str) -> Decision:
     return _decision(t, state, Action.FALLBACK, reason, target)
 
 
-def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str) -> Decision:
+def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str, detail: str = "") -> Decision:
     """Move the neuron share to goal, capacity first.
 
     If neuron lacks the instances for the new share: SCALE (counts up, weights unchanged), and the
@@ -383,7 +383,8 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
         counts[GPU] = min(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - t.live, rps))
     target = Target(weights=_weights(goal), instance_counts=_bounded_counts(t.config, counts))
     new_state = state.evolve(last_change_at=t.now, step_started_at=None, good_minutes=0)
-    return _decision(t, new_state, action, f"{why} -> {_pct(goal)}", target, stats)
+    reason = f"{why} -> {_pct(goal)}" + (f": {detail}" if detail else "")
+    return _decision(t, new_state, action, reason, target, stats)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -448,8 +449,8 @@ def on_ramping(t: Tick) -> Decision:
             return _decision(t, new, Action.HOLD,
                              f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.a, cfg)}", None, stats)
         nxt = state.evolve(step=k + 1)
-        return shift(t, nxt, steps[k + 1], Action.PROGRESS,
-                     f"{t.step_label(k + 1)} ({label} passed after {baked:.0f} min: {evidence(t.a, cfg)})")
+        return shift(t, nxt, steps[k + 1], Action.PROGRESS, t.step_label(k + 1),
+                     f"{label} passed after {baked:.0f} min: {evidence(t.a, cfg)}")
     if cost is not None and cost.passed is False:
         return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
     waiting = [g for g in t.a.gates if g.passed is not True]
