@@ -266,3 +266,17 @@ def test_cli_local_backend_error_is_one_line_exit_2(tmp_path, capsys):
 def test_shapes_text_is_valid_registry_metadata():
     text = shapes_text({"input_ids": [1, 128], "attention_mask": [4, 512]})
     assert text == "input_ids=1x128 attention_mask=4x512"
+
+
+def test_cli_failed_job_prints_the_failure_reason_verbatim_and_exits_1(tmp_path, capsys, monkeypatch):
+    from toolkit.commands import pipeline_cmds
+
+    reason = "ClientError: InputConfiguration: Exactly one .pt or .pth file is allowed for PyTorch models."
+    sm, s3, sm_stub, s3_stub = _failing_neo_client(reason)
+    monkeypatch.setattr(pipeline_cmds, "_clients", lambda *_args: [sm, s3])
+    path = write(tmp_path, pipeline_data(tmp_path))
+    with sm_stub, s3_stub:
+        code = run(["compile", "-c", path, "-o", "json"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().endswith(reason) and err.count("\n") == 1
