@@ -84,15 +84,16 @@ def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(examp
 
 
 def test_cli_benchmark_measures_real_delays_and_prices_them(config_copy, capsys):
-    # Wall-clock run through the CLI. The median must sit within 10% of the known delay and no
-    # percentile below it; p99's upper bound is left to benchmarks/benchmark_accuracy.py because a
-    # shared 2-core runner adds scheduling spikes of several ms to single requests.
-    delays = {"neuron": 50.0, "gpu": 100.0}
+    # Wall clock through the CLI. No percentile can read below the server's delay; how close it
+    # comes is load-dependent on a shared runner (no timing assertions here): the 10% bound is
+    # pinned on the virtual clock above and measured by benchmarks/benchmark_accuracy.py.
+    delays = {"neuron": 20.0, "gpu": 40.0}
     with ContractServer("neuron", f"fixed:{delays['neuron']:g}") as neuron, \
          ContractServer("gpu", f"fixed:{delays['gpu']:g}") as gpu:
         code, report, err = run_json(
             ["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
-             "--concurrency", "1,4", "--duration", "5", "--max-requests", "8", "--output", "json"],
+             "--concurrency", "1,4", "--duration", "5", "--max-requests", "8",
+             "--latency-threshold-ms", "60000", "--output", "json"],
             capsys,
         )
     assert code == 0, err
@@ -101,8 +102,7 @@ def test_cli_benchmark_measures_real_delays_and_prices_them(config_copy, capsys)
         result = report["variants"][name]
         for level in result["levels"]:
             assert level["requests"] == 8 and level["errors"] == 0
-            assert level["p50_ms"] == pytest.approx(delay, rel=0.10)
-            assert level["p99_ms"] >= delay
+            assert delay <= level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
         best = max(result["levels"], key=lambda lv: lv["throughput_rps"])
         assert result["best_concurrency"] == best["concurrency"]
         assert result["capacity_rps_per_instance"] == pytest.approx(best["throughput_rps"])
@@ -129,12 +129,14 @@ def test_config_price_override_is_used_for_cost(config_copy, capsys):
 
 
 def test_ramp_stops_at_the_first_level_whose_p99_exceeds_the_threshold(example_config):
-    # One slot: at concurrency 2 every request queues behind another, so p99 ~ 2 x 30 ms > 50 ms.
-    with ContractServer("gpu", "fixed:30", capacity=1) as gpu:
+    # One slot: at concurrency 2 requests queue behind each other, so p99 ~ 2 x 30 ms > 50 ms.
+    # Virtual clock: only the server's sleeps count, so runner load cannot move the figures.
+    clock = VirtualClock()
+    with ContractServer("gpu", "fixed:30", capacity=1, sleep=clock.sleep) as gpu:
         from toolkit.benchmark import HttpTarget
 
         report = run_benchmark(example_config, {"gpu": HttpTarget(gpu.url)}, [1, 2, 4], duration_s=5,
-                               max_requests=8, threshold_ms=50)
+                               max_requests=8, threshold_ms=50, timer=clock)
     result = report.variants["gpu"]
     assert [lv.concurrency for lv in result.levels] == [1, 2]
     assert result.best_concurrency == 1 and "concurrency 2" in result.stopped
