@@ -18,7 +18,7 @@ fall back to it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -268,20 +268,33 @@ class Assessment:
         return all(g.passed is True for g in self.gates)
 
 
+def _stand_in(gate: GateResult) -> GateResult:
+    if gate.passed is not False:
+        return gate
+    return replace(gate, passed=None,
+                   detail=f"{gate.detail} (p99 unavailable: a stand-in above the threshold proves nothing, holding)")
+
+
 def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotals, neuron_share: float,
            gpu_share: float, silence: Silence, projected: Mapping[str, float | None],
-           observed: Mapping[str, float | None], regression_is_breach: bool = True) -> Assessment:
+           observed: Mapping[str, float | None], regression_is_breach: bool = True,
+           percentiles_available: bool = True) -> Assessment:
     """All gates of a step; which failures are breaches.
 
     step: closed minutes since the live share went live (silence is judged there, against the share);
     recent: closed minutes since the last fallback (or the start), at whatever share: a breach in the
     minute before a shift still counts, and the minutes a fallback already acted on never count twice;
     totals: the step's running totals (sample, aggregates to pass).
+    percentiles_available False: the "p99" values are a stand-in (Maximum/Average) for an empty
+    percentile; a stand-in below a threshold still proves the p99 is, one above it proves nothing,
+    so a latency failure is downgraded to inconclusive (hold) instead of a fallback.
     """
     neuron = totals.summary(True)
     sample = sample_gate(neuron, config.canary.min_sample)
     slo = latency_slo_gate(recent, totals, config.slo.p99_latency_ms)
     regression = latency_regression_gate(recent, totals, config.slo.max_regression, gpu_share)
+    if not percentiles_available:
+        slo, regression = (_stand_in(g) for g in (slo, regression))
     errors, error_stats = errors_gate(recent, totals, config.slo.max_error_rate)
     data = data_gate(silence, neuron_share, config.fallback.expected_invocations_for_silence)
     cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)

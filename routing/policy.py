@@ -667,7 +667,8 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
     m = measure(config, state, endpoint, observation, prices)
     phase_for_gates = state.paused_phase if state.phase == Phase.PAUSED else state.phase
     a = assess(config, m.step, m.recent, m.totals, m.neuron_share, m.gpu_share, m.silence, m.projected_cost_per_1k,
-               m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING)
+               m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING,
+               percentiles_available=observation.percentiles_available)
     t = Tick(config, state, endpoint, observation, now, m, a)
     decision = guard(t) if state.phase in GUARDED else None
     if decision is None:

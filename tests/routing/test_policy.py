@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -125,6 +126,22 @@ def test_regression_against_gpu_on_the_same_minutes_falls_back_within_the_slo():
     assert names == {"latency_regression"}
     gate = decision.failed_gates[0]
     assert gate.threshold == pytest.approx(1.25 * 38.0)
+
+
+def test_a_latency_stand_in_without_percentiles_holds_instead_of_falling_back():
+    world = World(make_config()).started()
+    world.neuron = Behaviour(p99_ms=lambda tick: 40.0 if tick < 3 else 400.0)  # e.g. Maximum standing in
+    real = world.observation
+
+    def without_percentiles():
+        return replace(real(), percentiles_available=False)
+
+    world.observation = without_percentiles
+    decisions = world.run(6)
+    assert all(d.action != Action.FALLBACK for d in decisions)
+    slo = next(g for g in decisions[-1].gates if g.name == "latency_slo")
+    assert slo.passed is None and "p99 unavailable" in slo.detail
+    assert decisions[-1].statistics["percentiles_available"] is False
 
 
 def test_a_single_noisy_minute_does_not_fall_back():
