@@ -67,10 +67,13 @@ def s3_parts(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def s3_prefix_arn(partition: str, uri: str) -> str:
-    """Objects under the "folder" of an S3 URI: the artifact's own prefix, not the whole bucket."""
+def s3_prefix_arn(partition: str, uri: str, *, is_prefix: bool = False) -> str:
+    """Objects under an S3 prefix: for an object URI its own "folder", never the whole bucket."""
     bucket, key = s3_parts(uri)
-    prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    if is_prefix:
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    else:
+        prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
     return f"arn:{partition}:s3:::{bucket}/{prefix}*"
 
 
@@ -244,7 +247,7 @@ class HybridEndpoint(Construct):
         )
         if cfg.compile.output_s3_uri:
             # `hybrid deploy` may point new models at freshly compiled artifacts under this prefix.
-            artifacts.append(s3_prefix_arn(p, cfg.compile.output_s3_uri.rstrip("/") + "/x"))
+            artifacts.append(s3_prefix_arn(p, cfg.compile.output_s3_uri, is_prefix=True))
         if artifacts:
             g.statements.append(
                 iam.PolicyStatement(sid="ReadModelArtifacts", actions=["s3:GetObject"], resources=artifacts)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cdk.app import build, main
-from cdk.endpoint import HybridEndpoint, ecr_repository_arn
+from cdk.endpoint import HybridEndpoint, ecr_repository_arn, s3_prefix_arn
 from tests.cdk.conftest import ROOT, cdk_context
 from tests.conftest import EXAMPLE_CONFIG
 from toolkit.config import load_config
@@ -142,3 +142,16 @@ def test_enabled_controller_without_its_module_is_a_clear_user_error(
 )
 def test_ecr_pull_permissions_name_the_image_repository(uri: str, arn: str | None) -> None:
     assert ecr_repository_arn(uri) == arn
+
+
+@pytest.mark.parametrize(
+    ("uri", "is_prefix", "arn"),
+    [
+        ("s3://models/bert/neuron/model.tar.gz", False, "arn:aws:s3:::models/bert/neuron/*"),
+        ("s3://models/model.tar.gz", False, "arn:aws:s3:::models/*"),
+        ("s3://models/compiled/", True, "arn:aws:s3:::models/compiled/*"),
+        ("s3://models/compiled", True, "arn:aws:s3:::models/compiled/*"),
+    ],
+)
+def test_artifact_read_scope_is_the_artifact_folder_or_the_given_prefix(uri: str, is_prefix: bool, arn: str) -> None:
+    assert s3_prefix_arn("aws", uri, is_prefix=is_prefix) == arn
