@@ -304,6 +304,16 @@ class Controller(Strict):
     notification_topic_arn: str | None = Field(
         None, description="SNS topic for fallback/promotion/abort notices (default: the stack creates one)."
     )
+    table_name: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z0-9_.-]{3,255}$",
+        description="DynamoDB table for controller state and decision records (default: <name>-routing); "
+        "the CLI uses it when the controller is enabled.",
+    )
+
+    def table(self, endpoint: str) -> str:
+        """The table name the stack creates and the CLI and Lambda use."""
+        return self.table_name or f"{endpoint}-routing"
 
 
 class CompileSettings(Strict):

@@ -1,0 +1,220 @@
+"""The in-account controller: an EventBridge schedule invokes this Lambda once per tick.
+
+It runs the SAME tick as `hybrid route tick` (routing.controller.build_controller: CloudWatch
+metrics, SageMaker router, the pure policy), with the DynamoDB store instead of local files:
+
+ 1. take the endpoint's lease (routing/dynamo_state.py); if another tick holds it, write a
+    record saying this tick stood aside, and stop: two ticks never both act;
+ 2. Controller.tick(): reconcile a crashed tick's intent from the live endpoint, read metrics,
+    decide, save the intent, update the endpoint, save, record (the record releases the lease);
+ 3. publish to SNS when the tick fell back, aborted, or promoted (a manual promote, or the ramp
+    reaching holding).
+
+Environment (set by cdk/controller.py):
+  HYBRID_CONFIG     JSON of the validated hybrid.yaml (the one source of truth; non-defaults only)
+  HYBRID_TABLE      the DynamoDB table
+  HYBRID_TOPIC_ARN  the SNS topic (optional: no notices without it)
+  HYBRID_NOW        pin the clock (ISO 8601), for tests and replays only; never set by the stack
+
+The returned summary (action, phase, exit code) shows in the invocation result; an AWS or
+input error raises, so the Lambda's Errors alarm and the dead-letter queue see it. A fallback
+(exit code 1) is a correct outcome, not a Lambda error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from routing.dynamo_state import DynamoStateStore
+from routing.model import Action, Phase
+from toolkit.errors import UserError
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
+
+CONFIG_ENV = "HYBRID_CONFIG"
+TABLE_ENV = "HYBRID_TABLE"
+TOPIC_ENV = "HYBRID_TOPIC_ARN"
+NOW_ENV = "HYBRID_NOW"
+NOTIFY_ACTIONS = (Action.FALLBACK, Action.ABORT, Action.PROMOTE)
+
+
+def config_env_value(config: Any) -> str:
+    """What HYBRID_CONFIG holds: the validated config, fields that differ from the defaults only.
+
+    Defaults come from the same toolkit/config.py bundled with the handler, so the Lambda
+    rebuilds exactly the config the stack was synthesized from (Lambda allows 4 KB of env).
+    """
+    return str(config.model_dump_json(exclude_defaults=True))
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> Any:
+    from pydantic import ValidationError
+
+    from toolkit.config import HybridConfig
+
+    raw = (env if env is not None else os.environ).get(CONFIG_ENV)
+    if not raw:
+        raise UserError(f"{CONFIG_ENV} is not set: the stack passes the validated hybrid.yaml in it")
+    try:
+        return HybridConfig.model_validate_json(raw)
+    except ValidationError as error:
+        raise UserError(f"{CONFIG_ENV} is not a valid hybrid config: {error.errors()[0]['msg']}") from None
+
+
+def _clock(env: Mapping[str, str]) -> Any:
+    from routing.clock import ManualClock, SystemClock, parse_time
+
+    pinned = env.get(NOW_ENV)
+    return ManualClock(parse_time(pinned)) if pinned else SystemClock()
+
+
+def stood_aside_record(store: DynamoStateStore, endpoint: str, now: datetime) -> dict[str, Any]:
+    """The record of a tick that found the lease taken: what it found, and who holds the lease."""
+    state = store.load()
+    phase = state.phase.value if state is not None else Phase.IDLE.value
+    steps = tuple(state.steps) if state is not None else ()
+    step = state.step if state is not None else 0
+    reason = f"stood aside: {store.holder_text()}"
+    return {
+        "time": now.isoformat(),
+        "endpoint": endpoint,
+        "command": "tick",
+        "source": "lambda",
+        "phase_before": phase,
+        "phase": phase,
+        "step": {"k": min(step + 1, len(steps)) if steps else 0, "n": len(steps),
+                 "neuron_percent": steps[step] if steps and 0 <= step < len(steps) else None},
+        "action": Action.NONE.value,
+        "reason": reason,
+        "gates": [],
+        "failed_gates": [],
+        "statistics": {},
+        "cost_per_1k": {},
+        "metrics": {},
+        "before": None,
+        "after": None,
+        "target": None,
+        "dry_run": False,
+        "applied": False,
+        "stood_aside": True,
+        "lease_holder": store.holder,
+        "state_version": state.version if state is not None else None,
+        "errors": [reason],
+        "warnings": [],
+        "notes": ["another controller holds the lease on this endpoint; this tick read nothing else"],
+        "exit_code": 0,
+    }
+
+
+def notice(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(subject, message) when operators must hear about this tick: fallback, abort, promotion."""
+    if record.get("stood_aside") or record.get("dry_run"):
+        return None
+    action = record.get("action")
+    ramp_done = record.get("phase_before") == Phase.RAMPING.value and record.get("phase") == Phase.HOLDING.value
+    if action not in {a.value for a in NOTIFY_ACTIONS} and not ramp_done:
+        return None
+    what = "promoted (ramp complete)" if ramp_done and action not in {a.value for a in NOTIFY_ACTIONS} else action
+    subject = f"[hybrid] {record.get('endpoint')}: {what}"[:100]
+    after = ((record.get("after") or {}).get("variants") or {})
+    shares = {name: v.get("share_percent") for name, v in after.items()}
+    message = {
+        "endpoint": record.get("endpoint"),
+        "event": what,
+        "time": record.get("time"),
+        "phase": record.get("phase"),
+        "reason": record.get("reason"),
+        "failed_gates": record.get("failed_gates", []),
+        "applied": record.get("applied"),
+        "shares_after": shares,
+        "errors": record.get("errors", []),
+    }
+    return subject, json.dumps(message, indent=1, default=str)
+
+
+def handle(
+    event: Mapping[str, Any] | None,
+    *,
+    config: Any,
+    table: str,
+    topic_arn: str | None = None,
+    clock: Any = None,
+    endpoint_url: str | None = None,
+    owner: str | None = None,
+    store: DynamoStateStore | None = None,
+    controller_factory: Any = None,
+) -> dict[str, Any]:
+    """One scheduled tick for the endpoint named by the event (default: the config's)."""
+    from routing.aws import AwsClients
+    from routing.clock import SystemClock
+    from routing.controller import build_controller
+
+    endpoint = (event or {}).get("endpoint") or config.name
+    if endpoint != config.name:
+        raise UserError(f"event names endpoint {endpoint!r} but this controller's config is for {config.name!r}")
+    clock = clock or SystemClock()
+    clients = AwsClients(region=config.region, endpoint_url=endpoint_url)
+    if store is None:
+        store = DynamoStateStore(table, config.name, client=clients.get("dynamodb"), clock=clock, owner=owner)
+
+    if not store.acquire():
+        record = stood_aside_record(store, config.name, clock.now())
+        store.append_record(record)
+        log.info(json.dumps(record, default=str))
+        return _summary(record, notified=False)
+
+    try:
+        factory = controller_factory or build_controller
+        controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url)
+        result = controller.tick()
+    except Exception:
+        # An error (not a crash: a killed process never gets here) ends our hold at once, so the
+        # next tick need not wait for the lease to expire. Its intent, if any, stays for repair.
+        store.release()
+        raise
+    record = result.record
+    log.info(json.dumps(record, default=str))
+
+    notified = False
+    message = notice(record)
+    if message is not None and topic_arn:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            clients.get("sns").publish(TopicArn=topic_arn, Subject=message[0], Message=message[1])
+            notified = True
+        except (ClientError, BotoCoreError) as error:
+            # The tick is done and recorded; a lost notice must not undo it. Logged for the alarm on logs.
+            log.error("SNS publish to %s failed: %s", topic_arn, error)
+    return _summary(record, notified=notified)
+
+
+def _summary(record: Mapping[str, Any], *, notified: bool) -> dict[str, Any]:
+    return {
+        "endpoint": record.get("endpoint"),
+        "time": record.get("time"),
+        "action": record.get("action"),
+        "phase": record.get("phase"),
+        "reason": record.get("reason"),
+        "applied": record.get("applied", False),
+        "stood_aside": record.get("stood_aside", False),
+        "exit_code": record.get("exit_code", 0),
+        "notified": notified,
+    }
+
+
+def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
+    """The Lambda entry point (routing.lambda_handler.handler)."""
+    env = os.environ
+    table = env.get(TABLE_ENV)
+    if not table:
+        raise UserError(f"{TABLE_ENV} is not set: the stack passes the controller's DynamoDB table in it")
+    owner = getattr(context, "aws_request_id", None)
+    return handle(event, config=config_from_env(env), table=table, topic_arn=env.get(TOPIC_ENV) or None,
+                  clock=_clock(env), owner=f"lambda:{owner}" if owner else None)

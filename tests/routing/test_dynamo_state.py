@@ -1,0 +1,147 @@
+"""DynamoStateStore against moto: versioned saves, the lease (fencing token), records, the store factory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from routing.clock import ManualClock
+from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, LeaseHeld, create_table
+from routing.model import ConcurrentModification, ControllerState, Phase
+from routing.state import JsonFileStateStore
+from routing.stores import open_store, table_for
+from toolkit.local.server import patched_mock_aws
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+TABLE = "ctl-routing"
+
+
+@pytest.fixture
+def ddb():
+    with patched_mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, TABLE)
+        yield client
+
+
+def _store(ddb, clock: ManualClock, owner: str, endpoint: str = "ep") -> DynamoStateStore:
+    return DynamoStateStore(TABLE, endpoint, client=ddb, clock=clock, owner=owner)
+
+
+def test_state_round_trips_with_the_version_as_stored(ddb):
+    clock = ManualClock(T0)
+    store = _store(ddb, clock, "a")
+    assert store.load() is None
+    state = ControllerState(endpoint="ep", phase=Phase.RAMPING, step=1, steps=(10.0, 50.0), phase_since=T0,
+                            extra={"intent": {"target": {"weights": {"neuron": 50.0}}}})
+    saved = store.save(state, None)
+    assert saved.version == 1
+    loaded = store.load()
+    assert loaded == saved
+    assert store.save(loaded.evolve(step=0), 1).version == 2
+    assert store.load().step == 0
+
+
+def test_a_save_from_a_stale_version_is_refused(ddb):
+    clock = ManualClock(T0)
+    store = _store(ddb, clock, "a")
+    store.save(ControllerState(endpoint="ep"), None)
+    with pytest.raises(ConcurrentModification, match="version 1, expected None"):
+        store.save(ControllerState(endpoint="ep"), None)
+    store.save(ControllerState(endpoint="ep", step=3), 1)
+    with pytest.raises(ConcurrentModification, match="version 2, expected 1"):
+        store.save(ControllerState(endpoint="ep", step=4), 1)
+    assert store.load().step == 3
+
+
+def test_only_one_of_two_stores_holds_the_lease_until_it_releases_it(ddb):
+    clock = ManualClock(T0)
+    a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
+    assert a.acquire() is True
+    assert b.acquire() is False
+    assert b.holder["owner"] == "a"
+    with pytest.raises(LeaseHeld, match="held by a"):
+        b.save(ControllerState(endpoint="ep"), None)
+    assert b.load() is None  # the loser wrote nothing
+    a.release()
+    assert b.acquire() is True
+    assert b.token > a.lease()["token"] - 1  # tokens only grow: release expires, never deletes
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_can_no_longer_save(ddb):
+    clock = ManualClock(T0)
+    a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
+    assert a.acquire()
+    first_token = a.token
+    clock.advance(LEASE_SECONDS - 1)
+    assert not b.acquire()  # still within the lease
+    clock.advance(2)
+    assert b.acquire()
+    assert b.token == first_token + 1
+    # a stalled past its lease: its token no longer matches, so the fencing refuses its write.
+    with pytest.raises(ConcurrentModification, match="lost the lease"):
+        a.save(ControllerState(endpoint="ep"), None)
+    assert b.load() is None
+    assert b.save(ControllerState(endpoint="ep"), None).version == 1
+
+
+def test_a_save_renews_the_lease(ddb):
+    clock = ManualClock(T0)
+    a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
+    a.save(ControllerState(endpoint="ep"), None)  # acquires on first save
+    clock.advance(LEASE_SECONDS - 10)
+    a.save(ControllerState(endpoint="ep", step=1), 1)
+    clock.advance(20)  # past the first expiry, within the renewed one
+    assert not b.acquire()
+
+
+def test_appending_a_record_ends_the_tick_and_releases_the_lease(ddb):
+    clock = ManualClock(T0)
+    a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
+    a.save(ControllerState(endpoint="ep"), None)
+    assert not b.acquire()
+    a.append_record({"time": T0.isoformat(), "action": "progress"})
+    assert not a.holds_lease
+    assert b.acquire()
+
+
+def test_records_are_kept_in_order_per_endpoint_and_limited_to_the_newest(ddb):
+    clock = ManualClock(T0)
+    store, other = _store(ddb, clock, "a"), _store(ddb, clock, "b", endpoint="other")
+    for i in range(7):
+        store.append_record({"time": (T0 + timedelta(minutes=i)).isoformat(), "i": i, "x": 0.5})
+    store.append_record({"time": (T0 + timedelta(minutes=6)).isoformat(), "i": 7})  # same time: kept too
+    other.append_record({"time": T0.isoformat(), "i": 99})
+    assert [r["i"] for r in store.records()] == list(range(8))
+    assert [r["i"] for r in store.records(limit=3)] == [5, 6, 7]
+    assert store.records(limit=0) == []
+    assert [r["i"] for r in other.records()] == [99]
+    assert store.records()[0]["x"] == 0.5  # floats survive (records are stored as JSON)
+
+
+def test_records_page_through_more_than_one_query(ddb):
+    clock = ManualClock(T0)
+    store = _store(ddb, clock, "a")
+    padding = "p" * 20_000  # ~20 KB per record: 1 MB query pages hold ~50
+    for i in range(60):
+        store.append_record({"time": (T0 + timedelta(seconds=i)).isoformat(), "i": i, "pad": padding})
+    assert [r["i"] for r in store.records()] == list(range(60))
+    assert [r["i"] for r in store.records(limit=55)] == list(range(5, 60))
+
+
+def test_store_factory_picks_the_table_when_the_controller_is_enabled(example_config, tmp_path, monkeypatch):
+    monkeypatch.delenv("HYBRID_TABLE", raising=False)
+    assert table_for(example_config) is None
+    assert isinstance(open_store(example_config, state_dir=tmp_path), JsonFileStateStore)
+    enabled = example_config.model_copy(update={"controller": example_config.controller.model_copy(
+        update={"enabled": True})})
+    assert table_for(enabled) == f"{example_config.name}-routing"
+    named = enabled.model_copy(update={"controller": enabled.controller.model_copy(update={"table_name": "t1"})})
+    assert table_for(named) == "t1"
+    assert table_for(example_config, "explicit") == "explicit"
+    monkeypatch.setenv("HYBRID_TABLE", "from-env")
+    assert table_for(example_config) == "from-env"
+    store = open_store(example_config, client=object())
+    assert isinstance(store, DynamoStateStore) and store.table == "from-env"
