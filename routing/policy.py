@@ -538,6 +538,9 @@ def on_holding(t: Tick) -> Decision:
     if abs(t.live - goal) > SHARE_EPSILON:
         action = Action.RETURN if goal > t.live else Action.STEP_BACK
         return shift(t, state, goal, action, f"holding: moving to {_pct(goal)}")
+    if not cfg.holding.enabled:  # the split stays put; the breach guard still applies
+        return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)} (holding.enabled is false: no step back "
+                         f"or return): {evidence(t.a, cfg)}")
     degraded, good, detail = holding_health(t)
     state = state.evolve(good_minutes=good)
     dwell = _minutes_between(state.last_change_at, t.now) if state.last_change_at else math.inf

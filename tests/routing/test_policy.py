@@ -380,6 +380,15 @@ def test_holding_never_changes_the_split_twice_within_the_dwell():
         assert b - a >= 5 * MINUTE
 
 
+def test_holding_disabled_keeps_the_split_but_still_falls_back_on_a_breach():
+    world = World(make_config(holding={"enabled": False})).started()
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
+    world.neuron = Behaviour(p99_ms=140.0)  # would step back if holding adjusted
+    assert all(d.action == Action.HOLD for d in world.run(8))
+    world.neuron = Behaviour(p99_ms=500.0)
+    assert world.run_until(lambda d: d.action != Action.HOLD, limit=5).action == Action.FALLBACK
+
+
 def test_holding_breach_falls_back_entirely():
     world = holding_world()
     world.neuron = Behaviour(p99_ms=500.0)
