@@ -229,3 +229,12 @@ def test_deploy_waits_for_a_running_update_before_its_own(tmp_path):
         result = deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=slept.append, show_progress=False)
         stub.assert_no_pending_responses()
     assert result.action == "unchanged" and len(slept) == 1
+
+
+def test_cli_refuses_credentials_of_another_account(aws, tmp_path, capsys):
+    data = pipeline_data(tmp_path)
+    data["account"] = "210987654321"  # moto's credentials are for 123456789012
+    code = run(["deploy", "-c", write(tmp_path, data)])
+    err = capsys.readouterr().err
+    assert code == 2 and "123456789012" in err and "210987654321" in err
+    assert _sm().list_endpoints()["Endpoints"] == []

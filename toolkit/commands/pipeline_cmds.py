@@ -20,10 +20,23 @@ EndpointUrlOption = typer.Option(
 ProfileOption = typer.Option(None, "--profile", help="AWS profile for real AWS.")
 
 
-def _clients(region: str, endpoint_url: str | None, profile: str | None, *names: str) -> list[Any]:
+def _clients(cfg: Any, endpoint_url: str | None, profile: str | None, *names: str) -> list[Any]:
+    """boto3 clients in the config's region; refuses other accounts when `account` is set (as `route`)."""
     import boto3
 
-    session = boto3.session.Session(region_name=region, profile_name=profile)
+    from toolkit.errors import AwsError, UserError
+
+    session = boto3.session.Session(region_name=cfg.region, profile_name=profile)
+    if cfg.account:
+        try:
+            account = session.client("sts", endpoint_url=endpoint_url).get_caller_identity()["Account"]
+        except Exception as error:
+            raise AwsError(f"GetCallerIdentity: {error}") from None
+        if account != cfg.account:
+            raise UserError(
+                f"credentials are for account {account}, but the config is for account {cfg.account}: "
+                f"use --profile for the right account"
+            )
     return [session.client(name, endpoint_url=endpoint_url) for name in names]
 
 
@@ -71,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from toolkit.compile import compile_model, lookup, plan
 
         cfg = _load(config)
-        sagemaker, s3 = _clients(cfg.region, endpoint_url, profile, "sagemaker", "s3")
+        sagemaker, s3 = _clients(cfg, endpoint_url, profile, "sagemaker", "s3")
         if dry_run:
             hit = lookup(cfg, s3_client=s3)
             result = hit or plan(cfg, s3_client=s3)
@@ -116,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from toolkit.registry import register_models
 
         cfg = _load(config)
-        sagemaker, s3 = _clients(cfg.region, endpoint_url, profile, "sagemaker", "s3")
+        sagemaker, s3 = _clients(cfg, endpoint_url, profile, "sagemaker", "s3")
         compiled = lookup(cfg, s3_client=s3)
         if compiled is None:
             raise UserError("no compiled neuron artifact for the current inputs: run `hybrid compile` first")
@@ -155,7 +168,7 @@ def register(app: typer.Typer) -> None:
         if source not in ("auto", "registry", "config"):
             raise UserError(f"--source must be auto, registry or config, got {source!r}")
         cfg = _load(config)
-        (sagemaker,) = _clients(cfg.region, endpoint_url, profile, "sagemaker")
+        (sagemaker,) = _clients(cfg, endpoint_url, profile, "sagemaker")
         result = deploy_endpoint(cfg, sagemaker_client=sagemaker, wait=wait, source=source,  # type: ignore[arg-type]
                                  dry_run=dry_run, show_progress=output == Output.text)
 
