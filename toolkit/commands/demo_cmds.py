@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
             None, "--report", help="Report path (.html with the PNG beside it, or .png). Default: reports/demo-<scenario>-seed<seed>.html"
         ),
         in_memory: bool = typer.Option(False, "--in-memory", help="Skip the embedded AWS (in-memory adapters, same controller)."),
+        state_dir: str | None = typer.Option(
+            None, "--state-dir", help="Keep the controller's state and decision records here (default: a temporary folder)."
+        ),
         output: Output = OutputOption,
     ) -> None:
         """Watch traffic move from GPU to Inferentia on an embedded AWS, an injected fault, the fallback, the recovery."""
@@ -58,7 +61,10 @@ def register(app: typer.Typer) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"--report {path}: cannot create its folder ({error.strerror or error})") from None
-        outcome = run_demo(setup, in_memory=in_memory) if output == Output.json else _run_live(setup, in_memory)
+        if output == Output.json:
+            outcome = run_demo(setup, in_memory=in_memory, state_dir=state_dir)
+        else:
+            outcome = _run_live(setup, in_memory, state_dir)
         try:
             written = write_report(outcome.result, outcome.summary, path)
         except OSError as error:
@@ -88,7 +94,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def _run_live(setup: Any, in_memory: bool) -> Any:
+def _run_live(setup: Any, in_memory: bool, state_dir: str | None) -> Any:
     from rich.live import Live
     from rich.table import Table
 
@@ -140,7 +146,7 @@ def _run_live(setup: Any, in_memory: bool) -> Any:
             state["phase_text"] = text
             live.update(view(None))
 
-        return run_demo(setup, in_memory=in_memory, on_minute=on_minute, on_phase=on_phase)
+        return run_demo(setup, in_memory=in_memory, state_dir=state_dir, on_minute=on_minute, on_phase=on_phase)
 
 
 def _render_summary(summary: dict[str, Any]) -> None:

@@ -56,6 +56,10 @@ def run_demo(setup: Setup, *, in_memory: bool = False, state_dir: str | Path | N
         directory = Path(state_dir) if state_dir is not None else Path(scratch)
         if in_memory:
             world = memory_world(setup)
+            if state_dir is not None:  # keep the records: the CLI's own store, as `hybrid route log` reads it
+                from routing.state import JsonFileStateStore
+
+                world.store = JsonFileStateStore(directory, setup.config.name)  # type: ignore[assignment]
             controller = world.controller()
             say("running (in memory)")
             result = run(setup, world.simulator, controller, on_minute=on_minute)

@@ -86,7 +86,7 @@ def test_the_real_controller_runs_in_memory(make_setup):
     assert world.metrics.api_calls >= 13  # one batched metrics read per tick
 
 
-def test_a_fallback_is_counted_once_and_is_false_without_a_fault(make_setup):
+def test_a_fallback_is_counted_once_while_it_lands():
     from toolkit.sim.runner import Row, fallback_events
 
     def row(minute, phase, action):
