@@ -37,7 +37,7 @@ def price_per_hour(instance_type: str, overrides: Mapping[str, float] | None = N
         return HOSTING_PRICES_US_EAST_1[instance_type]
     raise UserError(
         f"no price known for {instance_type}: add it under `prices:` in hybrid.yaml ($/hour), "
-        f"or run `hybrid price {instance_type}` with AWS credentials"
+        f"or run `hybrid price {instance_type} --live` with AWS credentials"
     )
 
 
