@@ -99,7 +99,9 @@ class VariantConfig(Strict):
 
     instance_type: str = Field(description="e.g. ml.inf2.xlarge or ml.g5.xlarge.")
     initial_count: int = Field(1, ge=1, description="Instances at deployment.")
-    min_count: int = Field(1, ge=0, description="Autoscaling floor. For gpu this is the warm fallback capacity.")
+    min_count: int = Field(
+        1, ge=1, description="Autoscaling floor (>= 1: real-time variants cannot scale to 0). For gpu: the warm fallback capacity."
+    )
     max_count: int = Field(4, ge=1, description="Autoscaling ceiling.")
     target_invocations_per_instance: int = Field(
         600, gt=0, description="Autoscaling target: SageMakerVariantInvocationsPerInstance (per minute)."
@@ -280,6 +282,22 @@ class Holding(Strict):
 class Vpc(Strict):
     subnet_ids: list[str] = Field(min_length=1, description="Private subnets for the model containers.")
     security_group_ids: list[str] = Field(min_length=1, description="Security groups for the model containers.")
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?", v)]
+        if bad:
+            raise ValueError(f"not subnet ids (subnet- and 8 or 17 hex digits): {', '.join(bad)}")
+        return value
+
+    @field_validator("security_group_ids")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"sg-[0-9a-f]{8}([0-9a-f]{9})?", v)]
+        if bad:
+            raise ValueError(f"not security group ids (sg- and 8 or 17 hex digits): {', '.join(bad)}")
+        return value
 
 
 class DataCapture(Strict):

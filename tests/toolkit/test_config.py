@@ -146,3 +146,15 @@ def test_config_schema_is_json_schema(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "hybrid.yaml"
     assert "variants" in schema["properties"]
+
+
+def test_vpc_ids_are_checked_before_cloudformation_sees_them(example_data):
+    example_data["vpc"] = {"subnet_ids": ["subnet-0123456789abcdef0"], "security_group_ids": ["sg-0c"]}
+    (line,) = problems_for(example_data)
+    assert line.startswith("vpc.security_group_ids: not security group ids") and "sg-0c" in line
+
+
+def test_real_time_variant_cannot_scale_below_one_instance(example_data):
+    example_data["variants"]["neuron"]["min_count"] = 0
+    (line,) = problems_for(example_data)
+    assert line == "variants.neuron.min_count: Input should be greater than or equal to 1"
