@@ -23,7 +23,9 @@ from toolkit.commands.common import DEFAULT_CONFIG, ConfigOption, Output, Output
 from toolkit.config import GPU, NEURON
 from toolkit.errors import UserError
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "hybrid.yaml"
+# A packaged copy of examples/hybrid.yaml, so `hybrid demo` also works from an installed wheel
+# (tests/toolkit/test_examples.py keeps the two identical).
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "data" / "example-hybrid.yaml"
 
 
 def _config(path: str) -> Any:
