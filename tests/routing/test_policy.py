@@ -55,6 +55,19 @@ def test_high_traffic_migrates_faster_than_low_traffic():
     assert fast.tick_no <= 4 * (2 + 2) + 1
 
 
+@pytest.mark.parametrize("rps", [3.0, 20.0, 400.0])
+def test_time_to_full_migration_follows_the_documented_formula(rps):
+    # docs/routing.md: T = 1 + sum_k (1 + max(min_bake, ceil(min_sample / (s_k/100 x R x 60)))) minutes
+    config = make_config(canary={"steps": None, "curve": {"kind": "exponential", "start": 5, "steps": 6},
+                                 "max_bake_minutes": 30})
+    world = World(config, rps=rps, counts={NEURON: 6, GPU: 8}).started()
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING, limit=500)
+    canary = config.canary
+    per_minute = [round(s / 100 * rps * 60) for s in canary.resolved_steps()]  # whole requests, as the world serves
+    expected = 1 + sum(1 + max(canary.min_bake_minutes, math.ceil(canary.min_sample / n)) for n in per_minute)
+    assert world.tick_no == expected
+
+
 def test_step_waits_for_min_bake_even_when_the_sample_is_reached_at_once():
     world = World(make_config(canary={"min_bake_minutes": 4}), rps=200, counts={NEURON: 6, GPU: 8}).started()
     world.run_until(lambda d: d.action == Action.PROGRESS)  # step 1 shifted
