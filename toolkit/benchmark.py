@@ -606,17 +606,23 @@ def plot(report: BenchmarkReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {"neuron": "tab:blue", "gpu": "tab:orange"}
     for name, result in report.variants.items():
+        color = colors.get(name)
         xs = [lv.concurrency for lv in result.levels]
-        ax_lat.plot(xs, [lv.p99_ms for lv in result.levels], marker="o", label=f"{name} p99")
-        ax_lat.plot(xs, [lv.p50_ms for lv in result.levels], linestyle="--", alpha=0.6, label=f"{name} p50")
+        ax_lat.plot(xs, [lv.p99_ms for lv in result.levels], marker="o", color=color, label=f"{name} p99")
+        ax_lat.plot(xs, [lv.p50_ms for lv in result.levels], linestyle="--", alpha=0.6, color=color,
+                    label=f"{name} p50")
         cost = f", ${result.cost_per_1k:.4f}/1K" if result.cost_per_1k is not None else ""
-        ax_tp.plot(xs, [lv.throughput_rps for lv in result.levels], marker="o",
+        ax_tp.plot(xs, [lv.throughput_rps for lv in result.levels], marker="o", color=color,
                    label=f"{name} ({result.instance_type}{cost})")
     ax_lat.axhline(report.latency_threshold_ms, color="red", linewidth=1, label="p99 threshold")
-    ax_lat.set(xscale="log", xlabel="concurrency", ylabel="latency (ms)", title="Latency")
-    ax_tp.set(xscale="log", xlabel="concurrency", ylabel="requests/s", title="Throughput")
+    ax_lat.set(xlabel="concurrency", ylabel="latency (ms)", title="Latency")
+    ax_tp.set(xlabel="concurrency", ylabel="requests/s", title="Throughput")
     for ax in (ax_lat, ax_tp):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(report.concurrency, [str(c) for c in report.concurrency])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"hybrid benchmark: {report.endpoint}")
