@@ -213,3 +213,32 @@ def test_canary_start_dry_run_records_but_leaves_the_canary_idle(setup, capsys):
     assert code == 0 and record["dry_run"] is True and record["phase"] == "ramping"
     code, status = _cli(capsys, "canary", "status", "-c", setup["config"], now=T0)
     assert status["phase"] == "idle" and status["last_judgement"]["dry_run"] is True
+
+
+def test_cli_drives_the_in_account_controllers_table_under_its_lease(setup, capsys, monkeypatch, tmp_path):
+    from routing.dynamo_state import DynamoStateStore, create_table
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    create_table(ddb, "routing-table")
+    monkeypatch.setenv("HYBRID_TABLE", "routing-table")
+    cfg, name, sm = setup["config"], setup["name"], setup["sm"]
+
+    assert _cli(capsys, "canary", "start", "-c", cfg, now=T0)[0] == 0
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, now=T0 + timedelta(minutes=1, seconds=10))
+    assert code == 0 and record["applied"] is True and _neuron_share(sm, name) == 10.0
+    assert not (tmp_path / "state").exists()  # nothing went to the local files
+    code, status = _cli(capsys, "canary", "status", "-c", cfg, now=T0 + timedelta(minutes=2))
+    assert status["phase"] == "ramping" and status["last_judgement"]["applied"] is True
+    code, log = _cli(capsys, "route", "log", "-c", cfg)
+    assert [r["command"] for r in log] == ["start", "tick"]
+
+    # Another controller (the Lambda) holds the lease: a tick stands aside, a command refuses.
+    other = DynamoStateStore("routing-table", name, client=ddb, owner="lambda-request-1")
+    assert other.acquire()
+    code, record = _cli(capsys, "route", "tick", "-c", cfg)
+    assert code == 0 and record["stood_aside"] is True and "lambda-request-1" in record["reason"]
+    capsys.readouterr()
+    assert run(["canary", "pause", "-c", cfg]) == 3
+    assert "lambda-request-1" in capsys.readouterr().err
+    other.release()
+    assert run(["canary", "pause", "-c", cfg]) == 0

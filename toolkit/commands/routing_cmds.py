@@ -40,7 +40,8 @@ NowOption = typer.Option(
 def _controller(config_path: str, endpoint_url: str | None, profile: str | None, region: str | None,
                 state_dir: str | None, now: str | None, settle_seconds: int = 0) -> Any:
     from routing.clock import ManualClock, parse_time
-    from routing.controller import build_controller, resolve_state_dir
+    from routing.controller import build_controller
+    from routing.stores import open_store
 
     cfg = load(config_path)
     clock = None
@@ -50,9 +51,49 @@ def _controller(config_path: str, endpoint_url: str | None, profile: str | None,
         except ValueError:
             raise UserError(f"--now {now!r} is not an ISO 8601 time such as 2026-01-01T10:00:00Z") from None
     base = Path(config_path).resolve().parent
-    directory = resolve_state_dir(cfg, state_dir, base)
+    # The in-account controller's table when it is enabled (or env HYBRID_TABLE names one), so the
+    # CLI drives the same state as the Lambda; otherwise the local JSON files.
+    store = open_store(cfg, state_dir=state_dir, base=base, endpoint_url=endpoint_url, profile=profile, clock=clock)
     return build_controller(cfg, endpoint_url=endpoint_url, profile=profile, region=region,
-                            state_dir=directory, clock=clock, settle_seconds=settle_seconds)
+                            clock=clock, settle_seconds=settle_seconds, store=store)
+
+
+def _lease_holder(controller: Any) -> str | None:
+    """Take the store's lease when it has one (DynamoDB); the holder's description if it is taken.
+
+    The store gives the lease back after the tick's record (or we do, on an error).
+    """
+    acquire = getattr(controller.store, "acquire", None)
+    if acquire is None or acquire():
+        return None
+    return str(controller.store.holder_text())
+
+
+def _release(controller: Any) -> None:
+    release = getattr(controller.store, "release", None)
+    if release is not None:
+        release()
+
+
+def _leased_run(controller: Any, name: str | None, dry_run: bool) -> Any:
+    """One tick (name None) or command under the store's lease; None when a tick stood aside."""
+    holder = _lease_holder(controller)
+    if holder is not None:
+        if name is not None:
+            raise AwsError(f"cannot {name} now: {holder}; another controller is ticking, try again shortly")
+        return None
+    try:
+        return controller.tick(dry_run=dry_run) if name is None else controller.command(name, dry_run=dry_run)
+    except BaseException:
+        _release(controller)
+        raise
+
+
+def _stood_aside(controller: Any, output: Output) -> None:
+    holder = getattr(controller.store, "holder_text", lambda: "another controller holds the lease")()
+    emit({"endpoint": controller.endpoint, "stood_aside": True, "action": "none",
+          "reason": f"stood aside: {holder}", "exit_code": EXIT_OK}, output,
+         lambda data: sys.stdout.write(f"{data['endpoint']}: {data['reason']}\n"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +218,7 @@ def register(app: typer.Typer) -> None:
     def _command(name: str, config: str, output: Output, dry_run: bool, endpoint_url: str | None,
                  profile: str | None, region: str | None, state_dir: str | None, now: str | None) -> None:
         controller = _controller(config, endpoint_url, profile, region, state_dir, now)
-        result = controller.command(name, dry_run=dry_run)
+        result = _leased_run(controller, name, dry_run)
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
 
@@ -227,7 +268,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One evaluation: read the endpoint and metrics, decide, apply, record (what a scheduler runs)."""
         controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
-        result = controller.tick(dry_run=dry_run)
+        result = _leased_run(controller, None, dry_run)
+        if result is None:
+            _stood_aside(controller, output)
+            raise typer.Exit(EXIT_OK)
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
 
@@ -252,7 +296,7 @@ def register(app: typer.Typer) -> None:
         try:
             while True:
                 try:
-                    result = controller.tick(dry_run=dry_run)
+                    result = _leased_run(controller, None, dry_run)
                 except AwsError as error:
                     # A loop outlives a transient AWS error (retries already ran inside boto3);
                     # a persistent one ends it with exit 3 after fallback.max_unknown_ticks ticks.
@@ -265,6 +309,12 @@ def register(app: typer.Typer) -> None:
                     continue
                 failures = 0
                 ticks += 1
+                if result is None:  # another controller is ticking: wait for the next interval
+                    _stood_aside(controller, output)
+                    if max_ticks is not None and ticks >= max_ticks:
+                        break
+                    _wait(controller, manual, interval)
+                    continue
                 if output == Output.json:
                     emit(result.record, output)
                 else:
@@ -286,15 +336,16 @@ def register(app: typer.Typer) -> None:
     def log(
         config: str = ConfigOption, output: Output = OutputOption,
         limit: int = typer.Option(20, "--limit", "-n", min=0, help="Newest records to show (0: all)."),
-        state_dir: str | None = StateDirOption,
+        state_dir: str | None = StateDirOption, endpoint_url: str | None = EndpointUrlOption,
+        profile: str | None = ProfileOption,
     ) -> None:
-        """The decision records, oldest first (append-only JSON lines in <state_dir>/<endpoint>/records.jsonl)."""
-        from routing.controller import resolve_state_dir
-        from routing.state import JsonFileStateStore
+        """The decision records, oldest first (<state_dir>/<endpoint>/records.jsonl, or the controller's table)."""
+        from routing.stores import open_store
 
         cfg = load(config)
-        directory = resolve_state_dir(cfg, state_dir, Path(config).resolve().parent)
-        records = JsonFileStateStore(directory, cfg.name).records(limit=limit or None)
+        store = open_store(cfg, state_dir=state_dir, base=Path(config).resolve().parent, endpoint_url=endpoint_url,
+                           profile=profile)
+        records = store.records(limit=limit or None)
         emit(records, output, _render_log)
 
 
