@@ -373,3 +373,13 @@ def test_a_worker_that_cannot_connect_counts_every_request_as_an_error():
     level = run_level(target, b"{}", 2, duration_s=100, max_requests=6, timer=target.timer)
     assert (level.requests, level.errors, level.p99_ms) == (6, 6, None)
     assert level.first_error == "ConnectionRefusedError: connection refused"
+
+
+def test_text_output_shows_both_variants_side_by_side(config_copy, capsys):
+    with ContractServer("neuron", "fixed:1") as neuron, ContractServer("gpu", "fixed:2") as gpu:
+        code = run(["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+                    "--concurrency", "1", "--max-requests", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Side by side" in out and "ml.inf2.xlarge" in out and "ml.g5.xlarge" in out
+    assert "cheaper per inference" in out
