@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -93,7 +94,6 @@ class DynamoStateStore:
         self.release_after_record = release_after_record
         self.token: int | None = None  # the fencing token of the lease this store holds
         self.holder: dict[str, Any] | None = None  # who held the lease when acquire() failed
-        self._seq = 0
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -264,9 +264,11 @@ class DynamoStateStore:
         Every tick and command ends with exactly one record, so this is where a tick's hold on
         the endpoint ends (release_after_record=False keeps it, for callers that manage it).
         """
-        self._seq += 1
-        time = str(record.get("time") or self._now().isoformat())
-        sk = f"{RECORD_PREFIX}{time}#{self._seq:06d}-{uuid.uuid4().hex[:8]}"
+        # Records of the same tick time (a tick and the one that stood aside beside it) sort by
+        # the wall clock's nanoseconds, i.e. in the order they were written; the random tail
+        # keeps two hosts from ever sharing a key.
+        moment = str(record.get("time") or self._now().isoformat())
+        sk = f"{RECORD_PREFIX}{moment}#{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self.client.put_item(
             TableName=self.table,
             Item={**self._key(sk), "record": {"S": _dumps(dict(record))}},

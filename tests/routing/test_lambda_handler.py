@@ -1,0 +1,293 @@
+"""The Lambda handler against moto (DynamoDB, patched SageMaker, CloudWatch fed by the test, SNS -> SQS).
+
+Each invocation is one scheduled tick with the real policy: the ramp advances one step per
+invocation; two overlapping invocations never both act; a crash between the endpoint update
+and the state write is repaired without repeating or skipping a step; a pause written through
+the CLI's store is honoured by the Lambda.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+
+from routing import lambda_handler
+from routing.clock import ManualClock
+from routing.controller import INTENT_KEY, build_controller
+from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, create_table
+from routing.stores import open_store
+from tests.routing._aws import create_endpoint, feed_split
+from toolkit.config import load_config
+from toolkit.errors import UserError
+from toolkit.local.server import patched_mock_aws
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+TABLE = "bert-routing"
+TOTAL = 1200
+
+
+class Crash(BaseException):
+    """The Lambda process dies here (BaseException: nothing in the tick may swallow it)."""
+
+
+class World:
+    def __init__(self, config: Any, sm: Any, cw: Any, ddb: Any, sqs: Any, queue_url: str, topic: str) -> None:
+        self.config, self.sm, self.cw, self.ddb, self.sqs = config, sm, cw, ddb, sqs
+        self.queue_url, self.topic = queue_url, topic
+        self.name = config.name
+        self.minute = T0
+        self.clock = ManualClock(T0 + timedelta(seconds=5))
+
+    def share(self) -> float:
+        variants = {v["VariantName"]: v for v in self.sm.describe_endpoint(EndpointName=self.name)["ProductionVariants"]}
+        total = sum(v["DesiredWeight"] for v in variants.values())
+        return 100.0 * variants["neuron"]["DesiredWeight"] / total
+
+    def feed(self, **kwargs: Any) -> None:
+        """One closed minute of traffic at the live split, then the clock moves to just after it."""
+        feed_split(self.cw, self.name, self.minute, total=TOTAL, neuron_share=self.share(), **kwargs)
+        self.minute += timedelta(minutes=1)
+        self.clock.set(self.minute + timedelta(seconds=10))
+
+    def store(self, owner: str) -> DynamoStateStore:
+        return DynamoStateStore(TABLE, self.name, client=self.ddb, clock=self.clock, owner=owner)
+
+    def invoke(self, owner: str = "lambda", **kwargs: Any) -> dict[str, Any]:
+        return lambda_handler.handle({"endpoint": self.name}, config=self.config, table=TABLE, topic_arn=self.topic,
+                                     clock=self.clock, owner=owner, **kwargs)
+
+    def cli(self, command: str) -> Any:
+        """What `hybrid canary <command>` does with the controller enabled: the table's store."""
+        store = open_store(self.config, client=self.ddb, clock=self.clock)
+        return build_controller(self.config, clock=self.clock, store=store).command(command)
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.store("reader").records()
+
+    def notices(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return out
+            for message in got:
+                body = json.loads(message["Body"])
+                out.append({"subject": body.get("Subject"), **json.loads(body["Message"])})
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture
+def world(example_data, write_config):
+    data = example_data
+    data["canary"] = {"steps": [10, 50, 100], "min_bake_minutes": 1, "max_bake_minutes": 10, "min_sample": 50}
+    data["controller"] = {"enabled": True, "table_name": TABLE}
+    config = load_config(write_config(data))
+    with patched_mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        create_endpoint(sm, config.name, neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
+        create_table(ddb, TABLE)
+        topic = sns.create_topic(Name="notices")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="notices")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        yield World(config, sm, cw, ddb, sqs, queue_url, topic)
+
+
+def _ramp(world: World, shares: list[float], limit: int = 20) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for _ in range(limit):
+        world.feed()
+        summary = world.invoke()
+        if not shares or shares[-1] != world.share():
+            shares.append(world.share())
+        if summary["phase"] == "holding":
+            break
+    return summary
+
+
+def test_scheduled_invocations_ramp_step_by_step_and_notify_promotion_then_fallback(world):
+    assert world.cli("start").state.phase.value == "ramping"
+    shares: list[float] = []
+    summary = _ramp(world, shares)
+    assert summary["phase"] == "holding"
+    assert shares == [10.0, 50.0, 100.0]  # every step, in order, once
+    assert [n["event"] for n in world.notices()] == ["promoted (ramp complete)"]
+
+    # A regression (p99 400 ms against the 150 ms SLO, two minutes): one invocation falls back.
+    world.feed(neuron_p99_ms=400.0)
+    world.feed(neuron_p99_ms=400.0)
+    summary = world.invoke()
+    assert summary["action"] == "fallback" and summary["exit_code"] == 1 and summary["notified"]
+    assert world.share() == 0.0
+    notices = world.notices()
+    assert len(notices) == 1 and notices[0]["subject"] == f"[hybrid] {world.name}: fallback"
+    assert "latency_slo" in notices[0]["failed_gates"] and notices[0]["shares_after"]["neuron"] == 0.0
+
+    records = world.records()
+    assert records[0]["command"] == "start"
+    applied = [(r["action"], r["after"]["variants"]["neuron"]["share_percent"]) for r in records if r["applied"]]
+    assert applied == [("progress", 10.0), ("progress", 50.0), ("progress", 100.0), ("fallback", 0.0)]
+    assert all(not r["stood_aside"] for r in records)
+    assert world.store("x").load().phase.value == "falling_back"
+
+
+def test_two_overlapping_invocations_only_one_acts_and_the_other_records_standing_aside(world):
+    world.cli("start")
+    world.feed()
+    inner: dict[str, Any] = {}
+
+    def overlapping(config: Any, **kwargs: Any) -> Any:
+        controller = build_controller(config, **kwargs)
+        describe = controller.router.describe
+
+        def describe_then_overlap() -> Any:
+            if not inner:  # a second schedule fires while the first tick is in flight
+                inner.update(world.invoke(owner="second"))
+            return describe()
+
+        controller.router.describe = describe_then_overlap
+        return controller
+
+    first = world.invoke(owner="first", controller_factory=overlapping)
+    assert first["action"] == "progress" and first["applied"] and not first["stood_aside"]
+    assert inner["stood_aside"] and not inner["applied"] and inner["action"] == "none"
+    assert world.share() == 10.0  # one step, not two
+    records = world.records()[1:]  # after `start`
+    assert [(r["stood_aside"], r["applied"]) for r in records] == [(True, False), (False, True)]
+    assert "held by first" in records[0]["reason"] and records[0]["lease_holder"]["owner"] == "first"
+    # The lease ended with the first tick: the next schedule decides again (baking the new step).
+    world.feed()
+    third = world.invoke(owner="third")
+    assert not third["stood_aside"] and third["action"] == "hold"
+
+
+def test_a_cli_command_beside_a_running_tick_stands_aside_without_changing_anything(world):
+    world.cli("start")
+    world.feed()
+    found: dict[str, Any] = {}
+
+    def with_cli(config: Any, **kwargs: Any) -> Any:
+        controller = build_controller(config, **kwargs)
+        apply = controller.router.apply
+
+        def pause_then_apply(target: Any) -> Any:
+            found["pause"] = world.cli("pause")  # a human pauses while the Lambda is between save and update
+            return apply(target)
+
+        controller.router.apply = pause_then_apply
+        return controller
+
+    summary = world.invoke(controller_factory=with_cli)
+    assert summary["applied"] and summary["phase"] == "ramping"
+    assert found["pause"].stood_aside and found["pause"].record["stood_aside"]
+    assert world.store("x").load().phase.value == "ramping"
+    world.feed()
+    assert world.cli("pause").state.phase.value == "paused"  # once the tick is done, the pause lands
+
+
+def test_a_crash_after_the_endpoint_update_is_repaired_without_repeating_or_skipping_a_step(world):
+    world.cli("start")
+    world.feed()
+    assert world.invoke()["applied"] and world.share() == 10.0
+
+    def crashing(config: Any, **kwargs: Any) -> Any:
+        controller = build_controller(config, **kwargs)
+        apply = controller.router.apply
+
+        def apply_then_die(target: Any) -> Any:
+            apply(target)
+            raise Crash("killed between UpdateEndpointWeightsAndCapacities and the state write")
+
+        controller.router.apply = apply_then_die
+        return controller
+
+    crashed = False
+    for _ in range(5):  # ticks hold while step 1 bakes; the first tick that moves traffic dies
+        world.feed()
+        try:
+            world.invoke(owner="doomed", controller_factory=crashing)
+        except Crash:
+            crashed = True
+            break
+    assert crashed
+    assert world.share() == 50.0  # the update reached the endpoint
+    stored = world.store("x").load()
+    assert stored.extra.get(INTENT_KEY)  # ...but the state still carries the intent, not the outcome
+
+    # The next schedule comes while the dead tick's lease has not expired: it stands aside.
+    world.feed()
+    assert world.invoke(owner="next")["stood_aside"]
+    assert world.share() == 50.0
+
+    # Once the lease expires (it outlives the Lambda timeout), the next tick repairs from the live endpoint.
+    world.clock.advance(LEASE_SECONDS)
+    recovered = world.invoke(owner="recovering")
+    recovery = world.records()[-1]
+    assert any("reached the endpoint before the crash; kept, not sent again" in n for n in recovery["notes"])
+    assert not recovered["stood_aside"]
+    assert not world.store("x").load().extra.get(INTENT_KEY)
+
+    shares = [world.share()]
+    _ramp(world, shares)
+    assert shares == [50.0, 100.0]  # 50 was neither repeated nor skipped; 100 followed
+    steps = [r["step"]["k"] for r in world.records() if r["applied"]]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
+def test_a_pause_from_the_cli_is_honoured_by_the_lambda_until_resume(world):
+    world.cli("start")
+    world.feed()
+    world.invoke()
+    assert world.share() == 10.0
+    assert world.cli("pause").state.phase.value == "paused"
+    for _ in range(3):
+        world.feed()
+        summary = world.invoke()
+        assert summary["phase"] == "paused" and not summary["applied"]
+    assert world.share() == 10.0
+    assert world.cli("resume").state.phase.value == "ramping"
+    world.feed()
+    world.invoke()
+    world.feed()
+    world.invoke()
+    assert world.share() == 50.0
+
+
+def test_the_entry_point_reads_its_config_table_and_topic_from_the_environment(world, monkeypatch):
+    monkeypatch.setenv(lambda_handler.CONFIG_ENV, lambda_handler.config_env_value(world.config))
+    monkeypatch.setenv(lambda_handler.TABLE_ENV, TABLE)
+    monkeypatch.setenv(lambda_handler.TOPIC_ENV, world.topic)
+    monkeypatch.setenv(lambda_handler.NOW_ENV, (T0 + timedelta(minutes=1)).isoformat())
+    context = SimpleNamespace(aws_request_id="req-1")
+    summary = lambda_handler.handler({"endpoint": world.name}, context)
+    assert summary["phase"] == "idle" and summary["exit_code"] == 0
+    assert world.records()[-1]["time"] == (T0 + timedelta(minutes=1)).isoformat()
+    with pytest.raises(UserError, match="other-endpoint"):
+        lambda_handler.handler({"endpoint": "other-endpoint"}, context)
+    monkeypatch.delenv(lambda_handler.CONFIG_ENV)
+    with pytest.raises(UserError, match="HYBRID_CONFIG is not set"):
+        lambda_handler.handler({}, context)
+
+
+def test_the_config_travels_through_the_environment_unchanged_and_small(example_config):
+    value = lambda_handler.config_env_value(example_config)
+    assert lambda_handler.config_from_env({lambda_handler.CONFIG_ENV: value}) == example_config
+    assert len(value.encode()) < 3000  # Lambda allows 4 KB for all variables together
+
+
+def test_an_error_inside_the_tick_releases_the_lease_for_the_next_schedule(world):
+    def broken(config: Any, **kwargs: Any) -> Any:
+        raise UserError("endpoint bert-classifier does not exist")
+
+    with pytest.raises(UserError):
+        world.invoke(owner="broken", controller_factory=broken)
+    assert world.store("next").acquire()
