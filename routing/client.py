@@ -257,11 +257,14 @@ def default_length_of(
     tokens_per_word: float = DEFAULT_TOKENS_PER_WORD,
     special_tokens: int = DEFAULT_SPECIAL_TOKENS,
     tokenizer: Callable[[str], int] | None = None,
+    max_words: int | None = None,
 ) -> int | None:
     """Estimated token count of a JSON payload's "inputs" text; None when it has none.
 
     Cheap on purpose (a JSON parse and a whitespace split, a few microseconds): words x
     tokens_per_word + special tokens, or `tokenizer(text)` when given (exact, but slower).
+    With `max_words`, counting stops after max_words + 1 words: enough to tell "longer than"
+    from "not longer than" without splitting a long text to its end.
     """
     document = payload
     if isinstance(payload, (bytes, bytearray, str)):
@@ -274,7 +277,8 @@ def default_length_of(
         return None
     if tokenizer is not None:
         return int(tokenizer(text))
-    return math.ceil(len(text.split()) * tokens_per_word) + special_tokens
+    words = len(text.split(None, max_words)) if max_words is not None else len(text.split())
+    return math.ceil(words * tokens_per_word) + special_tokens
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,7 +404,9 @@ class HybridClient:
                 and math.ceil((len(payload) + 1) / 2 * s.tokens_per_word) + s.special_tokens <= s.sequence_length
             ):
                 return None
-            length = default_length_of(payload, s.tokens_per_word, s.special_tokens, self._tokenizer)
+            # tokens > sequence_length  <=>  words > (sequence_length - special) / tokens_per_word
+            max_words = max(0, math.floor((s.sequence_length - s.special_tokens) / s.tokens_per_word))
+            length = default_length_of(payload, s.tokens_per_word, s.special_tokens, self._tokenizer, max_words)
         else:
             return None
         return "shape" if length is not None and length > s.sequence_length else None

@@ -13,6 +13,8 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
+from hypothesis import given
+from hypothesis import strategies as st
 
 from routing.client import (
     CLIENT_METRICS_NAMESPACE,
@@ -419,3 +421,16 @@ def test_served_variant_is_read_from_the_real_response_header_under_moto():
         long = hybrid.invoke(LONG)
     assert (short.served_by, short.json(), short.targeted) == ("neuron", {"label": "A"}, False)
     assert (long.served_by, long.json(), long.target_variant) == ("gpu", {"label": "B"}, "gpu")
+
+
+@given(
+    words=st.lists(st.text(alphabet="ab \n\t", min_size=0, max_size=4), max_size=60),
+    sequence_length=st.integers(min_value=1, max_value=60),
+    tokens_per_word=st.sampled_from([0.5, 1.0, 1.3, 2.0]),
+)
+def test_early_stopping_word_count_decides_like_a_full_count(words, sequence_length, tokens_per_word):
+    text = " ".join(words)
+    hybrid = HybridClient(ENDPOINT, runtime_client=FakeRuntime(), publish_metrics=False,
+                          sequence_length=sequence_length, tokens_per_word=tokens_per_word)
+    full = math.ceil(len(text.split()) * tokens_per_word) + 2
+    assert (hybrid.needs_gpu({"inputs": text}) == "shape") == (full > sequence_length)
