@@ -383,3 +383,13 @@ def test_text_output_shows_both_variants_side_by_side(config_copy, capsys):
     assert code == 0
     assert "Side by side" in out and "ml.inf2.xlarge" in out and "ml.g5.xlarge" in out
     assert "cheaper per inference" in out
+
+
+def test_progress_bar_path_returns_the_same_report(example_config):
+    from toolkit import benchmark as bench
+    from toolkit.commands.benchmark_cmds import _run_with_progress
+
+    target = ScriptedTarget([0.0])  # instant requests; the level ends at max_requests
+    report = _run_with_progress(bench, example_config, {"neuron": target}, [1, 2], 100, 5, None, b"{}", "url",
+                                show=True)
+    assert [lv.requests for lv in report.variants["neuron"].levels] == [5, 5]
