@@ -362,7 +362,8 @@ class Oracle(Baseline):
         setup = world.setup
         traffic = setup.scenario.traffic
         delay = max(setup.hardware[v].scale_up_delay_minutes for v in VARIANT_NAMES)
-        horizon = range(minute, min(minute + delay + 2, setup.scenario.duration_minutes + delay + 2))
+        # Look ahead twice the scale-up delay: a pre-scale can wait behind an autoscaling update.
+        horizon = range(minute, minute + 2 * delay + 2)
         plans = {m: self.plan(world, m, traffic.rps_at(m) * 60.0) for m in horizon}
         share, _ = plans[minute]
         counts = {v: max(p[1][v] for p in plans.values()) for v in VARIANT_NAMES}
@@ -374,15 +375,12 @@ class Oracle(Baseline):
             if any(f.active(minute) for f in _harm(setup)):
                 ok = [0.0]
             share = min(ok, key=lambda s: abs(s - share)) if ok else share
-        # Scale-ins are immediate but a weight change waits for the scale-ups it comes with: keep what
-        # the split being served needs until the new split is live (the next tick scales in).
+        # Scale-ins are immediate but a weight change waits for the scale-ups it comes with: keep the
+        # instances serving now until the new split is live (the next tick scales in).
         total = sum(live.variants[v].current_weight for v in VARIANT_NAMES) or 1.0
         serving = 100.0 * live.variants[NEURON].current_weight / total
-        peak = max(traffic.rps_at(m) for m in horizon) * 60.0
-        for name, part in ((NEURON, serving), (GPU, 100.0 - serving)):
-            if abs(serving - share) > 1e-6 and part > 0:
-                counts[name] = max(counts[name], self._need(world, name, minute, peak * part / 100.0, False)
-                                   or setup.hardware[name].max_count)
+        if abs(serving - share) > 1e-6:
+            counts = {v: max(counts[v], active[v]) for v in VARIANT_NAMES}
         desired_total = sum(live.variants[v].desired_weight for v in VARIANT_NAMES) or 1.0
         live_share = 100.0 * live.variants[NEURON].desired_weight / desired_total
         # A scale-up holds the endpoint in Updating for minutes: never start one just before a fault

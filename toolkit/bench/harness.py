@@ -70,11 +70,15 @@ class BaselineController:
         move = self.policy.decide(self.world.simulator.minute, live, observation, self.view)
         if move.target is not None:
             self.wanted = move.target
-        # Declarative: the last wanted endpoint is applied when it differs and the endpoint is free
-        # (a busy endpoint refuses the update; the next tick tries again).
-        if self.wanted is not None and differs(live, self.wanted) and live.in_service:
+        # The last wanted endpoint is applied once, when the endpoint is free (a busy endpoint refuses
+        # the update; the next tick tries again). Once live it is forgotten, so the autoscaler's later
+        # count changes are not undone.
+        if self.wanted is not None and not differs(live, self.wanted):
+            self.wanted = None
+        elif self.wanted is not None and live.in_service:
             with contextlib.suppress(EndpointBusy):
                 self.world.router.apply(self.wanted)
+                self.wanted = None
         return _result(move)
 
 
