@@ -148,10 +148,18 @@ def assert_safe(world: World, *, gpu_only: bool = False) -> EndpointLive:
 def record_updates(sm: Any, sink: list[dict[str, float]]) -> None:
     """Log every UpdateEndpointWeightsAndCapacities that reaches (moto's) AWS into `sink`."""
 
-    def hook(params: dict[str, Any], **_: Any) -> None:
-        sink.append({e["VariantName"]: float(e["DesiredWeight"]) for e in params["DesiredWeightsAndCapacities"]})
+    pending: list[dict[str, float]] = []
+    operation = "sagemaker.UpdateEndpointWeightsAndCapacities"
 
-    sm.meta.events.register("provide-client-params.sagemaker.UpdateEndpointWeightsAndCapacities", hook)
+    def asked(params: dict[str, Any], **_: Any) -> None:
+        pending[:] = [{e["VariantName"]: float(e["DesiredWeight"]) for e in params["DesiredWeightsAndCapacities"]}]
+
+    def answered(http_response: Any, **_: Any) -> None:
+        if pending and http_response.status_code == 200:  # only calls AWS accepted changed anything
+            sink.append(pending.pop())
+
+    sm.meta.events.register(f"provide-client-params.{operation}", asked)
+    sm.meta.events.register(f"after-call.{operation}", answered)
 
 
 @pytest.fixture
