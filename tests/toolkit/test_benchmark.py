@@ -393,3 +393,14 @@ def test_progress_bar_path_returns_the_same_report(example_config):
     report = _run_with_progress(bench, example_config, {"neuron": target}, [1, 2], 100, 5, None, b"{}", "url",
                                 show=True)
     assert [lv.requests for lv in report.variants["neuron"].levels] == [5, 5]
+
+
+def test_missing_endpoint_is_an_aws_error(example_config):
+    from toolkit.errors import AwsError
+
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        with pytest.raises(AwsError, match="DescribeEndpoint"):
+            sagemaker_targets(example_config, ["neuron"], 1, runtime_client=runtime, sagemaker_client=sagemaker)
