@@ -152,7 +152,9 @@ def record_updates(sm: Any, sink: list[dict[str, float]]) -> None:
     operation = "sagemaker.UpdateEndpointWeightsAndCapacities"
 
     def asked(params: dict[str, Any], **_: Any) -> None:
-        pending[:] = [{e["VariantName"]: float(e["DesiredWeight"]) for e in params["DesiredWeightsAndCapacities"]}]
+        entries = params["DesiredWeightsAndCapacities"]
+        if all("DesiredWeight" in e for e in entries):  # count-only calls are autoscaling, not routing
+            pending[:] = [{e["VariantName"]: float(e["DesiredWeight"]) for e in entries}]
 
     def answered(http_response: Any, **_: Any) -> None:
         if pending and http_response.status_code == 200:  # only calls AWS accepted changed anything
@@ -207,3 +209,26 @@ class Faulty:
             return result
 
         return call
+
+
+def set_status(world: World, status: str, failure_reason: str | None = None) -> None:
+    """Put the moto endpoint in a status (as SageMaker would during an update or a failed one)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    for account in sagemaker_backends.values():
+        for backend in account.values():
+            endpoint = backend.endpoints.get(world.name)
+            if endpoint is not None:
+                endpoint.endpoint_status = status
+                endpoint.failure_reason = failure_reason
+                return
+    raise AssertionError(f"no endpoint {world.name} in moto")
+
+
+def ready_to_progress(world: World) -> None:
+    """At step 1 with its bake complete: the next healthy tick moves to step 2."""
+    world.start_and_ramp_to(0)
+    for _ in range(2):  # healthy minutes at step 1, judged tick by tick (holding while it bakes)
+        world.feed()
+        assert world.tick()["action"] == "hold"
+    world.feed()  # the minute that completes the bake

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.reliability.conftest import STEPS, Crash, Faulty, World, assert_safe
+from tests.reliability.conftest import STEPS, Crash, Faulty, World, assert_safe, ready_to_progress
 
 # (adapter, method, call number, before/after): every call one tick makes, in order.
 POINTS = [
@@ -56,14 +56,6 @@ def _explained(world: World, update: dict[str, float], records: list[dict]) -> b
     return False
 
 
-def _ready_to_progress(world: World) -> None:
-    world.start_and_ramp_to(0)
-    for _ in range(2):  # healthy minutes at step 1, judged tick by tick (holding while it bakes)
-        world.feed()
-        assert world.tick()["action"] == "hold"
-    world.feed()  # the minute that completes the bake: the next tick moves to step 2
-
-
 @pytest.mark.fault("controller killed mid-tick, restarted")
 @pytest.mark.parametrize(
     "point",
@@ -72,7 +64,7 @@ def _ready_to_progress(world: World) -> None:
      for p in POINTS],
 )
 def test_a_tick_killed_at_any_point_restarts_consistent_without_repeating_or_losing_a_step(world: World, point):
-    _ready_to_progress(world)
+    ready_to_progress(world)
     sent_before = len(world.updates)
     records_before = len(world.records())
     adapter, method, n, when = point
@@ -121,7 +113,7 @@ def test_a_fallback_killed_before_it_reaches_aws_is_re_applied_on_restart(world:
 
 @pytest.mark.fault("restart long after a crash")
 def test_a_restart_hours_after_a_crash_does_not_replay_the_old_decision(world: World):
-    _ready_to_progress(world)
+    ready_to_progress(world)
     store = Faulty(world.store(), {("save", 1): ("after", Crash("killed"))})
     with pytest.raises(Crash):
         world.controller(store=store).tick()
