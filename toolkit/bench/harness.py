@@ -438,8 +438,12 @@ def judge(table: dict[str, Any], runs: list[RunFigures], scenarios: list[Scenari
             missing = cell["missing"]
             met = None if worst is None and not missing else (missing == 0 and worst is not None
                                                                and worst <= FALLBACK_MINUTES)
+            decided = table[name]["hybrid"]["minutes_to_fallback_decided"]["max"]
+            notes = [f"decided <= {decided:g} min" if decided is not None else "no rollback decided"]
+            if missing:
+                notes.append(f"{missing} seed(s) never fell back")
             add("fault: gpu fallback <= 2 min after onset", name, worst, f"<= {FALLBACK_MINUTES} (worst seed)",
-                met, f"{missing} seed(s) never fell back" if missing else "")
+                met, "; ".join(notes))
             ours = _mean(table, name, "hybrid", "requests_over_slo")
             theirs = [v for v in (_mean(table, name, b, "requests_over_slo") for b in CANARY_BASELINES)
                       if v is not None]
