@@ -225,10 +225,14 @@ def set_status(world: World, status: str, failure_reason: str | None = None) -> 
     raise AssertionError(f"no endpoint {world.name} in moto")
 
 
-def ready_to_progress(world: World) -> None:
-    """At step 1 with its bake complete: the next healthy tick moves to step 2."""
+def ready_to_progress(world: World, complete: bool = True) -> None:
+    """At step 1 with its bake complete: the next healthy tick moves to step 2.
+
+    complete=False stops one minute short: the minute that completes the bake is not yet published.
+    """
     world.start_and_ramp_to(0)
     for _ in range(2):  # healthy minutes at step 1, judged tick by tick (holding while it bakes)
         world.feed()
         assert world.tick()["action"] == "hold"
-    world.feed()  # the minute that completes the bake
+    if complete:
+        world.feed()  # the minute that completes the bake
