@@ -93,11 +93,14 @@ def plot(document: dict[str, Any], path: str | Path) -> Path:
                 spread = document["results"][scenario].get(policy, {}).get(key, {})
                 means.append(spread.get("mean") or 0.0)
                 errs.append(spread.get("std") or 0.0)
-            ax.bar(xs, means, width, yerr=errs, label=policy, capsize=2)
+            # Whiskers stop at zero: neither cost nor a request count goes negative.
+            lower = [min(m, e) for m, e in zip(means, errs, strict=True)]
+            ax.bar(xs, means, width, yerr=[lower, errs], label=policy, capsize=2)
     axes[0].axhline(1.05, color="black", linestyle="--", linewidth=0.8, label="goal 1.05 x oracle")
     axes[0].set_ylabel("cost / oracle cost")
     axes[1].set_ylabel("requests over the SLO")
-    axes[1].set_yscale("symlog")
+    axes[1].set_yscale("symlog", linthresh=1.0)
+    axes[1].set_ylim(bottom=0)
     axes[1].set_xticks(range(len(scenarios)))
     axes[1].set_xticklabels(scenarios, rotation=30, ha="right")
     axes[0].legend(fontsize=8, ncol=4)
