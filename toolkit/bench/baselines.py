@@ -174,6 +174,7 @@ class GuardrailsLinear(Baseline):
     share: float = field(default=0.0, init=False)
     since: int = field(default=0, init=False)
     fleet_size: int = field(default=0, init=False)
+    blue_size: int = field(default=0, init=False)
 
     def start(self, minute: int) -> None:
         self.started = minute
@@ -187,11 +188,21 @@ class GuardrailsLinear(Baseline):
         if self.phase in ("shifting", "baking") and observation is not None and observation.known \
                 and alarm.fires(observation.for_variant(NEURON)):
             self.phase, self.share = "failed", 0.0
-            return Move(FALLBACK, "alarm in ALARM: 100% back to the blue (gpu) fleet", Target(weights(0.0), {}))
+            return Move(FALLBACK, "alarm in ALARM: 100% back to the blue (gpu) fleet",
+                        Target(weights(0.0), {GPU: max(self.blue_size, current[GPU])}))
+        # Both fleets keep their size during a blue/green deployment: if the (simulated) autoscaler
+        # shrank one, put it back (one update, like any other step).
+        desired = {v: live.variants[v].desired_instance_count for v in VARIANT_NAMES}
+        if self.phase in ("shifting", "baking") and live.in_service and \
+                (desired[NEURON] < self.fleet_size or desired[GPU] < self.blue_size):
+            return Move("scale", "blue/green fleets keep their size during the deployment",
+                        Target(weights(self.share), {NEURON: max(self.fleet_size, desired[NEURON]),
+                                                     GPU: max(self.blue_size, desired[GPU])}))
         if self.phase == "provisioning":
             total = total_invocations(observation)
             if not self.fleet_size:
                 self.fleet_size = autoscaling_count(setup, NEURON, total or 0.0)
+                self.blue_size = live.variants[GPU].desired_instance_count
                 return Move("scale", f"provision the green fleet: {self.fleet_size} neuron instances",
                             Target(weights(0.0), {NEURON: max(self.fleet_size, current[NEURON])}))
             if live.in_service and current[NEURON] >= self.fleet_size:
