@@ -22,6 +22,7 @@ from routing.controller import INTENT_KEY, build_controller
 from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, create_table
 from routing.stores import open_store
 from tests.routing._aws import create_endpoint, feed_split
+from toolkit.cli import run
 from toolkit.config import load_config
 from toolkit.errors import UserError
 from toolkit.local.server import patched_mock_aws
@@ -36,10 +37,12 @@ class Crash(BaseException):
 
 
 class World:
-    def __init__(self, config: Any, sm: Any, cw: Any, ddb: Any, sqs: Any, queue_url: str, topic: str) -> None:
-        self.config, self.sm, self.cw, self.ddb, self.sqs = config, sm, cw, ddb, sqs
+    def __init__(self, path: Any, sm: Any, cw: Any, ddb: Any, sqs: Any, queue_url: str, topic: str) -> None:
+        self.path = str(path)
+        self.config = load_config(path)
+        self.sm, self.cw, self.ddb, self.sqs = sm, cw, ddb, sqs
         self.queue_url, self.topic = queue_url, topic
-        self.name = config.name
+        self.name = self.config.name
         self.minute = T0
         self.clock = ManualClock(T0 + timedelta(seconds=5))
 
@@ -66,6 +69,17 @@ class World:
         store = open_store(self.config, client=self.ddb, clock=self.clock)
         return build_controller(self.config, clock=self.clock, store=store).command(command)
 
+    def hybrid(self, *args: str, pin: bool = True) -> tuple[int, Any]:
+        """The real CLI (`hybrid ...`), on the table because the config enables the controller."""
+        import io
+        from contextlib import redirect_stdout
+
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = run([*args, "-c", self.path, "--output", "json",
+                        *(["--now", self.clock.now().isoformat()] if pin else [])])
+        return code, json.loads(out.getvalue()) if out.getvalue().strip() else None
+
     def records(self) -> list[dict[str, Any]]:
         return self.store("reader").records()
 
@@ -86,7 +100,8 @@ def world(example_data, write_config):
     data = example_data
     data["canary"] = {"steps": [10, 50, 100], "min_bake_minutes": 1, "max_bake_minutes": 10, "min_sample": 50}
     data["controller"] = {"enabled": True, "table_name": TABLE}
-    config = load_config(write_config(data))
+    path = write_config(data)
+    config = load_config(path)
     with patched_mock_aws():
         sm = boto3.client("sagemaker", region_name="us-east-1")
         cw = boto3.client("cloudwatch", region_name="us-east-1")
@@ -99,7 +114,7 @@ def world(example_data, write_config):
         queue_url = sqs.create_queue(QueueName="notices")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-        yield World(config, sm, cw, ddb, sqs, queue_url, topic)
+        yield World(path, sm, cw, ddb, sqs, queue_url, topic)
 
 
 def _ramp(world: World, shares: list[float], limit: int = 20) -> dict[str, Any]:
@@ -244,22 +259,29 @@ def test_a_crash_after_the_endpoint_update_is_repaired_without_repeating_or_skip
 
 
 def test_a_pause_from_the_cli_is_honoured_by_the_lambda_until_resume(world):
-    world.cli("start")
+    code, record = world.hybrid("canary", "start")
+    assert code == 0 and record["phase"] == "ramping"
     world.feed()
     world.invoke()
     assert world.share() == 10.0
-    assert world.cli("pause").state.phase.value == "paused"
+    code, record = world.hybrid("canary", "pause")
+    assert code == 0 and record["phase"] == "paused"
     for _ in range(3):
         world.feed()
         summary = world.invoke()
         assert summary["phase"] == "paused" and not summary["applied"]
     assert world.share() == 10.0
-    assert world.cli("resume").state.phase.value == "ramping"
+    code, status = world.hybrid("canary", "status")
+    assert status["phase"] == "paused" and status["last_judgement"]["phase"] == "paused"
+    code, record = world.hybrid("canary", "resume")
+    assert code == 0 and record["phase"] == "ramping"
     world.feed()
     world.invoke()
     world.feed()
     world.invoke()
     assert world.share() == 50.0
+    code, log = world.hybrid("route", "log", "-n", "0", pin=False)
+    assert [r["command"] for r in log if r["command"] != "tick"] == ["start", "pause", "resume"]
 
 
 def test_the_entry_point_reads_its_config_table_and_topic_from_the_environment(world, monkeypatch):
