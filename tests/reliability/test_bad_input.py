@@ -164,7 +164,7 @@ def _route(tmp_path: Path, data: dict[str, Any], capsys, *extra: str) -> tuple[i
 @pytest.mark.parametrize("command", [["route", "tick"], ["canary", "start"], ["canary", "status"]],
                          ids=["tick", "start", "status"])
 def test_an_endpoint_that_does_not_exist_is_named(tmp_path, aws, capsys, command):
-    data, sm = aws
+    data, _ = aws
     path = tmp_path / "hybrid.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     before = _snapshot(tmp_path)
