@@ -232,3 +232,34 @@ def test_the_dependency_install_is_cached_by_requirements(stack, monkeypatch):
     monkeypatch.setattr(ctl.subprocess, "run", no_pip)
     assert ctl.install_dependencies() == first
     assert ctl.dependencies_key(["pydantic==1.0"]) != ctl.dependencies_key()
+
+
+def test_a_configured_topic_replaces_the_stacks_own_for_notices_alarms_and_the_grant(config_path):
+    """controller.notification_topic_arn: no topic or key is created; everything points at that ARN."""
+    from types import SimpleNamespace
+
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from tests.cdk.conftest import cdk_context
+
+    topic = "arn:aws:sns:us-east-1:123456789012:platform-alerts"
+    endpoint = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/bert-classifier"
+    base = load_config(config_path)
+    config = base.model_copy(update={"controller": base.controller.model_copy(
+        update={"notification_topic_arn": topic})})
+    app = cdk.App(context=cdk_context())
+    bare = cdk.Stack(app, "Bare", env=cdk.Environment(region="us-east-1", account="123456789012"))
+    ctl.RoutingController(bare, "RoutingController", config=config, endpoint=SimpleNamespace(endpoint_arn=endpoint))
+    template = Template.from_stack(bare)
+    assert template.find_resources("AWS::SNS::Topic") == {} and template.find_resources("AWS::KMS::Key") == {}
+    statements = [s for p in template.find_resources("AWS::IAM::Policy").values()
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    publish = [s for s in statements if "sns:Publish" in _actions(s)]
+    assert [s["Resource"] for s in publish] == [topic]
+    assert not any(a.startswith("kms:") for s in statements for a in _actions(s))
+    assert next(s for s in statements if "sagemaker:DescribeEndpoint" in _actions(s))["Resource"] == endpoint
+    for alarm in template.find_resources("AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [topic]
+    env = template.find_resources("AWS::Lambda::Function")
+    assert [f["Properties"]["Environment"]["Variables"][TOPIC_ENV] for f in env.values()] == [topic]
