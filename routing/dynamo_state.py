@@ -38,7 +38,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from routing.model import ConcurrentModification, ControllerState
@@ -100,8 +100,6 @@ class DynamoStateStore:
     def _now(self) -> datetime:
         if self.clock is not None:
             return self.clock.now()
-        from datetime import UTC
-
         return datetime.now(UTC)
 
     def _key(self, sk: str) -> dict[str, Any]:
@@ -186,9 +184,51 @@ class DynamoStateStore:
     def holder_text(self) -> str:
         holder = self.holder or {}
         expires = holder.get("expires_at")
-        when = datetime.fromtimestamp(expires).astimezone().isoformat() if expires else "?"
+        when = datetime.fromtimestamp(expires, UTC).isoformat() if expires else "?"
         return f"lease on {self.endpoint} held by {holder.get('owner', '?')} (token {holder.get('token', '?')}) " \
                f"until {when}"
+
+    def record_standing_aside(self, now: datetime, source: str = "cli") -> dict[str, Any]:
+        """Append (and return) the record of a tick that found the lease taken: what it found, who holds it.
+
+        For callers that take the lease before ticking (the Lambda, the CLI): a loser always leaves a record.
+        """
+        state = self.load()
+        phase = state.phase.value if state is not None else "idle"
+        steps = tuple(state.steps) if state is not None else ()
+        step = state.step if state is not None else 0
+        reason = f"stood aside: {self.holder_text()}"
+        record = {
+            "time": now.isoformat(),
+            "endpoint": self.endpoint,
+            "command": "tick",
+            "source": source,
+            "phase_before": phase,
+            "phase": phase,
+            "step": {"k": min(step + 1, len(steps)) if steps else 0, "n": len(steps),
+                     "neuron_percent": steps[step] if steps and 0 <= step < len(steps) else None},
+            "action": "none",
+            "reason": reason,
+            "gates": [],
+            "failed_gates": [],
+            "statistics": {},
+            "cost_per_1k": {},
+            "metrics": {},
+            "before": None,
+            "after": None,
+            "target": None,
+            "dry_run": False,
+            "applied": False,
+            "stood_aside": True,
+            "lease_holder": self.holder,
+            "state_version": state.version if state is not None else None,
+            "errors": [reason],
+            "warnings": [],
+            "notes": ["another controller holds the lease on this endpoint; this tick read nothing else"],
+            "exit_code": 0,
+        }
+        self.append_record(record)
+        return record
 
     # -- state -------------------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from routing.dynamo_state import DynamoStateStore
@@ -72,44 +71,6 @@ def _clock(env: Mapping[str, str]) -> Any:
 
     pinned = env.get(NOW_ENV)
     return ManualClock(parse_time(pinned)) if pinned else SystemClock()
-
-
-def stood_aside_record(store: DynamoStateStore, endpoint: str, now: datetime) -> dict[str, Any]:
-    """The record of a tick that found the lease taken: what it found, and who holds the lease."""
-    state = store.load()
-    phase = state.phase.value if state is not None else Phase.IDLE.value
-    steps = tuple(state.steps) if state is not None else ()
-    step = state.step if state is not None else 0
-    reason = f"stood aside: {store.holder_text()}"
-    return {
-        "time": now.isoformat(),
-        "endpoint": endpoint,
-        "command": "tick",
-        "source": "lambda",
-        "phase_before": phase,
-        "phase": phase,
-        "step": {"k": min(step + 1, len(steps)) if steps else 0, "n": len(steps),
-                 "neuron_percent": steps[step] if steps and 0 <= step < len(steps) else None},
-        "action": Action.NONE.value,
-        "reason": reason,
-        "gates": [],
-        "failed_gates": [],
-        "statistics": {},
-        "cost_per_1k": {},
-        "metrics": {},
-        "before": None,
-        "after": None,
-        "target": None,
-        "dry_run": False,
-        "applied": False,
-        "stood_aside": True,
-        "lease_holder": store.holder,
-        "state_version": state.version if state is not None else None,
-        "errors": [reason],
-        "warnings": [],
-        "notes": ["another controller holds the lease on this endpoint; this tick read nothing else"],
-        "exit_code": 0,
-    }
 
 
 def notice(record: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -164,8 +125,7 @@ def handle(
         store = DynamoStateStore(table, config.name, client=clients.get("dynamodb"), clock=clock, owner=owner)
 
     if not store.acquire():
-        record = stood_aside_record(store, config.name, clock.now())
-        store.append_record(record)
+        record = store.record_standing_aside(clock.now(), source="lambda")
         log.info(json.dumps(record, default=str))
         return _summary(record, notified=False)
 

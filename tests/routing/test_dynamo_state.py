@@ -145,3 +145,15 @@ def test_store_factory_picks_the_table_when_the_controller_is_enabled(example_co
     assert table_for(example_config) == "from-env"
     store = open_store(example_config, client=object())
     assert isinstance(store, DynamoStateStore) and store.table == "from-env"
+
+
+def test_a_store_that_finds_the_lease_taken_records_standing_aside_with_the_holder(ddb):
+    clock = ManualClock(T0)
+    a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
+    a.save(ControllerState(endpoint="ep", phase=Phase.RAMPING, steps=(10.0, 50.0)), None)
+    assert not b.acquire()
+    record = b.record_standing_aside(T0, source="cli")
+    assert b.records() == [record]
+    assert record["stood_aside"] and record["lease_holder"]["owner"] == "a" and record["phase"] == "ramping"
+    assert "held by a" in record["reason"] and record["source"] == "cli"
+    assert a.holds_lease  # the loser's record does not end the winner's lease
