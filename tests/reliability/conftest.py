@@ -41,6 +41,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "bad_input(kind): a user mistake answered by a one-line error, exit 2")
 
 
+# Record accounting for tests/reliability/report.py: every tick a test runs to completion must
+# append exactly one record; `lost` counts weight changes (or ticks) no record explains.
+LEDGER: dict[str, int] = {"ticks": 0, "records": 0, "lost": 0}
+
+
+def count_lost(n: int) -> None:
+    LEDGER["lost"] += n
+
+
 class Crash(BaseException):
     """The process dies here: a BaseException, so nothing in the controller can swallow it."""
 
@@ -110,6 +119,9 @@ class World:
         ctl = controller or self.controller()
         result = ctl.command(command) if command else ctl.tick()
         after = self.records()
+        LEDGER["ticks"] += 1
+        LEDGER["records"] += len(after) - before
+        count_lost(max(0, 1 - (len(after) - before)))
         assert len(after) == before + 1, f"tick left {len(after) - before} records, expected exactly 1"
         assert after[-1] == result.record
         return result.record

@@ -17,7 +17,7 @@ from botocore.retries.bucket import TokenBucket
 
 from routing.aws import DEFAULT_MAX_ATTEMPTS, client
 from tests.reliability._inject import INTERNAL, SERVICE_UNAVAILABLE, THROTTLING, Injector, always, first
-from tests.reliability.conftest import REGION, STEPS, World, assert_safe, record_updates
+from tests.reliability.conftest import REGION, STEPS, World, assert_safe, count_lost, record_updates
 from toolkit.errors import AwsError
 
 # botocore's max_attempts counts retries; total attempts are one more.
@@ -128,6 +128,7 @@ def test_describe_endpoint_failing_for_good_changes_nothing_and_still_records_th
     with pytest.raises(AwsError):
         _controller(world, sm, cw).tick()
     assert len(world.updates) == sent and world.share() == STEPS[1]
+    count_lost(max(0, before + 1 - len(world.records())))
     assert len(world.records()) == before + 1, "the failed tick left no decision record"
 
 

@@ -14,7 +14,15 @@ from datetime import timedelta
 
 import pytest
 
-from tests.reliability.conftest import STEPS, Crash, Faulty, World, assert_safe, ready_to_progress
+from tests.reliability.conftest import (
+    STEPS,
+    Crash,
+    Faulty,
+    World,
+    assert_safe,
+    count_lost,
+    ready_to_progress,
+)
 
 # (adapter, method, call number, before/after): every call one tick makes, in order.
 POINTS = [
@@ -89,6 +97,7 @@ def test_a_tick_killed_at_any_point_restarts_consistent_without_repeating_or_los
     assert live.variants["gpu"].desired_instance_count >= world.config.variant("gpu").min_count
     records = world.records()
     lost = [u for u in world.updates if not _explained(world, u, records)]
+    count_lost(len(lost))
     assert lost == [], f"weight changes with no decision record: {lost}"
 
 

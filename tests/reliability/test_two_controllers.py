@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from routing.aws import client
-from tests.reliability.conftest import REGION, STEPS, Faulty, World, assert_safe, ready_to_progress, record_updates
+from tests.reliability.conftest import (
+    REGION,
+    STEPS,
+    Faulty,
+    World,
+    assert_safe,
+    count_lost,
+    ready_to_progress,
+    record_updates,
+)
 
 
 def _race(world: World, n: int, command: str | None = None) -> list[Any]:
@@ -58,6 +67,7 @@ def test_controllers_racing_on_a_step_act_exactly_once_and_the_others_stand_asid
     assert len(acted) == 1 and len(aside) == n - 1
     assert world.updates[sent:] == [{"neuron": STEPS[1], "gpu": 100.0 - STEPS[1]}]
     records = world.records()
+    count_lost(max(0, before + n - len(records)))
     assert len(records) == before + n, "every racing tick leaves exactly one record"
     assert sum(1 for r in records[before:] if r["stood_aside"]) == n - 1
     assert all(r.exit_code == 0 for r in aside)
@@ -93,6 +103,7 @@ def test_an_abort_racing_a_tick_leaves_one_winner_and_a_safe_split(world: World)
     for t in threads:
         t.join(timeout=60)
     assert set(out) == {"tick", "abort"}
+    count_lost(max(0, before + 2 - len(world.records())))
     assert len(world.records()) == before + 2
     assert_safe(world)
     if not out["abort"].stood_aside:
