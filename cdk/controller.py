@@ -46,7 +46,14 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
 from routing.dynamo_state import LAMBDA_TIMEOUT_SECONDS, LEASE_SECONDS
-from routing.lambda_handler import CONFIG_ENV, TABLE_ENV, TOPIC_ENV, config_env_value
+from routing.lambda_handler import (
+    CONFIG_ENV,
+    SETTLE_ENV,
+    SETTLE_SECONDS,
+    TABLE_ENV,
+    TOPIC_ENV,
+    config_env_value,
+)
 from toolkit.config import HybridConfig
 from toolkit.errors import UserError
 
@@ -242,6 +249,8 @@ class RoutingController(Construct):
                 CONFIG_ENV: env,
                 TABLE_ENV: self.table.table_name,
                 TOPIC_ENV: self.topic.topic_arn,
+                # CloudWatch publishes SageMaker's minute late: judge it a minute after it closes.
+                SETTLE_ENV: str(SETTLE_SECONDS),
             },
             dead_letter_queue=self.dead_letters,
             # The next scheduled tick is the retry; a retried stale event would only stand aside.

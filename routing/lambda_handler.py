@@ -14,6 +14,8 @@ Environment (set by cdk/controller.py):
   HYBRID_CONFIG     JSON of the validated hybrid.yaml (the one source of truth; non-defaults only)
   HYBRID_TABLE      the DynamoDB table
   HYBRID_TOPIC_ARN  the SNS topic (optional: no notices without it)
+  HYBRID_SETTLE_SECONDS  extra delay before a CloudWatch minute counts as closed (the stack sets
+                    SETTLE_SECONDS: SageMaker's minutes land late, as `route tick --settle-seconds`)
   HYBRID_NOW        pin the clock (ISO 8601), for tests and replays only; never set by the stack
 
 The returned summary (action, phase, exit code) shows in the invocation result; an AWS or
@@ -40,6 +42,8 @@ CONFIG_ENV = "HYBRID_CONFIG"
 TABLE_ENV = "HYBRID_TABLE"
 TOPIC_ENV = "HYBRID_TOPIC_ARN"
 NOW_ENV = "HYBRID_NOW"
+SETTLE_ENV = "HYBRID_SETTLE_SECONDS"  # the same variable `hybrid route tick --settle-seconds` reads
+SETTLE_SECONDS = 60  # what the stack sets on real AWS
 NOTIFY_ACTIONS = (Action.FALLBACK, Action.ABORT, Action.PROMOTE)
 
 
@@ -108,6 +112,7 @@ def handle(
     clock: Any = None,
     endpoint_url: str | None = None,
     owner: str | None = None,
+    settle_seconds: int = 0,
     store: DynamoStateStore | None = None,
     controller_factory: Any = None,
 ) -> dict[str, Any]:
@@ -131,7 +136,8 @@ def handle(
 
     try:
         factory = controller_factory or build_controller
-        controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url)
+        controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url,
+                             settle_seconds=settle_seconds)
         result = controller.tick()
     except Exception:
         # An error (not a crash: a killed process never gets here) ends our hold at once, so the
@@ -176,5 +182,9 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     if not table:
         raise UserError(f"{TABLE_ENV} is not set: the stack passes the controller's DynamoDB table in it")
     owner = getattr(context, "aws_request_id", None)
+    try:
+        settle = int(env.get(SETTLE_ENV) or 0)
+    except ValueError:
+        raise UserError(f"{SETTLE_ENV} must be a whole number of seconds, not {env.get(SETTLE_ENV)!r}") from None
     return handle(event, config=config_from_env(env), table=table, topic_arn=env.get(TOPIC_ENV) or None,
-                  clock=_clock(env), owner=f"lambda:{owner}" if owner else None)
+                  clock=_clock(env), owner=f"lambda:{owner}" if owner else None, settle_seconds=settle)

@@ -16,7 +16,7 @@ import yaml
 
 from cdk import controller as ctl
 from routing.dynamo_state import LAMBDA_TIMEOUT_SECONDS, LEASE_SECONDS
-from routing.lambda_handler import CONFIG_ENV, TABLE_ENV, TOPIC_ENV, config_from_env
+from routing.lambda_handler import CONFIG_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV, config_from_env
 from tests.cdk.conftest import Synth, cfn_lint, nag_findings, nag_suppressions, synth
 from tests.conftest import EXAMPLE_CONFIG
 from toolkit.config import load_config
@@ -138,6 +138,7 @@ def test_the_function_gets_the_validated_config_table_and_topic(stack, config_pa
     assert config_from_env({CONFIG_ENV: env[CONFIG_ENV]}) == load_config(config_path)
     assert env[TABLE_ENV] == {"Ref": _logical_id(stack, "AWS::DynamoDB::Table", "RoutingController")}
     assert env[TOPIC_ENV] == {"Ref": _logical_id(stack, "AWS::SNS::Topic", "RoutingController")}
+    assert env[SETTLE_ENV] == "60"  # SageMaker's minutes reach CloudWatch late
 
 
 def test_failed_async_invocations_go_to_an_encrypted_tls_only_dead_letter_queue(stack):

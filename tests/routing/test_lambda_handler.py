@@ -290,9 +290,17 @@ def test_the_entry_point_reads_its_config_table_and_topic_from_the_environment(w
     monkeypatch.setenv(lambda_handler.TOPIC_ENV, world.topic)
     monkeypatch.setenv(lambda_handler.NOW_ENV, (T0 + timedelta(minutes=1)).isoformat())
     context = SimpleNamespace(aws_request_id="req-1")
+    monkeypatch.setenv(lambda_handler.SETTLE_ENV, "60")
     summary = lambda_handler.handler({"endpoint": world.name}, context)
     assert summary["phase"] == "idle" and summary["exit_code"] == 0
-    assert world.records()[-1]["time"] == (T0 + timedelta(minutes=1)).isoformat()
+    record = world.records()[-1]
+    assert record["time"] == (T0 + timedelta(minutes=1)).isoformat()
+    # Settled: at 10:01:00 with 60 s to settle, the newest minute judged closed ends at 10:00.
+    assert record["metrics"]["window_end"] == T0.isoformat()
+    monkeypatch.setenv(lambda_handler.SETTLE_ENV, "soon")
+    with pytest.raises(UserError, match="HYBRID_SETTLE_SECONDS"):
+        lambda_handler.handler({"endpoint": world.name}, context)
+    monkeypatch.setenv(lambda_handler.SETTLE_ENV, "0")
     with pytest.raises(UserError, match="other-endpoint"):
         lambda_handler.handler({"endpoint": "other-endpoint"}, context)
     monkeypatch.delenv(lambda_handler.CONFIG_ENV)
