@@ -4,9 +4,10 @@
   DescribeEndpointConfig for the instance types (DescribeEndpoint does not report them). Endpoint
   configs are immutable, so the config is cached by name.
 - apply(target): only when the endpoint is InService (one update at a time), otherwise
-  EndpointBusy; sends percent weights directly as DesiredWeight (SageMaker's weights are relative,
-  so 30.0/70.0 is a 30 % / 70 % split; 0 is allowed) with the instance counts, then reads the
-  endpoint again and returns it. Failure is asynchronous: the caller checks FailureReason and
+  EndpointBusy; sends the next stage toward the target (routing/staging.py: weights of all
+  variants, or the count of one variant) with percent weights directly as DesiredWeight
+  (SageMaker's weights are relative, so 30.0/70.0 is a 30 % / 70 % split; 0 is allowed), then
+  reads the endpoint again and returns it. Failure is asynchronous: the caller checks FailureReason and
   Current* against Desired* on this and later reads.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from routing.model import EndpointLive, Target, VariantLive
+from routing.staging import next_update
 from toolkit.errors import AwsError, UserError
 
 
@@ -98,25 +100,26 @@ class SageMakerRouter:
 
     # -- changing --------------------------------------------------------------------------------
 
-    def request(self, target: Target, live: EndpointLive) -> dict[str, Any]:
-        """The UpdateEndpointWeightsAndCapacities request for a target (counts default to desired)."""
-        entries = []
-        for name in self.variants:
-            variant = live.variants[name]
-            weight = float(target.weights.get(name, variant.desired_weight))
-            count = int(target.instance_counts.get(name, variant.desired_instance_count))
-            if weight < 0 or count < 0:
-                raise ValueError(f"invalid target for {name}: weight {weight}, count {count}")
-            entries.append({"VariantName": name, "DesiredWeight": weight, "DesiredInstanceCount": count})
-        return {"EndpointName": self.endpoint, "DesiredWeightsAndCapacities": entries}
+    def request(self, target: Target, live: EndpointLive) -> dict[str, Any] | None:
+        """The next UpdateEndpointWeightsAndCapacities request toward target (routing/staging.py), or None."""
+        update = next_update(live, target)
+        if update is None:
+            return None
+        for entry in update.entries():
+            if any(isinstance(v, (int, float)) and v < 0 for v in entry.values()):
+                raise ValueError(f"invalid target entry {entry}")
+        return {"EndpointName": self.endpoint, "DesiredWeightsAndCapacities": update.entries()}
 
     def apply(self, target: Target) -> EndpointLive:
+        """Send the next stage toward target (one request; the controller re-applies until it matches)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         live = self.describe()
         if not live.in_service:
             raise EndpointBusy(self.endpoint, live.status)
         request = self.request(target, live)
+        if request is None:
+            return live
         try:
             self.api_calls += 1
             self._sm.update_endpoint_weights_and_capacities(**request)
@@ -124,7 +127,8 @@ class SageMakerRouter:
             code = _code(error)
             message = str(error.response.get("Error", {}).get("Message", error))
             if code == "ResourceLimitExceeded":
-                counts = ", ".join(f"{e['VariantName']}={e['DesiredInstanceCount']}" for e in request["DesiredWeightsAndCapacities"])
+                counts = ", ".join(f"{e['VariantName']}={e['DesiredInstanceCount']}" for e in request["DesiredWeightsAndCapacities"]
+                                   if "DesiredInstanceCount" in e)
                 raise AwsError(
                     f"UpdateEndpointWeightsAndCapacities {self.endpoint}: instance quota exceeded ({counts}): "
                     f"request a SageMaker endpoint-usage quota increase for the instance type "

@@ -33,15 +33,28 @@ def test_describe_reads_weights_counts_types_and_status(sm):
     assert live.counts() == {"neuron": 1, "gpu": 2}
 
 
-def test_apply_sets_percent_weights_and_counts_and_returns_the_endpoint_after(sm):
+def test_apply_reaches_a_target_in_stages_capacity_before_traffic_toward_neuron(sm):
     router = SageMakerRouter(sm, EP)
-    after = router.apply(Target(weights={"neuron": 30.0, "gpu": 70.0}, instance_counts={"neuron": 2, "gpu": 2}))
-    assert after.variants["neuron"].desired_weight == 30.0
-    assert after.variants["gpu"].desired_weight == 70.0
-    assert after.variants["neuron"].desired_instance_count == 2
-    assert after.share("neuron") == pytest.approx(30.0)
-    again = router.describe()
-    assert again.variants["neuron"].current_weight == 30.0
+    target = Target(weights={"neuron": 30.0, "gpu": 70.0}, instance_counts={"neuron": 2, "gpu": 2})
+    first = router.apply(target)  # neuron needs a second instance before it takes 30%
+    assert first.variants["neuron"].desired_instance_count == 2
+    assert first.share("neuron") == 0.0
+    second = router.apply(target)
+    assert second.variants["neuron"].desired_weight == 30.0
+    assert second.variants["gpu"].desired_weight == 70.0
+    assert second.share("neuron") == pytest.approx(30.0)
+    assert router.apply(target) == router.describe()  # reached: nothing more is sent
+    assert router.describe().variants["neuron"].current_weight == 30.0
+
+
+def test_fallback_moves_weights_before_adding_gpu_capacity(sm):
+    router = SageMakerRouter(sm, EP)
+    router.apply(Target(weights={"neuron": 50.0, "gpu": 50.0}, instance_counts={"neuron": 1, "gpu": 2}))
+    fallback = Target(weights={"neuron": 0.0, "gpu": 100.0}, instance_counts={"neuron": 1, "gpu": 4})
+    first = router.apply(fallback)
+    assert first.share("gpu") == 100.0 and first.variants["gpu"].desired_instance_count == 2
+    second = router.apply(fallback)
+    assert second.variants["gpu"].desired_instance_count == 4
 
 
 def test_weight_zero_is_allowed(sm):
@@ -106,8 +119,8 @@ def test_update_request_shape_is_exact():
             "update_endpoint_weights_and_capacities",
             {"EndpointArn": DESCRIBE["EndpointArn"]},
             {"EndpointName": EP, "DesiredWeightsAndCapacities": [
-                {"VariantName": "neuron", "DesiredWeight": 9.1, "DesiredInstanceCount": 1},
-                {"VariantName": "gpu", "DesiredWeight": 90.9, "DesiredInstanceCount": 2},
+                {"VariantName": "neuron", "DesiredWeight": 9.1},
+                {"VariantName": "gpu", "DesiredWeight": 90.9},
             ]},
         )
         stubber.add_response("describe_endpoint", {**DESCRIBE, "EndpointStatus": "Updating"}, {"EndpointName": EP})
@@ -128,7 +141,7 @@ def test_instance_quota_error_names_the_quota():
                                                  "is 0 Instances", http_status_code=400)
         with pytest.raises(AwsError, match="instance quota") as raised:
             SageMakerRouter(client, EP).apply(
-                Target(weights={"neuron": 5.0, "gpu": 95.0}, instance_counts={"neuron": 2, "gpu": 2}))
+                Target(weights={"neuron": 5.0, "gpu": 95.0}, instance_counts={"neuron": 2, "gpu": 2}))  # capacity first
     assert "neuron=2" in str(raised.value)
 
 

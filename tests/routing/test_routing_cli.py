@@ -119,6 +119,8 @@ def test_route_run_loops_until_holding_and_dry_run_changes_nothing(setup, capsys
     code = run(["route", "run", "-c", cfg, "--interval", "60", "--max-ticks", "3", "--output", "json",
                 "--now", (T0 + timedelta(minutes=1)).isoformat()])
     assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["command"] == "tick" for line in lines)
     assert _neuron_share(sm, name) > 0.0
 
 

@@ -10,6 +10,7 @@ Exit codes: 0 progressed or held, 1 fell back / rolled back / aborted, 2 bad inp
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import typer
 
-from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load
+from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load, to_jsonable
 from toolkit.errors import EXIT_OK, AwsError, UserError
 
 EndpointUrlOption = typer.Option(
@@ -233,7 +234,7 @@ def register(app: typer.Typer) -> None:
         command.__doc__ = doc
         canary_app.command(name)(command)
 
-    _make("start", "Begin moving traffic to neuron (first canary step; capacity first).")
+    _make("start", "Begin the canary: the next tick takes step 1 (neuron capacity first, then traffic).")
     _make("pause", "Freeze the split where it is; ticks hold until resume.")
     _make("resume", "Continue from where the canary was paused.")
     _make("promote", "Skip the remaining steps: straight to the target neuron share.")
@@ -315,8 +316,9 @@ def register(app: typer.Typer) -> None:
                         break
                     _wait(controller, manual, interval)
                     continue
-                if output == Output.json:
-                    emit(result.record, output)
+                if output == Output.json:  # one JSON object per line per tick (JSON Lines)
+                    sys.stdout.write(json.dumps(result.record, default=to_jsonable) + "\n")
+                    sys.stdout.flush()
                 else:
                     _render_record(result.record)
                 code = result.exit_code
