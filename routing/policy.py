@@ -110,10 +110,16 @@ def cooldown_for(config: HybridConfig, fallbacks: int) -> timedelta:
 
 
 def neuron_needed(config: HybridConfig, share: float, total_rps: float) -> int:
-    """Neuron instances to carry share% of total_rps (at least one as soon as it has weight)."""
+    """Neuron instances to carry share% of total_rps (at least one as soon as it has weight).
+
+    Sized so the load stays at or below holding.saturation_utilization of the per-instance
+    capacity: sizing at 100% puts each step at the edge where latency climbs (queueing) and the
+    regression gate trips on a healthy model, and holding would step back at once anyway.
+    """
     vc = config.variants.neuron
     low = max(vc.min_count, 1 if share > 0 else 0)
-    return instances_for(share / 100.0 * total_rps, vc.capacity_rps_per_instance, low, vc.max_count)
+    return instances_for(share / 100.0 * total_rps, vc.capacity_rps_per_instance, low, vc.max_count,
+                         1.0 / config.holding.saturation_utilization)
 
 
 def gpu_needed(config: HybridConfig, share: float, total_rps: float) -> int:
@@ -322,33 +328,62 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
     return "; ".join(parts)
 
 
-def _fallback_target(t: Tick) -> Target:
-    """All weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything."""
+LATENCY_GATES = frozenset({"latency_slo", "latency_regression"})
+
+
+def _gpu_carry_share(t: Tick) -> float:
+    """Share of the traffic gpu's IN-SERVICE instances carry within their capacity (never below its live share)."""
+    total = t.m.sizing_rps
+    gpu_live = 100.0 - t.live
+    if total <= 0:
+        return 100.0
+    capacity = t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+    return min(100.0, max(gpu_live, math.floor(1000.0 * capacity / total) / 10.0))
+
+
+def _fallback_target(t: Tick, gradual: bool = False) -> Target:
+    """Weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything.
+
+    gradual (a latency-only breach: neuron is slow but answers): gpu takes now what its in-service
+    instances carry within capacity, and more each tick as its new instances come into service.
+    Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX for
+    everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
+    """
     asked = _asked_counts(t.endpoint)
     gpu = max(gpu_needed(t.config, 100.0, t.m.sizing_rps), asked.get(GPU, 0))
     counts = _bounded_counts(t.config, {NEURON: asked.get(NEURON, t.config.variants.neuron.min_count), GPU: gpu})
-    return Target(weights=_weights(0.0), instance_counts=counts)
+    neuron_share = 100.0 - _gpu_carry_share(t) if gradual else 0.0
+    return Target(weights=_weights(neuron_share), instance_counts=counts)
 
 
-def fall_back(t: Tick, why: str) -> Decision:
-    """Breach: gpu takes everything in this tick; then cool down (with backoff) or abort."""
+def _gpu_text(target: Target) -> str:
+    share = target.weights[GPU]
+    how = "100%" if share >= 100.0 else f"{_pct(round(share, 1))} now (what its live instances carry), the rest as they come"
+    return f"gpu takes {how} on {target.instance_counts[GPU]} instances"
+
+
+def fall_back(t: Tick, why: str, gradual: bool = False) -> Decision:
+    """Breach: gpu takes everything in this tick (or all it can carry, for latency); then cool down or abort."""
     fallbacks = t.state.fallbacks + 1
     limit = t.config.fallback.max_fallbacks
-    target = _fallback_target(t)
+    target = _fallback_target(t, gradual)
     common = dict(fallbacks=fallbacks, step_started_at=None, last_change_at=t.now, phase_since=t.now,
                   unknown_ticks=0, good_minutes=0, paused_phase=None)
     extra = {**t.state.extra, "last_fallback": why, "last_fallback_at": t.now.isoformat(),
-             "breach_since": t.now.isoformat()}
+             "breach_since": t.now.isoformat(), "fallback_gradual": gradual}
     if fallbacks >= limit:
+        target = _fallback_target(t, False)  # aborting: nothing stays on neuron
+        extra["fallback_gradual"] = False
         state = t.state.evolve(phase=Phase.ABORTED, cooldown_until=None, extra=extra, **common)
-        reason = f"fallback {fallbacks}/{limit}: {why}; gpu takes 100% on {target.instance_counts[GPU]} instances; aborted"
+        reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; aborted"
     else:
         until = t.now + cooldown_for(t.config, fallbacks)
         state = t.state.evolve(phase=Phase.FALLING_BACK, cooldown_until=until, extra=extra, **common)
         minutes = cooldown_for(t.config, fallbacks).total_seconds() / 60
-        reason = (f"fallback {fallbacks}/{limit}: {why}; gpu takes 100% on {target.instance_counts[GPU]} instances; "
-                  f"re-ramp after a {minutes:g} min cool-down")
-    return _decision(t, state, Action.FALLBACK, reason, target)
+        reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; re-ramp after a {minutes:g} min cool-down"
+    stats = {"sizing_rps": t.m.sizing_rps, "gpu_in_service": t.endpoint.variants[GPU].current_instance_count,
+             "gradual": bool(extra["fallback_gradual"])}
+    return _decision(t, state, Action.FALLBACK, reason, target, stats)
 
 
 def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str, detail: str = "") -> Decision:
@@ -404,7 +439,15 @@ def guard(t: Tick) -> Decision | None:
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
     if t.live > 0 and t.a.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.a.breaches)
-        return fall_back(t, why)
+        latency_only = all(g.name in LATENCY_GATES for g in t.a.breaches)
+        if state.phase == Phase.FALLING_BACK:
+            if latency_only:
+                return None  # the same slow neuron the fallback is already draining (on_falling_back)
+            # Errors or silence while draining gradually: everything to gpu now, same fallback.
+            extra = {**state.extra, "fallback_gradual": False}
+            return _decision(t, state.evolve(extra=extra), Action.FALLBACK,
+                             f"falling back: {why}; {_gpu_text(_fallback_target(t))}", _fallback_target(t))
+        return fall_back(t, why, gradual=latency_only)
     return None
 
 
@@ -580,15 +623,18 @@ def _reassert(t: Tick, action: Action, what: str) -> Decision | None:
     if t.live <= SHARE_EPSILON:
         return None
     # Returned even while the endpoint updates: the controller applies it as soon as it can.
-    return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}, asking again for gpu 100%",
-                     _fallback_target(t))
+    target = _fallback_target(t, bool(t.state.extra.get("fallback_gradual", False)) and action == Action.FALLBACK)
+    return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}; {_gpu_text(target)}",
+                     target)
 
 
 def on_falling_back(t: Tick) -> Decision:
     again = _reassert(t, Action.FALLBACK, "falling back")
     if again is not None:
         return again
-    state = t.state.evolve(phase=Phase.COOLING_DOWN, phase_since=t.now)
+    # The cool-down counts from the moment neuron is drained (a gradual fallback drains over minutes).
+    until = max(t.state.cooldown_until or t.now, t.now + cooldown_for(t.config, max(1, t.state.fallbacks)))
+    state = t.state.evolve(phase=Phase.COOLING_DOWN, phase_since=t.now, cooldown_until=until)
     return on_cooling_down(replace(t, state=state))
 
 
@@ -602,7 +648,10 @@ def on_cooling_down(t: Tick) -> Decision:
         reason = (f"cooling down after fallback {t.state.fallbacks}/{t.config.fallback.max_fallbacks}: "
                   f"{left:.0f} min left ({str(t.state.extra.get('last_fallback', 'breach')).split('; ')[0]})")
         return _decision(t, t.state, Action.NONE, reason)
-    state = t.state.evolve(phase=Phase.RAMPING, step=0, step_started_at=None, phase_since=t.now, cooldown_until=None)
+    # The re-ramp is judged on its own minutes only: the fault's minutes were acted on already.
+    extra = {**t.state.extra, "breach_since": t.now.isoformat()}
+    state = t.state.evolve(phase=Phase.RAMPING, step=0, step_started_at=None, phase_since=t.now, cooldown_until=None,
+                           extra=extra)
     return on_ramping(replace(t, state=state))
 
 

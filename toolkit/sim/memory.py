@@ -29,6 +29,7 @@ from routing.model import (
     VariantLive,
 )
 from routing.router import EndpointBusy
+from routing.staging import next_update
 from toolkit.config import VARIANT_NAMES
 from toolkit.sim.fleet import VALUES_MS, VariantMinute, percentile_ms
 
@@ -109,11 +110,12 @@ class SimulatedEndpoint:
         live = self.describe()
         if not live.in_service:
             raise EndpointBusy(self.name, live.status)
+        update = next_update(live, target)  # the same staging as the AWS router
+        if update is None:
+            return live
         self.api_calls += 1
         self.update_calls += 1
-        weights = {v: float(target.weights.get(v, live.variants[v].desired_weight)) for v in VARIANT_NAMES}
-        counts = {v: int(target.instance_counts.get(v, live.variants[v].desired_instance_count)) for v in VARIANT_NAMES}
-        self.plane.update(weights, counts)
+        self.plane.update(dict(update.weights) or None, dict(update.counts) or None)
         return self.describe()
 
 

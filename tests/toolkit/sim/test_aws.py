@@ -58,15 +58,20 @@ def test_updates_stay_updating_until_the_fleet_serves_them(deployed):
     setup, aws = deployed
     simulator = aws_simulator(setup, aws)
     router = SageMakerRouter(aws.client("sagemaker"), setup.config.name)
-    live = router.apply(Target({"neuron": 20.0, "gpu": 80.0}, {"neuron": 2, "gpu": 2}))
-    assert live.status == "Updating" and live.variants["neuron"].current_weight == 0.0
+    target = Target({"neuron": 20.0, "gpu": 80.0}, {"neuron": 2, "gpu": 2})
+    live = router.apply(target)  # capacity first
+    assert live.status == "Updating" and live.variants["neuron"].desired_instance_count == 2
     with pytest.raises(EndpointBusy):
-        router.apply(Target({"neuron": 30.0, "gpu": 70.0}, {"neuron": 2, "gpu": 2}))
+        router.apply(target)
     simulator.step()
     assert router.describe().status == "Updating"  # the second neuron instance needs 2 minutes
     simulator.step()
     simulator.step()
     live = router.describe()
     assert live.in_service
-    assert (live.variants["neuron"].current_weight, live.variants["neuron"].current_instance_count) == (20.0, 2)
+    assert (live.variants["neuron"].current_weight, live.variants["neuron"].current_instance_count) == (0.0, 2)
     assert simulator.clock.now() == setup.scenario.start + timedelta(minutes=3, seconds=5)
+    router.apply(target)  # then the traffic, which needs no new instance: served the next minute
+    simulator.step()
+    live = router.describe()
+    assert live.in_service and live.variants["neuron"].current_weight == 20.0

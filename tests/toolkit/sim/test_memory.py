@@ -28,14 +28,18 @@ def test_update_is_pending_until_settled_and_a_second_one_is_refused(make_setup)
 
 def test_a_scale_up_keeps_the_endpoint_updating_until_instances_serve(make_setup):
     world = memory_world(make_setup(hardware={"neuron": {"scale_up_delay_minutes": 3}}))
-    world.router.apply(Target({"neuron": 10.0, "gpu": 90.0}, {"neuron": 3, "gpu": 2}))
+    target = Target({"neuron": 10.0, "gpu": 90.0}, {"neuron": 3, "gpu": 2})
+    world.router.apply(target)  # capacity first: neuron scales before it takes any share
     statuses = []
     for _ in range(5):
         outcome = world.simulator.step()
         statuses.append((world.router.describe().status, outcome.weights["neuron"]))
     assert statuses[0] == ("Updating", 0.0)
-    assert statuses[-1] == ("InService", 10.0)
+    assert statuses[-1] == ("InService", 0.0)
     assert world.router.describe().variants["neuron"].current_instance_count == 3
+    world.router.apply(target)  # then the traffic
+    world.simulator.step()
+    assert world.router.describe().share("neuron") == pytest.approx(10.0)
 
 
 def test_metrics_show_closed_minutes_only_and_honour_delays(make_setup):
