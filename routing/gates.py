@@ -39,6 +39,7 @@ MIN_ERRORS = 5  # neuron 5XX needed before an error breach can be called
 NOISE_WINDOW = 3  # minutes looked at by the noise rule...
 NOISE_BREACHES = 2  # ...of which this many must breach
 MIN_BREACH_SAMPLES = 60  # neuron requests behind a latency breach (a p99 of fewer is one slow request)
+MIN_BASELINE_SAMPLES = 30  # gpu requests in a minute for its p99 to serve as the baseline of that minute
 BREACH_WINDOW = 5  # newest judged minutes in which an error burst is tested (a long step must not dilute it)
 
 Point = tuple[float, float, float]  # (value, threshold, weight) for one minute
@@ -134,8 +135,11 @@ def latency_regression_gate(window: Window, totals: StepTotals, max_regression: 
                             gpu_share: float) -> GateResult:
     """Neuron p99 <= (1 + max_regression) x gpu p99 on the same minutes (step aggregate; noise rule to fail)."""
     factor = 1.0 + max_regression
+    # A gpu minute is a baseline only with enough requests behind its p99: late in a ramp gpu serves
+    # a few requests a minute, and their p99 is one request's latency (bench: false rollbacks).
     pairs = [(n, g) for n, g in window.pairs()
-             if n.latency_p99_ms is not None and g.latency_p99_ms is not None and n.has_data and g.has_data]
+             if n.latency_p99_ms is not None and g.latency_p99_ms is not None and n.has_data and g.has_data
+             and max(g.latency_samples, g.invocations or 0) >= MIN_BASELINE_SAMPLES]
     neuron_p99, gpu_p99 = totals.pair_p99s
     if not pairs and neuron_p99 is None:
         if gpu_share <= 0:
