@@ -30,7 +30,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_ENV = "HYBRID_RELIABILITY_OUT"
-SUITES = {"reliability": "tests/reliability", "security": "tests/security"}
+# Reliability spreads over both cores (xdist); security then synthesizes each stack once.
+SUITES = {"reliability": ["tests/reliability", "-n", "2", "--dist", "loadfile"], "security": ["tests/security"]}
 
 # ------------------------------------------------------------------------------------------------
 # The plugin (runs inside each pytest process)
@@ -38,21 +39,28 @@ SUITES = {"reliability": "tests/reliability", "security": "tests/security"}
 _outcomes: dict[str, dict[str, Any]] = {}
 
 
-def _entry(item: pytest.Item) -> dict[str, Any]:
-    nodeid = item.nodeid
-    if nodeid not in _outcomes:
-        kind = "fault" if item.get_closest_marker("fault") else "bad_input" if item.get_closest_marker(
-            "bad_input") else "security" if "tests/security" in nodeid else "other"
-        marker = item.get_closest_marker(kind) if kind in ("fault", "bad_input") else None
-        _outcomes[nodeid] = {"kind": kind, "what": marker.args[0] if marker and marker.args else "",
-                             "outcome": "passed", "reason": ""}
-    return _outcomes[nodeid]
+def _kind(item: pytest.Item) -> tuple[str, str]:
+    for kind in ("fault", "bad_input"):
+        marker = item.get_closest_marker(kind)
+        if marker is not None:
+            return kind, str(marker.args[0]) if marker.args else ""
+    return ("security" if "tests/security" in item.nodeid else "other"), ""
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):  # type: ignore[no-untyped-def]
-    report = (yield).get_result()
-    entry = _entry(item)
+    # user_properties travel with the report to the xdist controller, markers do not.
+    if not any(k == "hybrid_kind" for k, _ in item.user_properties):
+        kind, what = _kind(item)
+        item.user_properties += [("hybrid_kind", kind), ("hybrid_what", what)]
+    yield
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    entry = _outcomes.setdefault(report.nodeid, {"kind": props.get("hybrid_kind", "other"),
+                                                 "what": props.get("hybrid_what", ""), "outcome": "passed",
+                                                 "reason": ""})
     if report.skipped and hasattr(report, "wasxfail"):
         entry["outcome"], entry["reason"] = "xfailed", str(report.wasxfail)
     elif report.skipped:
@@ -60,18 +68,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):  #
         entry["reason"] = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
     elif report.failed:
         entry["outcome"] = "failed"
-        entry["reason"] = (report.longreprtext or "").strip().splitlines()[-1][:300] if report.longreprtext else ""
+        text = (report.longreprtext or "").strip()
+        entry["reason"] = text.splitlines()[-1][:300] if text else report.when
+
+
+def _own_ledger() -> dict[str, int]:
+    module = sys.modules.get("tests.reliability.conftest")
+    return dict(module.LEDGER) if module is not None else {}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = os.environ.get(OUT_ENV)
     if not path:
         return
-    ledger = {}
-    module = sys.modules.get("tests.reliability.conftest")
-    if module is not None:
-        ledger = dict(module.LEDGER)
-    Path(path).write_text(json.dumps({"tests": _outcomes, "ledger": ledger, "exitstatus": int(exitstatus)}))
+    worker = getattr(session.config, "workerinput", None)
+    if worker is not None:  # an xdist worker: only its ledger; the controller has the outcomes
+        Path(f"{path}.ledger.{worker['workerid']}").write_text(json.dumps(_own_ledger()))
+        return
+    ledger: Counter[str] = Counter(_own_ledger())
+    for part in Path(path).parent.glob(Path(path).name + ".ledger.*"):
+        ledger.update(json.loads(part.read_text()))
+    Path(path).write_text(json.dumps({"tests": _outcomes, "ledger": dict(ledger), "exitstatus": int(exitstatus)}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -81,22 +98,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _run_suites() -> tuple[dict[str, dict[str, Any]], float]:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="reliability-"))
-    procs = {}
-    for name, path in SUITES.items():
+    results = {}
+    for name, args in SUITES.items():  # one after the other: each uses both cores
         out = tmp / f"{name}.json"
         env = {**os.environ, OUT_ENV: str(out), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-        cmd = [sys.executable, "-m", "pytest", path, "-q", "-p", "tests.reliability.report", "-p", "no:cacheprovider",
-               "-p", "no:randomly", "--no-header", "-o", "addopts="]
-        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True), out)
-    results = {}
-    for name, (proc, out) in procs.items():
-        text, _ = proc.communicate()
+        cmd = [sys.executable, "-m", "pytest", *args, "-q", "-p", "tests.reliability.report", "-p", "no:cacheprovider",
+               "--no-header", "-o", "addopts="]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if not out.exists():
-            sys.stdout.write(text)
-            raise SystemExit(f"the {name} suite did not run (pytest exit {proc.returncode})")
+            sys.stdout.write(done.stdout + done.stderr)
+            raise SystemExit(f"the {name} suite did not run (pytest exit {done.returncode})")
         results[name] = json.loads(out.read_text())
-        results[name]["log"] = text
     return results, time.monotonic() - started
 
 
