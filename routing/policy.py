@@ -244,6 +244,9 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     sizing_rps = max(known[-3:]) / 60.0 if known else last_rps
 
     silence = silence_of(observation, since, neuron_share, gpu_share, last_rps)
+    if silence.minutes and neuron_share > 0:
+        # A silent neuron makes the newest totals read 0: size (e.g. the gpu taking over) on what was known.
+        sizing_rps = max(sizing_rps, last_rps)
 
     counts = endpoint.counts()
     observed: dict[str, float | None] = {}
@@ -687,7 +690,10 @@ GUARDED = (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)
 
 def _finish(t: Tick, decision: Decision) -> Decision:
     extra = dict(decision.state.extra)
-    if t.m.total_rps is not None:
+    # Silence is not evidence of no traffic: while neuron has weight and is silent, the last known
+    # traffic stays the expectation (otherwise an outage at 100% neuron reads as "nothing expected").
+    silent = t.m.silence.minutes > 0 and t.m.neuron_share > 0 and not t.m.total_rps
+    if t.m.total_rps is not None and not silent:
         extra["total_rps"] = round(t.m.total_rps, 4)
     if extra.get("live_since") == t.state.extra.get("live_since"):
         extra["step_totals"] = t.m.totals.to_dict()

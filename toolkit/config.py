@@ -185,8 +185,11 @@ class Slo(Strict):
 
     p99_latency_ms: float = Field(200.0, gt=0, le=60_000, description="p99 ModelLatency ceiling in milliseconds.")
     max_error_rate: float = Field(0.01, ge=0, lt=1, description="5XX / invocations ceiling (0.01 = 1%).")
+    # 0.5 by default: inf2's single-request latency runs 10-20% above g5 and varies more with batch
+    # position (published figures, shared/reference/aws-facts.md), so a healthy neuron's p99 sits
+    # ~1.25-1.3x gpu's; 0.25 rolled back healthy models in the bench. The absolute SLO still binds.
     max_regression: float = Field(
-        0.25, ge=0, le=10, description="Neuron p99 may exceed GPU p99 on the same minutes by at most this fraction."
+        0.5, ge=0, le=10, description="Neuron p99 may exceed GPU p99 on the same minutes by at most this fraction."
     )
 
 
