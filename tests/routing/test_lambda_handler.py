@@ -321,3 +321,28 @@ def test_an_error_inside_the_tick_releases_the_lease_for_the_next_schedule(world
     with pytest.raises(UserError):
         world.invoke(owner="broken", controller_factory=broken)
     assert world.store("next").acquire()
+
+
+def test_a_cli_route_tick_beside_a_running_lambda_tick_stands_aside_and_leaves_a_record(world):
+    world.cli("start")
+    world.feed()
+    found: dict[str, Any] = {}
+
+    def with_cli_tick(config: Any, **kwargs: Any) -> Any:
+        controller = build_controller(config, **kwargs)
+        describe = controller.router.describe
+
+        def tick_beside() -> Any:
+            if not found:
+                found["tick"] = world.hybrid("route", "tick")
+            return describe()
+
+        controller.router.describe = tick_beside
+        return controller
+
+    assert world.invoke(controller_factory=with_cli_tick)["applied"]
+    code, output = found["tick"]
+    assert code == 0 and output["stood_aside"] and "held by lambda" in output["reason"]
+    aside = [r for r in world.records() if r["stood_aside"]]
+    assert len(aside) == 1 and aside[0]["source"] == "cli" and aside[0]["lease_holder"]["owner"] == "lambda"
+    assert world.share() == 10.0

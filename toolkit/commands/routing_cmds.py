@@ -92,6 +92,9 @@ def _leased_run(controller: Any, name: str | None, dry_run: bool) -> Any:
 
 def _stood_aside(controller: Any, output: Output) -> None:
     holder = getattr(controller.store, "holder_text", lambda: "another controller holds the lease")()
+    record_aside = getattr(controller.store, "record_standing_aside", None)
+    if record_aside is not None:  # the loser leaves a record in the table, as the Lambda does
+        record_aside(controller.clock.now(), source="cli")
     emit({"endpoint": controller.endpoint, "stood_aside": True, "action": "none",
           "reason": f"stood aside: {holder}", "exit_code": EXIT_OK}, output,
          lambda data: sys.stdout.write(f"{data['endpoint']}: {data['reason']}\n"))
