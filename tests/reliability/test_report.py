@@ -5,8 +5,8 @@ from __future__ import annotations
 from tests.reliability.report import render, summarise, verdict
 
 
-def _results(outcomes: dict[str, tuple[str, str]], lost: int = 0) -> dict:
-    tests = {node: {"kind": kind, "what": "", "outcome": outcome, "reason": "r"}
+def _results(outcomes: dict[str, tuple[str, str]], lost: int = 0, lost_in: str | None = None) -> dict:
+    tests = {node: {"kind": kind, "what": "", "outcome": outcome, "reason": "r", "lost": lost if node == lost_in else 0}
              for node, (kind, outcome) in outcomes.items()}
     return {"reliability": {"tests": tests, "ledger": {"ticks": 3, "records": 3, "lost": lost}}}
 
@@ -21,6 +21,12 @@ def test_all_survived_and_clear_passes():
 def test_a_lost_record_fails_even_when_gaps_are_allowed():
     s = summarise(_results({"a": ("fault", "passed")}, lost=1))
     assert verdict(s, allow_known_gaps=True) == 1
+
+
+def test_records_lost_inside_a_known_gap_fail_unless_gaps_are_allowed():
+    s = summarise(_results({"a": ("fault", "xfailed")}, lost=2, lost_in="a"))
+    assert s["records_lost_in_known_gaps"] == 2
+    assert verdict(s, allow_known_gaps=False) == 1 and verdict(s, allow_known_gaps=True) == 0
 
 
 def test_a_known_gap_fails_unless_allowed_and_a_failure_always_fails():
