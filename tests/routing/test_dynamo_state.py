@@ -10,7 +10,7 @@ import pytest
 from routing.clock import ManualClock
 from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, LeaseHeld, create_table
 from routing.model import ConcurrentModification, ControllerState, Phase
-from routing.state import JsonFileStateStore
+from routing.state import JsonFileStateStore, dumps
 from routing.stores import open_store, table_for
 from toolkit.local.server import patched_mock_aws
 
@@ -157,3 +157,36 @@ def test_a_store_that_finds_the_lease_taken_records_standing_aside_with_the_hold
     assert record["stood_aside"] and record["lease_holder"]["owner"] == "a" and record["phase"] == "ramping"
     assert "held by a" in record["reason"] and record["source"] == "cli"
     assert a.holds_lease  # the loser's record does not end the winner's lease
+
+
+def test_a_save_is_one_transaction_checking_the_lease_token_and_the_version_together():
+    """Exact request shape: the lease check and the versioned put commit or fail as one."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    store = DynamoStateStore(TABLE, "ep", client=client, clock=ManualClock(T0), owner="me")
+    store.token = 7  # as after acquire()
+    now = int(T0.timestamp())
+    state = ControllerState(endpoint="ep", step=2)
+    expected = {"TransactItems": [
+        {"Update": {
+            "TableName": TABLE, "Key": {"pk": {"S": "ep"}, "sk": {"S": "lease"}},
+            "UpdateExpression": "SET expires_at = :exp",
+            "ConditionExpression": "#owner = :me AND #token = :tok AND expires_at >= :now",
+            "ExpressionAttributeNames": {"#owner": "owner", "#token": "token"},
+            "ExpressionAttributeValues": {":exp": {"N": str(now + LEASE_SECONDS)}, ":me": {"S": "me"},
+                                          ":tok": {"N": "7"}, ":now": {"N": str(now)}},
+        }},
+        {"Put": {
+            "TableName": TABLE,
+            "Item": {"pk": {"S": "ep"}, "sk": {"S": "state"}, "version": {"N": "4"},
+                     "state": {"S": dumps(state.evolve(version=4).to_dict())},
+                     "updated_at": {"S": T0.isoformat()}, "lease_token": {"N": "7"}},
+            "ConditionExpression": "version = :expected",
+            "ExpressionAttributeValues": {":expected": {"N": "3"}},
+        }},
+    ]}
+    with Stubber(client) as stub:
+        stub.add_response("transact_write_items", {}, expected)
+        assert store.save(state, 3).version == 4
+        stub.assert_no_pending_responses()
