@@ -53,10 +53,11 @@ def test_ticks_with_secret_credentials_leave_no_secret_in_records_state_output_o
     config = tmp_path / "hybrid.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     out: list[str] = []
-    with patched_mock_aws():
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    # monkeypatch.context(): restore the environment before patched_mock_aws restores its own.
+    with patched_mock_aws(), monkeypatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        env.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
         sm = boto3.client("sagemaker", region_name="us-east-1")
         cw = boto3.client("cloudwatch", region_name="us-east-1")
         create_endpoint(sm, data["name"])
