@@ -103,6 +103,39 @@ def notice(record: Mapping[str, Any]) -> tuple[str, str] | None:
     return subject, json.dumps(message, indent=1, default=str)
 
 
+# A warm Lambda container serves many ticks: build the boto3 clients and the controller once
+# (creating a boto3 client costs ~0.2 s of model loading) and swap in each tick's store and clock.
+_WARM: dict[tuple[Any, ...], Any] = {}
+
+
+def reset_warm() -> None:
+    """Forget the cached clients and controllers (tests; a new config always builds anew)."""
+    _WARM.clear()
+
+
+def _warm_clients(region: str, endpoint_url: str | None) -> Any:
+    from routing.aws import AwsClients
+
+    key = ("clients", region, endpoint_url)
+    if key not in _WARM:
+        _WARM[key] = AwsClients(region=region, endpoint_url=endpoint_url)
+    return _WARM[key]
+
+
+def _warm_controller(config: Any, *, clock: Any, store: Any, endpoint_url: str | None, settle_seconds: int) -> Any:
+    from routing.controller import build_controller
+
+    key = ("controller", config.model_dump_json(), endpoint_url, settle_seconds)
+    controller = _WARM.get(key)
+    if controller is None:
+        controller = build_controller(config, clock=clock, store=store, endpoint_url=endpoint_url,
+                                      settle_seconds=settle_seconds)
+        _WARM[key] = controller
+    controller.store = store  # this tick's lease holder
+    controller.clock = clock
+    return controller
+
+
 def handle(
     event: Mapping[str, Any] | None,
     *,
@@ -117,15 +150,13 @@ def handle(
     controller_factory: Any = None,
 ) -> dict[str, Any]:
     """One scheduled tick for the endpoint named by the event (default: the config's)."""
-    from routing.aws import AwsClients
     from routing.clock import SystemClock
-    from routing.controller import build_controller
 
     endpoint = (event or {}).get("endpoint") or config.name
     if endpoint != config.name:
         raise UserError(f"event names endpoint {endpoint!r} but this controller's config is for {config.name!r}")
     clock = clock or SystemClock()
-    clients = AwsClients(region=config.region, endpoint_url=endpoint_url)
+    clients = _warm_clients(config.region, endpoint_url)
     if store is None:
         store = DynamoStateStore(table, config.name, client=clients.get("dynamodb"), clock=clock, owner=owner)
 
@@ -135,7 +166,7 @@ def handle(
         return _summary(record, notified=False)
 
     try:
-        factory = controller_factory or build_controller
+        factory = controller_factory or _warm_controller
         controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url,
                              settle_seconds=settle_seconds)
         result = controller.tick()

@@ -95,6 +95,14 @@ class World:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+@pytest.fixture(autouse=True)
+def cold_lambda():
+    """Each test starts with a cold container: no clients or controller cached by another test."""
+    lambda_handler.reset_warm()
+    yield
+    lambda_handler.reset_warm()
+
+
 @pytest.fixture
 def world(example_data, write_config):
     data = example_data
@@ -346,3 +354,16 @@ def test_a_cli_route_tick_beside_a_running_lambda_tick_stands_aside_and_leaves_a
     aside = [r for r in world.records() if r["stood_aside"]]
     assert len(aside) == 1 and aside[0]["source"] == "cli" and aside[0]["lease_holder"]["owner"] == "lambda"
     assert world.share() == 10.0
+
+
+def test_a_warm_container_reuses_its_controller_with_each_ticks_own_store_and_clock(world):
+    world.cli("start")
+    world.feed()
+    world.invoke(owner="tick-1")
+    (controller,) = [v for k, v in lambda_handler._WARM.items() if k[0] == "controller"]
+    assert controller.store.owner == "tick-1"
+    world.feed()
+    world.invoke(owner="tick-2")
+    assert [v for k, v in lambda_handler._WARM.items() if k[0] == "controller"] == [controller]
+    assert controller.store.owner == "tick-2" and controller.clock is world.clock
+    assert not controller.store.holds_lease  # released with the tick's record
