@@ -223,3 +223,40 @@ def test_an_endpoint_whose_instance_types_differ_from_the_config_is_refused(tmp_
     code, line = _route(tmp_path, data, capsys)
     assert code == 2 and names in line, line
     assert _endpoint_view(sm, data["name"]) == live
+
+
+def _bucket_keys(s3: Any) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket="my-models-bucket").get("Contents", [])]
+
+
+@pytest.mark.bad_input("missing model artifact in S3")
+@pytest.mark.parametrize("command", [["compile"], ["register"]])
+def test_a_model_artifact_missing_from_s3_is_named(tmp_path, aws, capsys, command):
+    data, sm = aws
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="my-models-bucket")  # the bucket exists; the artifact does not
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    code = run([*command, "-c", str(path)])
+    line = _one_clear_line(capsys)
+    assert code == 2 and "model.tar.gz" in line and "does not exist" in line, line
+    assert _snapshot(tmp_path) == before and _bucket_keys(s3) == []
+    assert sm.list_models()["Models"] == []
+
+
+@pytest.mark.bad_input("deploy with a missing model artifact")
+@pytest.mark.xfail(strict=True, reason="hybrid deploy never checks that the variants' model artifacts exist in S3: it "
+                                       "creates models and an endpoint that can only fail later, on AWS")
+def test_deploy_refuses_model_artifacts_that_do_not_exist(tmp_path, aws, capsys):
+    data, sm = aws
+    data["execution_role_arn"] = "arn:aws:iam::123456789012:role/sagemaker-execution"
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="my-models-bucket")
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    capsys.readouterr()
+    code = run(["deploy", "-c", str(path)])
+    out = capsys.readouterr()
+    assert code == 2 and "model.tar.gz" in out.err + out.out
+    assert _endpoint_view(sm, data["name"]) is None, "an endpoint was created from artifacts that do not exist"
