@@ -108,3 +108,28 @@ def test_an_abort_racing_a_tick_leaves_one_winner_and_a_safe_split(world: World)
     assert_safe(world)
     if not out["abort"].stood_aside:
         assert world.share() == 0.0
+
+
+@pytest.mark.fault("a human's abort loses the save race to a tick")
+@pytest.mark.xfail(strict=True, reason="a human command (abort) that loses the save race stands aside with exit 0: "
+                                       "the abort is silently dropped and neuron keeps its traffic")
+def test_an_abort_that_loses_the_race_is_retried_or_reported_as_not_done(world: World):
+    ready_to_progress(world)
+    at_save, go = threading.Event(), threading.Event()
+
+    def hold_save() -> None:
+        at_save.set()
+        go.wait(30)
+
+    abort_ctl = world.controller(store=Faulty(world.store(), hooks={"save": hold_save}))
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.__setitem__("abort", abort_ctl.command("abort")))
+    thread.start()
+    assert at_save.wait(30)
+    world.tick()  # the loop's tick saves first (takes step 2)
+    go.set()
+    thread.join(60)
+    result = out["abort"]
+    assert_safe(world)
+    assert world.share() == 0.0 or result.exit_code != 0, (
+        f"abort stood aside (exit {result.exit_code}) and neuron still has {world.share()}%")
