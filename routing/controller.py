@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,8 @@ from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserEr
 log = logging.getLogger(__name__)
 
 INTENT_KEY = "intent"  # in ControllerState.extra: an update decided and saved but not yet confirmed
+RECOVERY_LOOKBACK = 50  # records searched for a write-ahead record before appending it again
+UNRECORDED_KEY = "unrecorded"  # in ControllerState.extra: this tick's record, saved with the state before it is appended
 COMMANDS = ("start", "pause", "resume", "abort", "promote")
 # Actions whose target moves traffic toward gpu: re-applied after a crash, never dropped.
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
@@ -221,7 +224,15 @@ class Controller:
     def command(self, name: str, dry_run: bool = False) -> TickResult:
         if name not in COMMANDS:
             raise UserError(f"unknown command {name!r}: use one of {', '.join(COMMANDS)}")
-        return self._run(name, dry_run)
+        result = self._run(name, dry_run)
+        if result.stood_aside:
+            # A human's command must not vanish because a tick saved first: decide it again on the
+            # new state once; if it loses again, say so (exit 3) instead of reporting success.
+            result = self._run(name, dry_run)
+            if result.stood_aside:
+                result.exit_code = EXIT_AWS
+                result.record["exit_code"] = EXIT_AWS
+        return result
 
     def status(self) -> dict[str, Any]:
         """Endpoint + controller summary without deciding anything (no metrics read, nothing saved)."""
@@ -239,7 +250,14 @@ class Controller:
         warnings: list[str] = []
         notes: list[str] = []
         state, version = self._load()
-        live = self.router.describe()
+        try:
+            live = self.router.describe()
+        except AwsError as error:
+            # The tick knows nothing and changes nothing, but it leaves a trace (exit 3).
+            self.store.append_record(self._failed_record(now, command, state, str(error)))
+            raise
+        self._check_hardware(live)
+        self._append_unrecorded(state)
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
@@ -295,12 +313,21 @@ class Controller:
                         exit_override = EXIT_AWS
                     if applied:
                         errors.extend(self._verify(live_after, target))
-                    final = new_state.evolve(
+                    new_state = new_state.evolve(
                         extra={k: v for k, v in new_state.extra.items() if k != INTENT_KEY}, last_tick_at=now
                     )
-                    new_state = self.store.save(final, version)
-                else:
-                    new_state = self.store.save(new_state, version)
+                ahead = self._record(
+                    now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
+                    decision=decision, observation=observation, live_before=live_before, live_after=live_after,
+                    target=target, dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
+                    stood_aside=False,
+                )
+                ahead["exit_code"] = exit_override if exit_override is not None else exit_code_for(decision, new_state)
+                # Saved with the state, appended right after: a crash in between is repaired by the next tick.
+                new_state = self.store.save(new_state.evolve(extra={**new_state.extra, UNRECORDED_KEY: ahead}), version)
+                ahead["state_version"] = new_state.version
+                self.store.append_record(ahead)
+                return TickResult(decision, ahead, ahead["exit_code"], new_state, live_after, False, errors)
             except ConcurrentModification as conflict:
                 stood_aside = True
                 new_state = state  # what this tick decided was not stored: record the state it found
@@ -319,6 +346,37 @@ class Controller:
         record["exit_code"] = code
         self.store.append_record(record)  # also when standing aside: that is worth a record
         return TickResult(decision, record, code, new_state, live_after, stood_aside, errors)
+
+    def _check_hardware(self, live: EndpointLive) -> None:
+        """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
+        for name in VARIANTS:
+            variant = live.variants.get(name)
+            wanted = self.config.variant(name).instance_type
+            if variant is not None and variant.instance_type and variant.instance_type != wanted:
+                raise UserError(
+                    f"endpoint {self.endpoint!r} variant {name} runs {variant.instance_type}, but hybrid.yaml says "
+                    f"{wanted}: fix variants.{name}.instance_type or redeploy the endpoint"
+                )
+
+    def _append_unrecorded(self, state: ControllerState) -> None:
+        """A tick that died after saving its state and before appending its record: append that record now."""
+        pending = state.extra.get(UNRECORDED_KEY) if state.extra else None
+        if not pending:
+            return
+        # Stood-aside records of other ticks may follow it: look a little further back than the newest.
+        if any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
+            return
+        self.store.append_record({**pending, "notes": [*pending.get("notes", []),
+                                                       "appended by the next tick: the process died before writing it"]})
+
+    def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
+        return {
+            "time": now.isoformat(), "tick_id": uuid.uuid4().hex, "endpoint": self.endpoint,
+            "command": command or "tick", "phase_before": state.phase.value, "phase": state.phase.value,
+            "action": "none", "reason": f"the endpoint could not be read: {error}", "target": None,
+            "dry_run": False, "applied": False, "stood_aside": False, "state_version": state.version,
+            "errors": [error], "warnings": [], "notes": [], "exit_code": EXIT_AWS,
+        }
 
     def _reconcile(
         self,
@@ -385,6 +443,7 @@ class Controller:
                       for v in live_after.variants.values())
         return {
             "time": now.isoformat(),
+            "tick_id": uuid.uuid4().hex,
             "endpoint": self.endpoint,
             "command": command or "tick",
             "phase_before": state_before.phase.value,

@@ -128,10 +128,25 @@ class JsonFileStateStore:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def _tail_lines(self, limit: int) -> list[str]:
+        """The last lines of the log, read from the end: every tick reads the newest record; the log grows forever."""
+        with self.records_path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            position = handle.tell()
+            data = b""
+            while position > 0 and data.count(b"\n") <= limit + 1:
+                step = min(65536, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        return lines[1:] if position > 0 else lines  # the first line may be cut in half
+
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The newest `limit` records (all when None), oldest first. A torn last line is skipped."""
         try:
-            lines = self.records_path.read_text(encoding="utf-8").splitlines()
+            lines = self._tail_lines(limit) if limit is not None and limit > 0 else \
+                self.records_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
         out: list[dict[str, Any]] = []

@@ -116,8 +116,6 @@ def test_transient_describe_endpoint_errors_are_retried(world: World, sleeps, er
 
 
 @pytest.mark.fault("DescribeEndpoint throttled for good")
-@pytest.mark.xfail(strict=True, reason="a tick whose DescribeEndpoint fails raises AwsError before writing any "
-                                       "decision record: the failed tick leaves no trace in records.jsonl")
 def test_describe_endpoint_failing_for_good_changes_nothing_and_still_records_the_tick(world: World, sleeps):
     world.start_and_ramp_to(1)
     sm, cw = _clients(world)

@@ -206,12 +206,9 @@ def test_a_config_for_another_account_is_refused(tmp_path, aws, capsys):
     assert _endpoint_view(sm, data["name"]) == live
 
 
-HARDWARE_MISMATCH = ("the controller never compares the live variants' instance types with hybrid.yaml: "
-                     "it ticks (and prices/sizes) an endpoint running other hardware than the config says")
 
 
 @pytest.mark.bad_input("endpoint hardware differs from the config")
-@pytest.mark.xfail(strict=True, reason=HARDWARE_MISMATCH)
 @pytest.mark.parametrize("types, names", [
     ({"gpu_type": "ml.g5.2xlarge"}, "ml.g5.2xlarge"),  # config says ml.g5.xlarge
     ({"neuron_type": "ml.g5.xlarge"}, "neuron"),  # the neuron variant runs on GPU hardware

@@ -40,10 +40,6 @@ POINTS = [
     ("store", "append_record", 1, "after"),
 ]
 
-LOST_RECORD = (
-    "a crash after the final save and before append_record loses the record of an applied step "
-    "(the intent is already cleared, so the restart cannot recover it)"
-)
 
 
 def _id(point: tuple[str, str, int, str]) -> str:
@@ -65,9 +61,7 @@ def _explained(world: World, update: dict[str, float], records: list[dict]) -> b
 @pytest.mark.fault("controller killed mid-tick, restarted")
 @pytest.mark.parametrize(
     "point",
-    [pytest.param(p, id=_id(p), marks=pytest.mark.xfail(strict=True, reason=LOST_RECORD))
-     if p in (("store", "save", 2, "after"), ("store", "append_record", 1, "before")) else pytest.param(p, id=_id(p))
-     for p in POINTS],
+    [pytest.param(p, id=_id(p)) for p in POINTS],
 )
 def test_a_tick_killed_at_any_point_restarts_consistent_without_repeating_or_losing_a_step(world: World, point):
     ready_to_progress(world)

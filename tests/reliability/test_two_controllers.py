@@ -94,7 +94,14 @@ def test_an_abort_racing_a_tick_leaves_one_winner_and_a_safe_split(world: World)
     before = len(world.records())
     barrier = threading.Barrier(2, timeout=30)
     tick_ctl = world.controller(metrics=Faulty(world.metrics(), hooks={"observe": barrier.wait}))
-    abort_ctl = world.controller(router=Faulty(world.router(), hooks={"describe": barrier.wait}))
+    first_describe: list[int] = []
+
+    def meet_once() -> None:  # an abort that loses the race decides again: only its first read races
+        if not first_describe:
+            first_describe.append(1)
+            barrier.wait()
+
+    abort_ctl = world.controller(router=Faulty(world.router(), hooks={"describe": meet_once}))
     out: dict[str, Any] = {}
     threads = [threading.Thread(target=lambda: out.__setitem__("tick", tick_ctl.tick())),
                threading.Thread(target=lambda: out.__setitem__("abort", abort_ctl.command("abort")))]
@@ -103,16 +110,15 @@ def test_an_abort_racing_a_tick_leaves_one_winner_and_a_safe_split(world: World)
     for t in threads:
         t.join(timeout=60)
     assert set(out) == {"tick", "abort"}
-    count_lost(max(0, before + 2 - len(world.records())))
-    assert len(world.records()) == before + 2
+    retried = 1 if any(r["stood_aside"] and r["command"] == "abort" for r in world.records()[before:]) else 0
+    count_lost(max(0, before + 2 + retried - len(world.records())))
+    assert len(world.records()) == before + 2 + retried
     assert_safe(world)
-    if not out["abort"].stood_aside:
+    if out["abort"].exit_code == 0:  # the abort (first or retried) went through: neuron has nothing
         assert world.share() == 0.0
 
 
 @pytest.mark.fault("a human's abort loses the save race to a tick")
-@pytest.mark.xfail(strict=True, reason="a human command (abort) that loses the save race stands aside with exit 0: "
-                                       "the abort is silently dropped and neuron keeps its traffic")
 def test_an_abort_that_loses_the_race_is_retried_or_reported_as_not_done(world: World):
     ready_to_progress(world)
     at_save, go = threading.Event(), threading.Event()

@@ -7,7 +7,6 @@ read errors, endpoint states, and whether the controller's update was applied.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
