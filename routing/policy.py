@@ -331,7 +331,10 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
     return "; ".join(parts)
 
 
-LATENCY_GATES = frozenset({"latency_slo", "latency_regression"})
+# Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
+# and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
+# Silence (neuron serves nothing) moves everything at once.
+GRADUAL_GATES = frozenset({"latency_slo", "latency_regression", "errors"})
 
 
 def _gpu_carry_share(t: Tick) -> float:
@@ -347,7 +350,7 @@ def _gpu_carry_share(t: Tick) -> float:
 def _fallback_target(t: Tick, gradual: bool = False) -> Target:
     """Weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything.
 
-    gradual (a latency-only breach: neuron is slow but answers): gpu takes now what its in-service
+    gradual (neuron is slow or fails some requests, but answers): gpu takes now what its in-service
     instances carry within capacity, and more each tick as its new instances come into service.
     Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX for
     everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
@@ -442,7 +445,7 @@ def guard(t: Tick) -> Decision | None:
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
     if t.live > 0 and t.a.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.a.breaches)
-        latency_only = all(g.name in LATENCY_GATES for g in t.a.breaches)
+        latency_only = all(g.name in GRADUAL_GATES for g in t.a.breaches)
         if state.phase == Phase.FALLING_BACK:
             if latency_only:
                 return None  # the same slow neuron the fallback is already draining (on_falling_back)
