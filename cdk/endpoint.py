@@ -340,14 +340,38 @@ class HybridEndpoint(Construct):
                     )
                 )
         if cfg.vpc:
+            # AWS's SageMaker VPC example grants these ENI actions on Resource "*". We scope them per the
+            # Service Authorization Reference instead; verify on a real VPC deployment (no AWS account here).
+            ec2 = f"arn:{p}:ec2:{region}:{account}"
+            subnets = [f"{ec2}:subnet/{s}" for s in cfg.vpc.subnet_ids]
+            enis = f"{ec2}:network-interface/*"
             g.statements.append(
                 iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
+                    sid="VpcCreateNetworkInterfaces",
+                    actions=["ec2:CreateNetworkInterface"],
+                    # IAM checks every resource of the request: the new ENI (id unknown until created,
+                    # hence network-interface/*) AND its subnet and security groups, which are pinned here.
+                    resources=[*subnets, *(f"{ec2}:security-group/{sg}" for sg in cfg.vpc.security_group_ids), enis],
+                )
+            )
+            g.statements.append(
+                iam.PolicyStatement(
+                    sid="VpcManageNetworkInterfaces",
                     actions=[
-                        "ec2:CreateNetworkInterface",
                         "ec2:CreateNetworkInterfacePermission",
                         "ec2:DeleteNetworkInterface",
                         "ec2:DeleteNetworkInterfacePermission",
+                    ],
+                    resources=[enis],
+                    # ec2:Subnet is a condition key of the network-interface resource these actions act on
+                    # (Service Authorization Reference): only ENIs in the configured subnets.
+                    conditions={"ArnEquals": {"ec2:Subnet": subnets}},
+                )
+            )
+            g.statements.append(
+                iam.PolicyStatement(
+                    sid="VpcDescribeNetwork",
+                    actions=[
                         "ec2:DescribeDhcpOptions",
                         "ec2:DescribeNetworkInterfaces",
                         "ec2:DescribeSecurityGroups",
@@ -357,9 +381,14 @@ class HybridEndpoint(Construct):
                     resources=["*"],
                 )
             )
+            g.wildcard_reasons[r"/^Resource::arn:[^:]+:ec2:.+:network-interface/\*$/"] = (
+                "ENIs SageMaker creates for the model containers: their ids do not exist before creation. "
+                "CreateNetworkInterface is bounded by the named subnets and security groups; delete and the "
+                "ENI-permission actions by an ec2:Subnet condition on the configured subnets."
+            )
             star_reasons.append(
-                "the EC2 network-interface actions SageMaker needs to attach model containers to the configured "
-                "subnets do not support resource-level permissions (AWS documents Resource '*')"
+                "the ec2:Describe* calls SageMaker makes to attach model containers to the configured subnets "
+                "(EC2 Describe actions support no resource-level permissions)"
             )
         if package_accounts:
             star_reasons.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,16 @@ def test_both_models_run_in_the_configured_vpc(stack: Synth) -> None:
             "Subnets": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
             "SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"],
         }
-    eni = next(s for s in statements(stack) if s.get("Sid") == "VpcNetworkInterfaces")
-    assert "ec2:CreateNetworkInterface" in eni["Action"]
+    by_sid = {s.get("Sid"): s for s in statements(stack)}
+    create, manage = by_sid["VpcCreateNetworkInterfaces"], by_sid["VpcManageNetworkInterfaces"]
+    assert create["Action"] == "ec2:CreateNetworkInterface"
+    named = json.dumps(create["Resource"])
+    assert "subnet/subnet-0123456789abcdef0" in named and "security-group/sg-0a1b2c3d4e5f60718" in named
+    # Delete and the ENI-permission actions only act on ENIs in the configured subnets.
+    assert "ec2:Subnet" in manage["Condition"]["ArnEquals"]
+    assert "ec2:DeleteNetworkInterface" in manage["Action"] and "ec2:CreateNetworkInterface" not in manage["Action"]
+    assert by_sid["VpcDescribeNetwork"]["Resource"] == "*"
+    assert all(a.startswith("ec2:Describe") for a in by_sid["VpcDescribeNetwork"]["Action"])
 
 
 def test_model_package_variant_deploys_the_package_and_explicit_image_wins(stack: Synth) -> None:

@@ -34,9 +34,12 @@ UNSCOPABLE: dict[str, str] = {
     "ec2:DescribeVpcs": "EC2 Describe* actions support no resource-level permissions",
 }
 
-# Scopable actions a stack leaves at Resource "*": a finding until the stack scopes them.
-ENI_UNSCOPED = ("VpcNetworkInterfaces grants ec2:Create/DeleteNetworkInterface(+Permission) on Resource '*' although "
-                "EC2 scopes them to subnet/security-group/network-interface ARNs (ec2:Vpc/ec2:Subnet conditions)")
+# `type/*` is accepted only where it cannot be narrower and something else bounds it:
+# - an action that CREATES that resource type (the new id does not exist yet) when the same statement
+#   also names specific resources the request must match (e.g. the subnets for a new ENI);
+# - or a statement whose condition pins the resources with one of SCOPING_KEYS.
+CREATED: dict[str, str] = {"ec2:CreateNetworkInterface": "network-interface"}
+SCOPING_KEYS = ("ec2:Subnet", "ec2:Vpc")
 
 
 def _render(value: Any) -> str:
@@ -93,6 +96,21 @@ def _scoped(resource: str) -> bool:
     return not re.fullmatch(r"[\w-]+[/:]\*", rest) and rest != "*"  # not every resource of a type
 
 
+def _bounded(action: str, resource: str, st: dict[str, Any], resources: list[str]) -> bool:
+    """A `type/*` resource in a fixed account and region that CREATED or SCOPING_KEYS make acceptable."""
+    parts = resource.split(":", 5)
+    if not resource.startswith("arn:") or len(parts) < 6 or "*" in parts[3] or "*" in parts[4]:
+        return False
+    kind = re.fullmatch(r"([\w-]+)/\*", parts[5])
+    if not kind:
+        return False
+    condition = st.get("Condition") or {}
+    if any(key in values for values in condition.values() for key in SCOPING_KEYS):
+        return True
+    named = [r for r in resources if r != resource and _scoped(r)]
+    return CREATED.get(action) == kind.group(1) and bool(named)
+
+
 def _check(stack: Synth) -> list[str]:
     problems: list[str] = []
     for rid, kind, st in statements(stack):
@@ -115,7 +133,7 @@ def _check(stack: Synth) -> list[str]:
         for resource in resources:
             if _scoped(resource):
                 continue
-            loose = [a for a in actions if a not in UNSCOPABLE]
+            loose = [a for a in actions if a not in UNSCOPABLE and not _bounded(a, resource, st, resources)]
             if loose:
                 problems.append(f"{rid}/{st.get('Sid', '?')}: {', '.join(loose)} on {resource}")
         if "cloudwatch:PutMetricData" in actions and "cloudwatch:namespace" not in json.dumps(st.get("Condition")):
@@ -129,7 +147,7 @@ STACKS = [pytest.param("endpoint", id="endpoint"), pytest.param("endpoint+vpc", 
           pytest.param("endpoint+controller", id="endpoint+controller", marks=NO_CONTROLLER)]
 SCOPE_CASES = [
     pytest.param("endpoint", id="endpoint"),
-    pytest.param("endpoint+vpc", id="endpoint+vpc", marks=pytest.mark.xfail(strict=True, reason=ENI_UNSCOPED)),
+    pytest.param("endpoint+vpc", id="endpoint+vpc"),
     pytest.param("endpoint+controller", id="endpoint+controller", marks=NO_CONTROLLER),
 ]
 
@@ -169,9 +187,23 @@ def test_the_checker_catches_what_it_must():
         {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
     ]
     bad.append({"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:us-east-1:1:q"})
+    eni = "arn:aws:ec2:us-east-1:123456789012:network-interface/*"
+    subnet = "arn:aws:ec2:us-east-1:123456789012:subnet/subnet-0123abcd"
+    bad += [
+        {"Effect": "Allow", "Action": "ec2:DeleteNetworkInterface", "Resource": eni},  # no ec2:Subnet condition
+        {"Effect": "Allow", "Action": "ec2:CreateNetworkInterface", "Resource": eni},  # no subnet named
+        {"Effect": "Allow", "Action": "ec2:DeleteNetworkInterface", "Resource": "arn:aws:ec2:*:1:network-interface/*",
+         "Condition": {"ArnEquals": {"ec2:Subnet": subnet}}},  # any region
+    ]
     for statement in bad:
         assert _check(Fake(statement)), statement  # type: ignore[arg-type]
     good = {"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint",
             "Resource": {"Fn::Join": ["", ["arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"},
                                            ":endpoint/bert-classifier"]]}}
     assert _check(Fake(good)) == []  # type: ignore[arg-type]
+    for ok in (
+        {"Effect": "Allow", "Action": "ec2:CreateNetworkInterface", "Resource": [subnet, eni]},
+        {"Effect": "Allow", "Action": "ec2:DeleteNetworkInterface", "Resource": eni,
+         "Condition": {"ArnEquals": {"ec2:Subnet": [subnet]}}},
+    ):
+        assert _check(Fake(ok)) == [], ok  # type: ignore[arg-type]

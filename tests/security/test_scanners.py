@@ -17,16 +17,14 @@ import pytest
 import yaml
 
 from tests.cdk.conftest import ROOT, cfn_lint, nag_findings
-from tests.security.test_iam import ENI_UNSCOPED, NO_CONTROLLER
+from tests.security.test_iam import NO_CONTROLLER
 
 CHECKOV_CONFIG = ROOT / ".checkov.yaml"
 CHECKOV = Path(sys.executable).parent / "checkov"
 
 STACKS = [pytest.param("endpoint", id="endpoint"), pytest.param("endpoint+vpc", id="endpoint+vpc"),
           pytest.param("endpoint+controller", id="endpoint+controller", marks=NO_CONTROLLER)]
-# The ENI statement (see test_iam.py) is also what checkov's CKV_AWS_109/111 flag.
-CHECKOV_STACKS = [STACKS[0], pytest.param("endpoint+vpc", id="endpoint+vpc", marks=pytest.mark.xfail(
-    strict=True, reason=f"CKV_AWS_109/111: {ENI_UNSCOPED}")), STACKS[2]]
+CHECKOV_STACKS = STACKS
 
 
 @pytest.mark.parametrize("name", STACKS)
