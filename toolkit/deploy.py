@@ -3,14 +3,16 @@
 What it does, in order:
 1. picks the model source per variant: the latest approved pair in the Model Registry
    (toolkit/registry.py), a `model_package_arn` from the config, or the config's artifact + image;
-2. `CreateModel` per variant, content-named (`<name>-<variant>-<hash>`), so an unchanged model is
+2. checks with S3 HeadObject that each config `model.artifact` exists, so a wrong path is a
+   one-line UserError before anything is created (not an endpoint that can only fail on AWS);
+3. `CreateModel` per variant, content-named (`<name>-<variant>-<hash>`), so an unchanged model is
    reused and a changed one never collides with the running one;
-3. a NEW endpoint config every time the content changes, named `<name>-<hash of its content>`
+4. a NEW endpoint config every time the content changes, named `<name>-<hash of its content>`
    (endpoint configs are immutable; a fixed name would make every update fail);
-4. `CreateEndpoint`, or `UpdateEndpoint(RetainAllVariantProperties=True)` so the weights the
+5. `CreateEndpoint`, or `UpdateEndpoint(RetainAllVariantProperties=True)` so the weights the
    router set and the counts autoscaling set survive a model update (the live endpoint owns
    weights and counts; the config only seeds them on creation, from `initial_weights`);
-5. waits for `InService` with a progress bar and surfaces SageMaker's `FailureReason`: a failed
+6. waits for `InService` with a progress bar and surfaces SageMaker's `FailureReason`: a failed
    creation, or an update that rolled back to the previous config, is an AwsError (exit 3).
 
 Nothing here knows whether it talks to AWS or to the embedded moto server.
@@ -124,6 +126,34 @@ def config_models(config: HybridConfig) -> dict[str, VariantModel]:
             image = resolve_image(variant, config.region, where=f"variants.{name}.model")
             out[name] = VariantModel(name, image=image, artifact=variant.model.artifact, environment=env)
     return out
+
+
+def check_artifacts(models: Mapping[str, VariantModel], s3_client: Any) -> None:
+    """HeadObject each variant's `model.artifact`; a missing one is a UserError naming variant and URI.
+
+    Package-ARN variants are skipped: the registry owns their artifacts.
+    """
+    from toolkit.compile import split_s3
+
+    for name, model in models.items():
+        if model.model_package_arn or not model.artifact:
+            continue
+        uri = model.artifact
+        bucket, key = split_s3(uri)
+        try:
+            s3_client.head_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            code = _error_code(error)
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                raise UserError(
+                    f"variants.{name}.model.artifact {uri} does not exist (upload it or fix the path)"
+                ) from None
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise AwsError(
+                    f"HeadObject {uri} (variants.{name}.model.artifact): access denied; "
+                    f"the deploying credentials need s3:GetObject on it"
+                ) from None
+            raise AwsError(f"HeadObject {uri} (variants.{name}.model.artifact): {error}") from None
 
 
 def choose_models(
@@ -246,6 +276,8 @@ def deploy_endpoint(
     config: HybridConfig,
     *,
     sagemaker_client: Any,
+    s3_client: Any | None = None,
+    verify_artifacts: bool = True,
     wait: bool = True,
     poll: float = DEFAULT_POLL_SECONDS,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -256,10 +288,19 @@ def deploy_endpoint(
     dry_run: bool = False,
     show_progress: bool = True,
 ) -> DeployResult:
-    """Create or update the endpoint `config.name`; see the module docstring."""
+    """Create or update the endpoint `config.name`; see the module docstring.
+
+    `s3_client` checks the config artifacts exist before anything is created; callers that cannot
+    reach S3 must say so with `verify_artifacts=False` (no silent skip).
+    """
     if not config.execution_role_arn:
         raise UserError("execution_role_arn is not set in hybrid.yaml: deploy needs the IAM role SageMaker runs the models with")
     source_used, models = choose_models(config, sagemaker_client, source, packages)
+    if verify_artifacts:
+        if s3_client is None and any(m.artifact and not m.model_package_arn for m in models.values()):
+            raise TypeError("deploy_endpoint: pass s3_client to check the model artifacts, or verify_artifacts=False")
+        if s3_client is not None:
+            check_artifacts(models, s3_client)
     model_requests = {name: model_request(config, models[name]) for name in VARIANT_NAMES}
     model_names = {name: req["ModelName"] for name, req in model_requests.items()}
     ec_request = endpoint_config_request(config, model_names)
@@ -332,6 +373,7 @@ __all__ = [
     "NEURON",
     "DeployResult",
     "VariantModel",
+    "check_artifacts",
     "config_models",
     "deploy_endpoint",
     "endpoint_config_request",

@@ -244,8 +244,6 @@ def test_a_model_artifact_missing_from_s3_is_named(tmp_path, aws, capsys, comman
 
 
 @pytest.mark.bad_input("deploy with a missing model artifact")
-@pytest.mark.xfail(strict=True, reason="hybrid deploy never checks that the variants' model artifacts exist in S3: it "
-                                       "creates models and an endpoint that can only fail later, on AWS")
 def test_deploy_refuses_model_artifacts_that_do_not_exist(tmp_path, aws, capsys):
     data, sm = aws
     data["execution_role_arn"] = "arn:aws:iam::123456789012:role/sagemaker-execution"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,20 +12,41 @@ from botocore.stub import ANY, Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.toolkit.test_compile import embedded_world, make_config, pipeline_data, write
+from tests.toolkit.test_compile import BUCKET, embedded_world, make_config, pipeline_data, write
 from toolkit.cli import run
 from toolkit.config import ENDPOINT_NAME_RE
 from toolkit.deploy import content_name, deploy_endpoint, endpoint_config_request
 from toolkit.errors import AwsError, UserError
 
+ARTIFACT_KEYS = {v: f"bert/{v}/model.tar.gz" for v in ("neuron", "gpu")}  # pipeline_data's model.artifact
+
 
 @pytest.fixture
 def aws() -> Iterator[None]:
+    """The embedded world plus both variants' artifacts, which deploy checks exist."""
     with embedded_world():
+        for key in ARTIFACT_KEYS.values():
+            _s3().put_object(Bucket=BUCKET, Key=key, Body=b"model")
         yield
+
 
 def _sm(region: str = "us-east-2") -> Any:
     return boto3.client("sagemaker", region_name=region)
+
+
+def _s3() -> Any:
+    return boto3.client("s3", region_name="us-east-1")
+
+
+class PresentS3:
+    """Every HeadObject succeeds (for the Stubber tests, which pin SageMaker's calls only)."""
+
+    def __init__(self) -> None:
+        self.heads: list[tuple[str, str]] = []
+
+    def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.heads.append((Bucket, Key))
+        return {"ContentLength": 5}
 
 
 def _live(sm: Any, name: str) -> dict[str, tuple[float, int]]:
@@ -42,7 +64,7 @@ def test_create_uses_initial_weights_and_a_content_named_config(aws, tmp_path):
     data["canary"]["target_neuron_percent"] = 100
     cfg = make_config(data)
     sm = _sm()
-    result = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=_s3(), show_progress=False)
     assert result.action == "created" and result.status == "InService" and result.source == "config"
     assert result.endpoint_config_name.startswith(f"{cfg.name}-")
     assert result.endpoint_config_name == endpoint_config_request(cfg, result.models)["EndpointConfigName"]
@@ -52,7 +74,7 @@ def test_create_uses_initial_weights_and_a_content_named_config(aws, tmp_path):
 def test_update_keeps_the_weights_and_counts_set_on_the_live_endpoint(aws, tmp_path):
     data = pipeline_data(tmp_path)
     sm = _sm()
-    first = deploy_endpoint(make_config(data), sagemaker_client=sm, show_progress=False)
+    first = deploy_endpoint(make_config(data), sagemaker_client=sm, s3_client=_s3(), show_progress=False)
     sm.update_endpoint_weights_and_capacities(
         EndpointName=first.endpoint_name,
         DesiredWeightsAndCapacities=[
@@ -61,7 +83,7 @@ def test_update_keeps_the_weights_and_counts_set_on_the_live_endpoint(aws, tmp_p
         ],
     )
     data["variants"]["neuron"]["model"]["environment"]["LOG_LEVEL"] = "debug"
-    second = deploy_endpoint(make_config(data), sagemaker_client=sm, show_progress=False)
+    second = deploy_endpoint(make_config(data), sagemaker_client=sm, s3_client=_s3(), show_progress=False)
     assert second.action == "updated"
     assert second.endpoint_config_name != first.endpoint_config_name
     assert second.models["neuron"] != first.models["neuron"] and second.models["gpu"] == first.models["gpu"]
@@ -75,8 +97,8 @@ def test_update_keeps_the_weights_and_counts_set_on_the_live_endpoint(aws, tmp_p
 def test_redeploying_the_same_content_changes_nothing(aws, tmp_path):
     cfg = make_config(pipeline_data(tmp_path))
     sm = _sm()
-    deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
-    again = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    deploy_endpoint(cfg, sagemaker_client=sm, s3_client=_s3(), show_progress=False)
+    again = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=_s3(), show_progress=False)
     assert again.action == "unchanged"
     assert _config_count(sm) == 1
     assert len(sm.list_models()["Models"]) == 2
@@ -87,7 +109,7 @@ def test_container_backend_sets_the_neuronx_environment_and_raises_startup_timeo
     data["variants"]["neuron"].pop("startup_timeout_seconds", None)
     cfg = make_config(data)
     sm = _sm()
-    result = deploy_endpoint(cfg, sagemaker_client=sm, show_progress=False)
+    result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=_s3(), show_progress=False)
     env = sm.describe_model(ModelName=result.models["neuron"])["Containers"][0]["Environment"]
     assert env["HF_OPTIMUM_SEQUENCE_LENGTH"] == "128" and env["HF_OPTIMUM_BATCH_SIZE"] == "1"
     assert env["HF_TASK"] == "text-classification"  # the config's own environment is kept
@@ -155,7 +177,7 @@ def test_update_request_retains_variant_properties_and_waits_with_injected_sleep
         stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
         stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
         stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
-        result = deploy_endpoint(cfg, sagemaker_client=sm, source="config", poll=5.0, sleep=slept.append,
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", poll=5.0, sleep=slept.append,
                                  show_progress=False)
         stub.assert_no_pending_responses()
     assert result.action == "updated" and slept == [5.0, 5.0]
@@ -170,7 +192,7 @@ def test_an_update_that_rolled_back_surfaces_the_failure_reason(tmp_path):
         stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
         stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old", reason))
         with pytest.raises(AwsError) as caught:
-            deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=lambda _: None, show_progress=False)
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=lambda _: None, show_progress=False)
     assert reason in str(caught.value) and "rolled back" in str(caught.value)
     assert caught.value.exit_code == 3
 
@@ -189,7 +211,7 @@ def test_a_failed_creation_surfaces_the_failure_reason(tmp_path):
         stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
         stub.add_response("describe_endpoint", _endpoint("Failed", "x", reason))
         with pytest.raises(AwsError, match="ResourceLimitExceeded"):
-            deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=lambda _: None, show_progress=False)
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=lambda _: None, show_progress=False)
 
 
 def test_cli_deploy_json_reports_the_action(aws, tmp_path, capsys):
@@ -226,7 +248,7 @@ def test_deploy_waits_for_a_running_update_before_its_own(tmp_path):
         stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
         stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
         stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
-        result = deploy_endpoint(cfg, sagemaker_client=sm, source="config", sleep=slept.append, show_progress=False)
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=slept.append, show_progress=False)
         stub.assert_no_pending_responses()
     assert result.action == "unchanged" and len(slept) == 1
 
@@ -237,4 +259,72 @@ def test_cli_refuses_credentials_of_another_account(aws, tmp_path, capsys):
     code = run(["deploy", "-c", write(tmp_path, data)])
     err = capsys.readouterr().err
     assert code == 2 and "123456789012" in err and "210987654321" in err
+    assert _sm().list_endpoints()["Endpoints"] == []
+
+
+def test_a_missing_artifact_is_a_user_error_naming_variant_and_uri_and_nothing_is_created(aws, tmp_path):
+    _s3().delete_object(Bucket=BUCKET, Key=ARTIFACT_KEYS["gpu"])
+    sm = _sm()
+    with pytest.raises(UserError) as caught:
+        deploy_endpoint(make_config(pipeline_data(tmp_path)), sagemaker_client=sm, s3_client=_s3(),
+                        show_progress=False)
+    message = str(caught.value)
+    assert f"variants.gpu.model.artifact s3://{BUCKET}/{ARTIFACT_KEYS['gpu']} does not exist" in message
+    assert "\n" not in message and caught.value.exit_code == 2
+    assert sm.list_models()["Models"] == [] and sm.list_endpoints()["Endpoints"] == []
+
+
+def test_a_missing_bucket_is_named_too(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    data["variants"]["neuron"]["model"]["artifact"] = "s3://no-such-bucket/model.tar.gz"
+    with pytest.raises(UserError, match=re.escape("variants.neuron.model.artifact s3://no-such-bucket/model.tar.gz does not")):
+        deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), show_progress=False)
+
+
+def test_access_denied_on_an_artifact_is_a_one_line_aws_error_naming_the_uri(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    s3 = _s3()
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_object", "403", "Forbidden", http_status_code=403,
+                              expected_params={"Bucket": BUCKET, "Key": ARTIFACT_KEYS["neuron"]})
+        with pytest.raises(AwsError) as caught:
+            deploy_endpoint(cfg, sagemaker_client=object(), s3_client=s3, source="config", show_progress=False)
+    message = str(caught.value)
+    assert f"s3://{BUCKET}/{ARTIFACT_KEYS['neuron']}" in message and "access denied" in message
+    assert "\n" not in message and caught.value.exit_code == 3
+
+
+def test_model_package_variants_are_not_checked_in_s3(tmp_path):
+    from toolkit.deploy import check_artifacts, config_models
+
+    data = pipeline_data(tmp_path)
+    data["variants"]["neuron"]["model"].pop("artifact")
+    data["variants"]["neuron"]["model"]["model_package_arn"] = (
+        "arn:aws:sagemaker:us-east-2:123456789012:model-package/bert-classifier/1")
+    models = config_models(make_config(data))
+    s3 = PresentS3()
+    check_artifacts(models, s3)
+    assert s3.heads == [(BUCKET, ARTIFACT_KEYS["gpu"])]
+    with pytest.raises(UserError, match=r"^variants\.gpu\.model\.artifact"):  # the first checked is gpu
+        check_artifacts(models, _MissingS3())
+
+
+class _MissingS3:
+    def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+
+
+def test_without_an_s3_client_deploy_refuses_unless_the_caller_opts_out(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    with pytest.raises(TypeError, match="s3_client"):
+        deploy_endpoint(cfg, sagemaker_client=object(), source="config", show_progress=False)
+
+
+def test_cli_deploy_with_a_missing_artifact_exits_2_with_one_line(aws, tmp_path, capsys):
+    _s3().delete_object(Bucket=BUCKET, Key=ARTIFACT_KEYS["neuron"])
+    code = run(["deploy", "-c", write(tmp_path, pipeline_data(tmp_path)), "--source", "config"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "variants.neuron.model.artifact" in err
     assert _sm().list_endpoints()["Endpoints"] == []

@@ -207,7 +207,7 @@ def run_hybrid_aws(setup: Setup) -> RunFigures:
     from toolkit.deploy import deploy_endpoint
     from toolkit.local.server import EmbeddedAws
     from toolkit.sim.aws import aws_simulator
-    from toolkit.sim.demo import DEMO_ROLE_ARN
+    from toolkit.sim.demo import DEMO_ROLE_ARN, stage_placeholder_artifacts
 
     started = time.perf_counter()
     if not setup.config.execution_role_arn:
@@ -215,7 +215,9 @@ def run_hybrid_aws(setup: Setup) -> RunFigures:
         setup.config = setup.config.model_copy(update={"execution_role_arn": DEMO_ROLE_ARN})
     with tempfile.TemporaryDirectory(prefix="hybrid-bench-") as state_dir, \
             EmbeddedAws(setup.config.region, export_env=True) as aws:
-        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), source="config",
+        s3 = aws.client("s3")
+        stage_placeholder_artifacts(setup.config, s3)
+        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, source="config",
                         show_progress=False, poll=0.0, sleep=lambda _s: None)
         aws.hold_updates(True)
         simulator = aws_simulator(setup, aws, setup.seed)

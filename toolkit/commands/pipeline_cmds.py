@@ -168,8 +168,9 @@ def register(app: typer.Typer) -> None:
         if source not in ("auto", "registry", "config"):
             raise UserError(f"--source must be auto, registry or config, got {source!r}")
         cfg = _load(config)
-        (sagemaker,) = _clients(cfg, endpoint_url, profile, "sagemaker")
-        result = deploy_endpoint(cfg, sagemaker_client=sagemaker, wait=wait, source=source,  # type: ignore[arg-type]
+        sagemaker, s3 = _clients(cfg, endpoint_url, profile, "sagemaker", "s3")
+        result = deploy_endpoint(cfg, sagemaker_client=sagemaker, s3_client=s3, wait=wait,
+                                 source=source,  # type: ignore[arg-type]
                                  dry_run=dry_run, show_progress=output == Output.text)
 
         def render(_: object) -> None:

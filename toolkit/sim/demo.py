@@ -75,6 +75,27 @@ def run_demo(setup: Setup, *, in_memory: bool = False, state_dir: str | Path | N
     return DemoRun(result, summary, summary["wall_seconds"])
 
 
+def stage_placeholder_artifacts(config: HybridConfig, s3_client: Any) -> None:
+    """Put a tiny object at each variant's `model.artifact` in the embedded S3.
+
+    Nothing runs the models here, but `hybrid deploy` checks the artifacts exist (as it must on AWS).
+    """
+    from toolkit.compile import split_s3
+
+    for name in ("neuron", "gpu"):
+        uri = config.variant(name).model.artifact
+        if not uri:
+            continue  # a model package: the registry owns its artifact
+        bucket, key = split_s3(uri)
+        try:
+            s3_client.head_bucket(Bucket=bucket)
+        except Exception:
+            extra = {} if config.region == "us-east-1" else {
+                "CreateBucketConfiguration": {"LocationConstraint": config.region}}
+            s3_client.create_bucket(Bucket=bucket, **extra)
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"placeholder model.tar.gz (simulated fleet)")
+
+
 def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any], None] | None,
                   say: Callable[[str], None]) -> tuple[RunResult, dict[str, int]]:
     from routing.controller import build_controller
@@ -85,7 +106,9 @@ def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any],
     say("starting the embedded AWS")
     with EmbeddedAws(setup.config.region, export_env=True) as aws:
         say(f"deploying {setup.config.name} (hybrid deploy) on {aws.endpoint_url}")
-        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), source="config",
+        s3 = aws.client("s3")
+        stage_placeholder_artifacts(setup.config, s3)
+        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, source="config",
                         show_progress=False, poll=0.0, sleep=lambda _s: None)
         aws.hold_updates(True)
         simulator = aws_simulator(setup, aws)

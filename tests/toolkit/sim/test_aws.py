@@ -19,12 +19,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def deployed(make_setup):
     from toolkit.deploy import deploy_endpoint
+    from toolkit.sim.demo import stage_placeholder_artifacts
 
     setup = make_setup(traffic={"rps": 40}, config={"execution_role_arn": "arn:aws:iam::123456789012:role/demo"},
                        hardware={"neuron": {"scale_up_delay_minutes": 2}}, autoscaling={"enabled": False},
                        faults=[{"minute": 2, "variant": "neuron", "kind": "outage", "duration_minutes": 1}])
     with EmbeddedAws() as aws:
-        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), show_progress=False, source="config")
+        s3 = aws.client("s3")
+        stage_placeholder_artifacts(setup.config, s3)
+        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, show_progress=False,
+                        source="config")
         aws.hold_updates(True)
         yield setup, aws
 
