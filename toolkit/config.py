@@ -286,20 +286,13 @@ class Vpc(Strict):
     subnet_ids: list[str] = Field(min_length=1, description="Private subnets for the model containers.")
     security_group_ids: list[str] = Field(min_length=1, description="Security groups for the model containers.")
 
-    @field_validator("subnet_ids")
+    @field_validator("subnet_ids", "security_group_ids")
     @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not re.fullmatch(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?", v)]
+    def _resource_ids(cls, value: list[str], info: Any) -> list[str]:
+        prefix, what = ("subnet", "subnet ids") if info.field_name == "subnet_ids" else ("sg", "security group ids")
+        bad = [v for v in value if not re.fullmatch(rf"{prefix}-[0-9a-f]{{8}}([0-9a-f]{{9}})?", v)]
         if bad:
-            raise ValueError(f"not subnet ids (subnet- and 8 or 17 hex digits): {', '.join(bad)}")
-        return value
-
-    @field_validator("security_group_ids")
-    @classmethod
-    def _groups(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not re.fullmatch(r"sg-[0-9a-f]{8}([0-9a-f]{9})?", v)]
-        if bad:
-            raise ValueError(f"not security group ids (sg- and 8 or 17 hex digits): {', '.join(bad)}")
+            raise ValueError(f"not {what} ({prefix}- and 8 or 17 hex digits): {', '.join(bad)}")
         return value
 
 

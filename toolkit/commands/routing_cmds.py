@@ -253,15 +253,10 @@ def register(app: typer.Typer) -> None:
         controller = _controller(config, endpoint_url, profile, region, state_dir, now)
         emit(controller.status(), output, _render_status)
 
-    @app.command("status")
-    def status(
-        config: str = ConfigOption, output: Output = OutputOption,
-        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
-        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
-    ) -> None:
-        """The endpoint (status, variants, split) and the controller (phase, last decision)."""
-        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
-        emit(controller.status(), output, _render_status)
+    # `hybrid status` is the same view as `hybrid canary status`: one function, two names.
+    app.command("status", help="The endpoint (status, variants, split) and the controller (phase, last decision).")(
+        canary_status
+    )
 
     @route_app.command("tick")
     def tick(
