@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+# The client's targeted/fallback counts: one definition of their names, in routing/client.py.
+from routing.client import CLIENT_METRICS_NAMESPACE as CLIENT_NAMESPACE
+from routing.client import FALLBACK_METRIC, TARGETED_METRIC
 from routing.model import MinuteMetrics, Observation
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "AWS/SageMaker"
-# The client helper (routing/client.py) publishes these; the names are kept in sync there.
-CLIENT_NAMESPACE = "HybridRouting/Client"
-TARGETED_METRIC = "TargetedInvocations"
-FALLBACK_METRIC = "FallbackInvocations"
+
 PERIOD = 60
 MICROSECONDS_PER_MS = 1000.0
 

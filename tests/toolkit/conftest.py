@@ -1,4 +1,4 @@
-"""Small scenarios for the bench, built in code."""
+"""Fixtures shared by the simulator and bench tests: small scenarios built in code."""
 
 from __future__ import annotations
 
