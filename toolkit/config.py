@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,9 @@ SIZES = {
 }
 AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
+S3_OBJECT_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+")
+ARN_RE = re.compile(r"^arn:(?P<partition>aws[a-z\-]*):(?P<service>[a-z0-9\-]+):(?P<region>[a-z0-9\-]*):(?P<account>\d{12})?:")
 
 
 def instance_family(instance_type: str) -> str:
@@ -151,11 +155,14 @@ class Variants(Strict):
     def _hardware_matches_role(self) -> Variants:
         if not is_neuron_type(self.neuron.instance_type):
             raise ValueError(
-                f"variants.neuron must run on Neuron hardware (ml.inf2/ml.trn1/ml.trn2), "
+                f"variants.neuron.instance_type: the neuron variant must run on Neuron hardware (ml.inf2/ml.trn1/ml.trn2), "
                 f"got {self.neuron.instance_type}"
             )
         if instance_family(self.gpu.instance_type) not in GPU_FAMILIES:
-            raise ValueError(f"variants.gpu must run on a GPU instance (e.g. ml.g5.xlarge), got {self.gpu.instance_type}")
+            raise ValueError(
+                f"variants.gpu.instance_type: the gpu variant must run on a GPU instance (e.g. ml.g5.xlarge), "
+                f"got {self.gpu.instance_type}"
+            )
         if self.gpu.min_count < 1:
             raise ValueError("variants.gpu.min_count must be >= 1: the GPU fallback must stay warm")
         return self
@@ -183,7 +190,9 @@ class Weights(Strict):
 class Slo(Strict):
     """The service level the split must meet, judged per closed CloudWatch minute."""
 
-    p99_latency_ms: float = Field(200.0, gt=0, le=60_000, description="p99 ModelLatency ceiling in milliseconds.")
+    p99_latency_ms: float = Field(
+        200.0, gt=0, description="p99 ModelLatency ceiling in milliseconds (1..60000: 60 s is the invocation limit)."
+    )
     max_error_rate: float = Field(0.01, ge=0, lt=1, description="5XX / invocations ceiling (0.01 = 1%).")
     # 0.5 by default: inf2's single-request latency runs 10-20% above g5 and varies more with batch
     # position (published figures, shared/reference/aws-facts.md), so a healthy neuron's p99 sits
@@ -191,6 +200,20 @@ class Slo(Strict):
     max_regression: float = Field(
         0.5, ge=0, le=10, description="Neuron p99 may exceed GPU p99 on the same minutes by at most this fraction."
     )
+
+    @field_validator("p99_latency_ms")
+    @classmethod
+    def _p99_in_ms(cls, value: float) -> float:
+        # Outside 1 ms..60 s the number is almost surely in the wrong unit: 0.15 meant 150 ms, and no
+        # real-time invocation may take more than 60 s (InvokeEndpoint's limit), so gating there never fires.
+        if 0 < value < 1:
+            raise ValueError(f"{value:g} ms is under 1 ms: in seconds? the value is in milliseconds (write {value * 1000:g})")
+        if value > 60_000:
+            raise ValueError(
+                f"{value:g} ms is over 60 s, longer than a real-time invocation may run: in ms? "
+                "the value is in milliseconds (e.g. 200)"
+            )
+        return value
 
 
 class Curve(Strict):
@@ -349,6 +372,25 @@ class CompileSettings(Strict):
     max_runtime_seconds: int = Field(3600, ge=60, le=86400, description="Compilation job time limit.")
     role_arn: str | None = Field(None, description="Execution role for Neo compilation jobs.")
 
+    @field_validator("output_s3_uri")
+    @classmethod
+    def _output_is_s3(cls, value: str | None) -> str | None:
+        if value is not None and not S3_URI_RE.match(value):
+            raise ValueError(f"must be an s3://bucket/prefix URI, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _source_is_s3(self) -> CompileSettings:
+        value = self.source_artifact
+        if value is None or S3_OBJECT_RE.match(value):
+            return self
+        if self.backend == "local" and "://" not in value:
+            return self  # torch_neuronx.trace on this machine reads a local model.tar.gz
+        raise ValueError(
+            f"compile.source_artifact: must be an s3://bucket/key URI for backend {self.backend} "
+            f"(only backend local takes a local path), got {value!r}"
+        )
+
 
 class HybridConfig(Strict):
     """Root of hybrid.yaml."""
@@ -415,19 +457,65 @@ class HybridConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> HybridConfig:
+        problems: list[str] = []
         if self.canary.target_neuron_percent < self.initial_weights.neuron:
-            raise ValueError(
-                f"canary.target_neuron_percent ({self.canary.target_neuron_percent}) is below "
-                f"initial_weights.neuron ({self.initial_weights.neuron})"
+            problems.append(
+                f"canary.target_neuron_percent: {self.canary.target_neuron_percent:g} is below "
+                f"initial_weights.neuron ({self.initial_weights.neuron:g})"
             )
+        for name in VARIANT_NAMES:
+            arn = self.variant(name).model.model_package_arn
+            if arn:
+                problems.extend(self._arn_problems(f"variants.{name}.model.model_package_arn", arn))
+        if problems:
+            # one line per problem; the loader splits them and puts each at its key's line
+            raise ValueError("\n".join(problems))
         return self
+
+    def _arn_problems(self, path: str, arn: str) -> list[str]:
+        """A package from another region or account cannot back this endpoint: CreateModel refuses it."""
+        match = ARN_RE.match(arn)
+        if match is None:
+            return []
+        out: list[str] = []
+        if match["region"] != self.region:
+            out.append(f"{path}: the package is in {match['region']}, the endpoint in {self.region} (region): "
+                       f"register the model in {self.region} or fix region")
+        if self.account and match["account"] != self.account:
+            out.append(f"{path}: the package belongs to account {match['account']}, the config to {self.account} "
+                       "(account): use a package of this account or fix account")
+        return out
 
     def variant(self, name: str) -> VariantConfig:
         return self.variants.get(name)
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading and error reporting: every problem at once, one line each, with its field path.
+# Loading and error reporting: every problem at once, one line each, with its field path and the
+# line of the key in the file (`hybrid.yaml:12: slo.p99_latency_ms: ...`), like a compiler.
+
+Loc = tuple[str | int, ...]
+_ABS_PATH_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_<>][a-z0-9_<>]*)+|[a-z_][a-z0-9_]*): (.+)$", re.S)
+_TOKEN = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*")
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in the config: the field path, what is wrong, and the line of its key (if known)."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def text(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def located(self, source: str) -> str:
+        return f"{source}:{self.line}: {self.text()}" if self.line else f"{source}: {self.text()}"
+
+    def to_dict(self, source: str) -> dict[str, Any]:
+        return {"file": source, "line": self.line, "path": self.path or None, "message": self.text(),
+                "text": self.located(source)}
 
 
 def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -463,60 +551,161 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(root)"
 
 
-def format_errors(error: ValidationError) -> list[str]:
-    """One line per problem: `path: message`, with a did-you-mean for unknown keys."""
-    lines: list[str] = []
+def _loc_of(path: str) -> Loc:
+    return tuple(path.split("."))
+
+
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
+    """The line of the deepest key along `loc` that the file has (a missing key: its parent's line)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1 if lines else None  # a missing top-level key: the file as a whole
+
+
+def _mentioned_line(loc: Loc, message: str, lines: dict[Loc, int]) -> int | None:
+    """For a rule over several keys (min_count above max_count): the line of the first key it names."""
+    for token in _TOKEN.findall(message):
+        parts = tuple(token.split("."))
+        for candidate in ((*loc, *parts), parts):
+            if candidate in lines and candidate != loc:
+                return lines[candidate]
+    return None
+
+
+def format_issues(error: ValidationError, lines: dict[Loc, int] | None = None) -> list[ConfigIssue]:
+    """One issue per problem: path, message (with a did-you-mean for unknown keys) and line."""
+    lines = lines or {}
+    issues: list[ConfigIssue] = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if p not in ("function-after[_has_a_source()]",))
-        path = _path(loc)
+        loc: Loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         kind = item["type"]
         if kind == "extra_forbidden":
             owner = _model_for_path(loc)
             known = sorted(owner.model_fields) if owner else []
             near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]!r}?" if near else (f"; known keys: {', '.join(known)}" if known else "")
-            lines.append(f"{path}: unknown key{hint}")
+            issues.append(ConfigIssue(_path(loc), f"unknown key{hint}", _line_of(loc, lines) if lines else None))
             continue
-        message = item["msg"]
-        message = message.removeprefix("Value error, ")
+        message = item["msg"].removeprefix("Value error, ")
         if kind == "missing":
             message = "required field is missing"
-        lines.append(f"{path}: {message}")
-    return lines
+        # A model-level rule may name the field it is about (`compile.source_artifact: ...`), one per line.
+        for part in message.split("\n"):
+            where, text = loc, part
+            match = _ABS_PATH_PREFIX.match(part)
+            if match and match[1].split(".")[0] in HybridConfig.model_fields:
+                where, text = _loc_of(match[1]), match[2]
+            line = None
+            if lines:
+                on_a_section = where == loc and kind != "missing" and _model_for_path((*loc, "")) is not None
+                line = (_mentioned_line(loc, text, lines) if on_a_section else None) or _line_of(where, lines)
+            issues.append(ConfigIssue(_path(where), text, line))
+    return issues
+
+
+def format_errors(error: ValidationError) -> list[str]:
+    """One line per problem: `path: message` (no file lines: see format_issues)."""
+    return [issue.text() for issue in format_issues(error)]
 
 
 class ConfigError(UserError):
-    """The config file is unreadable or invalid; `problems` has one line per problem."""
+    """The config file is unreadable or invalid; `issues` has one entry per problem."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str] | list[ConfigIssue]):
         self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+        self.issues = [p if isinstance(p, ConfigIssue) else ConfigIssue("", p) for p in problems]
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+    @property
+    def problems(self) -> list[str]:
+        """`path: message` per problem (without the file and line)."""
+        return [issue.text() for issue in self.issues]
+
+    def lines(self) -> list[str]:
+        """`file:line: path: message` per problem, as the CLI prints them."""
+        return [issue.located(self.source) for issue in self.issues]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [issue.to_dict(self.source) for issue in self.issues]
 
 
-def parse_config(data: Any, source: str = "config") -> HybridConfig:
+def parse_config(data: Any, source: str = "config", lines: dict[Loc, int] | None = None) -> HybridConfig:
+    """Validate settings already read; `lines` (key path -> line) puts each problem at its line."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["the file must be a YAML mapping of settings (name, variants, ...)"])
     try:
         return HybridConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, format_errors(error)) from None
+        raise ConfigError(source, format_issues(error, lines)) from None
+
+
+def _scalar_key(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else f"<{node.tag}>"
+
+
+def _key_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], duplicates: list[ConfigIssue]) -> None:
+    """Record the line of every key and list item; a key given twice in one mapping is a problem.
+
+    PyYAML keeps the last of two equal keys silently: `p99_latency_ms: 150` then `: 900` gated at 900.
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: overriding merged keys is what merges are for
+            key = _scalar_key(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                duplicates.append(ConfigIssue(
+                    _path((*loc, key)), f"duplicate key: set at line {seen[key]} and again at line {line}; keep one",
+                    line))
+                continue
+            seen[key] = line
+            lines[(*loc, key)] = line
+            _key_lines(value_node, (*loc, key), lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*loc, index)] = item.start_mark.line + 1
+            _key_lines(item, (*loc, index), lines, duplicates)
+
+
+def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML like yaml.safe_load, plus each key's line; ConfigError on bad YAML or duplicate keys."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Loc, int] = {}
+        duplicates: list[ConfigIssue] = []
+        if node is not None:
+            _key_lines(node, (), lines, duplicates)
+        if duplicates:
+            raise ConfigError(source, duplicates)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        if mark is None:
+            raise ConfigError(source, [f"malformed YAML: {problem}"]) from None
+        issue = ConfigIssue("", f"malformed YAML at column {mark.column + 1}: {problem}", mark.line + 1)
+        raise ConfigError(source, [issue]) from None
+    finally:
+        loader.dispose()
+    return data, lines
 
 
 def load_config(path: str | Path) -> HybridConfig:
-    """Read and validate hybrid.yaml; raise ConfigError listing every problem."""
+    """Read and validate hybrid.yaml; raise ConfigError listing every problem at its line."""
     path = Path(path)
     source = str(path)
     if not path.exists():
         raise ConfigError(source, ["file not found (pass --config/-c with the path to your hybrid.yaml)"])
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(source, [f"{where}malformed YAML: {problem}"]) from None
-    return parse_config(data, source)
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(source, [f"cannot read the file ({getattr(error, 'strerror', None) or error})"]) from None
+    data, lines = read_yaml(text, source)
+    return parse_config(data, source, lines)
 
 
 def config_schema() -> dict[str, Any]:

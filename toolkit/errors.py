@@ -1,6 +1,7 @@
 """Error kinds and the CLI exit codes they map to (one place, so every command agrees).
 
-0 ok / progressed / held, 1 a failed or rolled-back canary, 2 bad input, 3 AWS errors.
+0 ok / progressed / held, 1 a failed or rolled-back canary, 2 bad input, 3 AWS errors,
+130 interrupted (Ctrl-C: 128 + SIGINT, what shells report).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ EXIT_OK = 0
 EXIT_ROLLED_BACK = 1
 EXIT_BAD_INPUT = 2
 EXIT_AWS = 3
+EXIT_INTERRUPTED = 130
 
 
 class HybridError(Exception):

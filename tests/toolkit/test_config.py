@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 
 import pytest
+import yaml
 
+from tests.conftest import EXAMPLE_CONFIG
 from toolkit.cli import run
 from toolkit.config import CanaryPlan, ConfigError, Curve, load_config, parse_config
+
+EXAMPLE_TEXT = EXAMPLE_CONFIG.read_text()
 
 
 def problems_for(data) -> list[str]:
@@ -55,13 +60,13 @@ def test_unknown_instance_family_suggests_a_known_one(example_data):
 def test_neuron_variant_on_gpu_hardware_is_rejected(example_data):
     example_data["variants"]["neuron"]["instance_type"] = "ml.g5.xlarge"
     (line,) = problems_for(example_data)
-    assert line.startswith("variants: variants.neuron must run on Neuron hardware")
+    assert line.startswith("variants.neuron.instance_type: the neuron variant must run on Neuron hardware")
 
 
 def test_gpu_variant_on_neuron_hardware_is_rejected(example_data):
     example_data["variants"]["gpu"]["instance_type"] = "ml.inf2.xlarge"
     (line,) = problems_for(example_data)
-    assert "variants.gpu must run on a GPU instance" in line
+    assert line.startswith("variants.gpu.instance_type: the gpu variant must run on a GPU instance")
 
 
 def test_negative_slo_is_rejected(example_data):
@@ -89,7 +94,8 @@ def test_malformed_yaml_names_line_and_column(write_config):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     (line,) = caught.value.problems
-    assert line.startswith("line 3, column 1: malformed YAML")
+    assert line.startswith("malformed YAML at column 1")
+    assert caught.value.lines()[0].startswith(f"{path}:3: malformed YAML")
 
 
 def test_missing_file_says_how_to_pass_one(tmp_path):
@@ -123,7 +129,7 @@ def test_validate_cli_prints_one_line_per_problem_and_exits_2(example_data, writ
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 2
-    assert all(line.startswith(f"error: {path}: ") for line in err)
+    assert all(line.startswith(f"error: {path}:") for line in err)
     assert "Traceback" not in "".join(err)
 
 
@@ -158,3 +164,151 @@ def test_real_time_variant_cannot_scale_below_one_instance(example_data):
     example_data["variants"]["neuron"]["min_count"] = 0
     (line,) = problems_for(example_data)
     assert line == "variants.neuron.min_count: Input should be greater than or equal to 1"
+
+
+# ------------------------------------------------------------------ strict loading: lines and duplicates
+
+
+def load_problems(path) -> list[str]:
+    """`file:line: path: message` lines as the CLI prints them."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.lines()
+
+
+def test_duplicate_key_is_rejected_naming_both_lines(example_data, write_config):
+    text = yaml.safe_dump(example_data, sort_keys=False)
+    text = text.replace("  p99_latency_ms: 150", "  p99_latency_ms: 150\n  p99_latency_ms: 900")
+    path = write_config(text)
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if "p99_latency_ms: 150" in line)
+    (line,) = load_problems(path)
+    assert line == (f"{path}:{first + 1}: slo.p99_latency_ms: duplicate key: set at line {first} "
+                    f"and again at line {first + 1}; keep one")
+
+
+def test_yaml_merge_keys_may_override_without_being_duplicates(example_data, write_config):
+    text = yaml.safe_dump(example_data, sort_keys=False).replace(
+        "slo:\n", "slo:\n  <<: {max_error_rate: 0.05}\n", 1)
+    assert load_config(write_config(text)).slo.max_error_rate == example_data["slo"]["max_error_rate"]
+
+
+def test_every_validation_error_carries_the_line_of_its_key(write_config):
+    text = (EXAMPLE_TEXT
+            .replace("p99_latency_ms: 150", "p99_latency_ms: -1")
+            .replace("max_count: 6", "max_count: 0")
+            .replace("  max_error_rate:", "  max_eror_rate:"))
+    path = write_config(text)
+    lines = load_problems(path)
+
+    def line_of(fragment: str) -> int:
+        return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+    assert f"{path}:{line_of('p99_latency_ms: -1')}: slo.p99_latency_ms: Input should be greater than 0" in lines
+    assert any(line.startswith(f"{path}:{line_of('max_count: 0')}: variants.neuron.max_count: ") for line in lines)
+    assert any(line.startswith(f"{path}:{line_of('max_eror_rate')}: slo.max_eror_rate: unknown key") for line in lines)
+
+
+def test_a_rule_over_a_section_points_at_the_key_it_names(write_config):
+    text = EXAMPLE_TEXT.replace("    min_count: 1\n    max_count: 6", "    min_count: 9\n    max_count: 6", 1)
+    path = write_config(text)
+    (line,) = load_problems(path)
+    min_line = next(i for i, line in enumerate(text.splitlines(), 1) if "min_count: 9" in line)
+    assert line.startswith(f"{path}:{min_line}: variants.neuron: min_count (9) is above max_count (6)")
+
+
+def test_missing_required_key_points_at_its_section(example_data, write_config):
+    del example_data["variants"]["gpu"]["instance_type"]
+    path = write_config(example_data)
+    (line,) = load_problems(path)
+    gpu_line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if t.strip() == "gpu:")
+    assert line == f"{path}:{gpu_line}: variants.gpu.instance_type: required field is missing"
+
+
+# ------------------------------------------------------------------ SLO sanity, ARNs, compile URIs
+
+
+@pytest.mark.parametrize(("value", "hint"), [(0.15, "in seconds?"), (0.999, "in seconds?"),
+                                             (60_001, "in ms?"), (150_000, "in ms?")])
+def test_p99_outside_one_ms_to_sixty_seconds_asks_about_the_unit(example_data, value, hint):
+    example_data["slo"]["p99_latency_ms"] = value
+    (line,) = problems_for(example_data)
+    assert line.startswith("slo.p99_latency_ms: ") and hint in line
+
+
+@pytest.mark.parametrize("value", [1, 150, 60_000])
+def test_p99_within_one_ms_to_sixty_seconds_is_accepted(example_data, value):
+    example_data["slo"]["p99_latency_ms"] = value
+    assert parse_config(example_data).slo.p99_latency_ms == value
+
+
+PACKAGE = "arn:aws:sagemaker:{region}:{account}:model-package/bert-classifier/3"
+
+
+def _use_package(data, region: str, account: str = "111122223333") -> None:
+    model = data["variants"]["gpu"]["model"]
+    model.pop("artifact")
+    model["model_package_arn"] = PACKAGE.format(region=region, account=account)
+
+
+def test_model_package_from_another_region_is_rejected(example_data):
+    _use_package(example_data, "eu-west-1")
+    (line,) = problems_for(example_data)
+    assert line.startswith("variants.gpu.model.model_package_arn: the package is in eu-west-1, the endpoint in us-east-1")
+
+
+def test_model_package_from_another_account_is_rejected_when_the_config_names_one(example_data):
+    _use_package(example_data, "us-east-1", account="999988887777")
+    assert parse_config(copy.deepcopy(example_data)).variants.gpu.model.model_package_arn  # no account: fine
+    example_data["account"] = "111122223333"
+    (line,) = problems_for(example_data)
+    assert line.startswith("variants.gpu.model.model_package_arn: the package belongs to account 999988887777")
+
+
+def test_model_package_in_the_config_region_and_account_is_accepted(example_data):
+    _use_package(example_data, "us-east-1", account="111122223333")
+    example_data["account"] = "111122223333"
+    assert parse_config(example_data).variants.gpu.model.model_package_arn.endswith("/3")
+
+
+def test_package_region_error_carries_the_arn_line(example_data, write_config):
+    _use_package(example_data, "eu-west-1")
+    path = write_config(example_data)
+    arn_line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "model_package_arn" in t)
+    (line,) = load_problems(path)
+    assert line.startswith(f"{path}:{arn_line}: variants.gpu.model.model_package_arn: the package is in eu-west-1")
+
+
+@pytest.mark.parametrize("backend", ["neo", "container"])
+def test_compile_source_without_s3_is_caught_at_validate(example_data, backend):
+    example_data["compile"] = {"backend": backend, "source_artifact": "my-bucket/model.tar.gz"}
+    (line,) = problems_for(example_data)
+    assert line.startswith("compile.source_artifact: must be an s3://bucket/key URI")
+
+
+def test_local_backend_may_compile_a_local_file(example_data):
+    example_data["compile"] = {"backend": "local", "source_artifact": "build/model.tar.gz"}
+    assert parse_config(example_data).compile.source_artifact == "build/model.tar.gz"
+
+
+def test_compile_output_must_be_s3(example_data):
+    example_data["compile"] = {"output_s3_uri": "/tmp/out"}
+    (line,) = problems_for(example_data)
+    assert line.startswith("compile.output_s3_uri: must be an s3://bucket/prefix URI")
+
+
+# ------------------------------------------------------------------ --output json on errors
+
+
+def test_validate_json_error_is_a_json_object_on_stdout_and_lines_on_stderr(write_config, capsys):
+    text = EXAMPLE_TEXT.replace("p99_latency_ms: 150", "p99_latency_ms: 0.15")
+    path = write_config(text)
+    code = run(["validate", "-c", str(path), "--output", "json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    document = json.loads(captured.out)
+    assert document["ok"] is False and document["exit_code"] == 2
+    (error,) = document["errors"]
+    p99_line = next(i for i, t in enumerate(text.splitlines(), 1) if "p99_latency_ms: 0.15" in t)
+    assert error["file"] == str(path) and error["line"] == p99_line and error["path"] == "slo.p99_latency_ms"
+    assert "in seconds?" in error["message"]
+    assert captured.err.strip() == f"error: {error['text']}"

@@ -1,7 +1,7 @@
-"""hybrid bench: our controller beside guardrails-style, Flagger-style, static splits and an oracle.
+"""hybrid compare-policies (was `hybrid bench`): our controller beside guardrails-style, Flagger-style, static splits and an oracle.
 
-    hybrid bench                                        # every built-in scenario, table + plot
-    hybrid bench --scenario my.yaml --seeds 20 --output json > results.json
+    hybrid compare-policies                             # every built-in scenario, table + plot
+    hybrid compare-policies --scenario my.yaml --seeds 20 --output json > results.json
 
 Every policy runs on the same scenarios with the same seeds (the fleet draws identically);
 `hybrid` is the real controller. Figures, goals and the JSON schema: docs/bench.md.
@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from toolkit.commands.common import DEFAULT_CONFIG, ConfigOption, Output, OutputOption, emit, load
+from toolkit.commands.common import DEFAULT_CONFIG, ConfigOption, Output, OutputOption, deprecated_alias, emit, load
 from toolkit.errors import UserError
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "hybrid.yaml"
@@ -32,7 +32,7 @@ def _config(path: str) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command("compare-policies")
     def bench(
         config: str = ConfigOption,
         scenario: list[str] = typer.Option(
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
         output: Output = OutputOption,
     ) -> None:
-        """Run every policy on the same scenarios and seeds; figures, goals met/missed, a plot."""
+        """Simulated: every routing policy on the same scenarios and seeds; figures, goals met/missed, a plot."""
         from toolkit.bench.harness import bench_document, check_policies, load_scenarios, plan
 
         chosen = check_policies(policies or [])
@@ -75,6 +75,8 @@ def register(app: typer.Typer) -> None:
         from toolkit.bench.report import render
 
         emit(document, output, render)
+
+    deprecated_alias(app, "bench", "compare-policies", bench)
 
 
 def _run(jobs: list[Any], workers: int) -> list[Any]:

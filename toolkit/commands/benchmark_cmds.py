@@ -1,4 +1,8 @@
-"""hybrid benchmark: each variant's latency, throughput and cost per 1K, side by side."""
+"""hybrid loadtest: load the real endpoint's variants; latency, throughput and cost per 1K, side by side.
+
+Was `hybrid benchmark` (kept as a hidden alias for one release): renamed so nobody takes it for
+`hybrid compare-policies`, the simulated comparison of routing policies.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,13 @@ from typing import Any
 
 import typer
 
-from toolkit.commands.common import ConfigOption, Output, OutputOption, emit, load
+from toolkit.commands.common import ConfigOption, Output, OutputOption, deprecated_alias, emit, load
 from toolkit.config import VARIANT_NAMES
 from toolkit.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command("loadtest")
     def benchmark(
         config: str = ConfigOption,
         concurrency: str = typer.Option("1,4,16", "--concurrency", help="Concurrency levels, comma-separated."),
@@ -35,7 +39,7 @@ def register(app: typer.Typer) -> None:
         plot_path: str | None = typer.Option(None, "--plot", help="Write a PNG of latency and throughput."),
         output: Output = OutputOption,
     ) -> None:
-        """Load each variant (TargetVariant, or local servers with --url) and price its capacity."""
+        """Load test the endpoint: each variant (TargetVariant, or local servers with --url), its capacity and price."""
         from toolkit import benchmark as bench
 
         cfg = load(config)
@@ -72,6 +76,8 @@ def register(app: typer.Typer) -> None:
         if plot_path is not None:
             bench.plot(report, plot_path)
         emit(report.to_dict(), output, lambda data: _render(data, config, plot_path))
+
+    deprecated_alias(app, "benchmark", "loadtest", benchmark)
 
 
 def _run_with_progress(bench: Any, cfg: Any, targets: dict[str, Any], levels: list[int], duration: float,

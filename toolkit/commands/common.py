@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -27,6 +28,14 @@ ConfigOption = typer.Option(
 )
 OutputOption = typer.Option(Output.text, "--output", "-o", help="text for people, json for pipelines.")
 DryRunOption = typer.Option(False, "--dry-run", help="Decide and record, never change the endpoint.")
+CompileDryRunOption = typer.Option(
+    False, "--dry-run",
+    help="Print the cache key and whether it is cached; start no compilation job and write nothing to S3.",
+)
+RegisterDryRunOption = typer.Option(
+    False, "--dry-run",
+    help="Print which packages would be created or approved; create, approve and write nothing.",
+)
 
 
 def load(path: str | Path) -> HybridConfig:
@@ -50,3 +59,15 @@ def emit(data: Any, output: Output, render: Callable[[Any], None] | None = None)
         sys.stdout.write(json.dumps(data, indent=2, default=to_jsonable) + "\n")
     else:
         render(data)
+
+
+def deprecated_alias(app: typer.Typer, old: str, new: str, callback: Callable[..., Any]) -> None:
+    """Keep `hybrid <old>` working (hidden) for one release; it says on stderr what to type instead."""
+
+    @functools.wraps(callback)
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        sys.stderr.write(f"warning: `hybrid {old}` is deprecated and will be removed in the next release: "
+                         f"use `hybrid {new}`\n")
+        return callback(*args, **kwargs)
+
+    app.command(old, hidden=True, help=f"Deprecated: use `hybrid {new}`.")(alias)

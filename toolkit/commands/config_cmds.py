@@ -1,4 +1,4 @@
-"""hybrid validate, hybrid config schema."""
+"""hybrid validate, hybrid images, hybrid config schema."""
 
 from __future__ import annotations
 
@@ -35,6 +35,24 @@ def register(app: typer.Typer) -> None:
                           f"errors <= {cfg.slo.max_error_rate:.2%}")
 
         emit({"valid": True, "config": cfg}, output, render)
+
+    @app.command()
+    def images(config: str = ConfigOption, output: Output = OutputOption) -> None:
+        """Print the container image each variant will pull and why (config, SageMaker SDK or offline table)."""
+        from toolkit.images import choose_images
+
+        cfg = load(config)
+        choices = choose_images(cfg)
+
+        def render(_: object) -> None:
+            console = Console()
+            console.print(f"images for endpoint [bold]{cfg.name}[/bold] in {cfg.region}:")
+            for choice in choices:
+                console.print(f"  {choice.variant:<6} {choice.instance_type:<16} [bold]{choice.source}[/bold]  "
+                              f"{choice.uri or '(from the model package)'}", highlight=False, soft_wrap=True)
+                console.print(f"         why: {choice.reason}", highlight=False, soft_wrap=True)
+
+        emit({"region": cfg.region, "images": [c.to_dict() for c in choices]}, output, render)
 
     @config_app.command("schema")
     def schema() -> None:

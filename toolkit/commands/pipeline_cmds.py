@@ -12,7 +12,16 @@ from typing import Any
 
 import typer
 
-from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load
+from toolkit.commands.common import (
+    CompileDryRunOption,
+    ConfigOption,
+    DryRunOption,
+    Output,
+    OutputOption,
+    RegisterDryRunOption,
+    emit,
+    load,
+)
 
 EndpointUrlOption = typer.Option(
     None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS); env AWS_ENDPOINT_URL also works."
@@ -76,7 +85,7 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption,
         output: Output = OutputOption,
         force: bool = typer.Option(False, "--force", help="Compile even when the cache has this key."),
-        dry_run: bool = DryRunOption,
+        dry_run: bool = CompileDryRunOption,
         endpoint_url: str | None = EndpointUrlOption,
         profile: str | None = ProfileOption,
     ) -> None:
@@ -119,7 +128,7 @@ def register(app: typer.Typer) -> None:
         write_config: str | None = typer.Option(
             None, "--write-config", help="Also write a copy of the config deploying these packages (for cdk deploy)."
         ),
-        dry_run: bool = DryRunOption,
+        dry_run: bool = RegisterDryRunOption,
         endpoint_url: str | None = EndpointUrlOption,
         profile: str | None = ProfileOption,
     ) -> None:
