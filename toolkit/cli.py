@@ -114,6 +114,11 @@ def _fail(code: int, errors: list[dict[str, Any]], as_json: bool) -> int:
     return code
 
 
+def _interrupted(as_json: bool) -> int:
+    message = "interrupted (Ctrl-C); the command stopped where it was"
+    return _fail(EXIT_INTERRUPTED, [{"message": message, "text": message}], as_json)
+
+
 def _error_dicts(error: HybridError) -> list[dict[str, Any]]:
     to_dicts = getattr(error, "to_dicts", None)
     if callable(to_dicts):  # ConfigError: file, line, path per problem
@@ -154,10 +159,10 @@ def run(argv: list[str] | None = None) -> int:
             result = app(args=args, prog_name="hybrid", standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        # click turns Ctrl-C inside a command into Abort; outside one it is a bare KeyboardInterrupt
-        message = "interrupted (Ctrl-C); the command stopped where it was"
-        return _fail(EXIT_INTERRUPTED, [{"message": message, "text": message}], as_json)
+    except SystemExit as stop:  # shell completion ends with sys.exit
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except (typer.Abort, KeyboardInterrupt):  # a prompt's abort, or Ctrl-C outside a command
+        return _interrupted(as_json)
     except NoArgsIsHelpError as error:
         sys.stdout.write(error.format_message() + "\n")
         return 0
@@ -172,6 +177,9 @@ def run(argv: list[str] | None = None) -> int:
             message = f"AWS: {error}"
             return _fail(EXIT_AWS, [{"message": message, "text": message}], as_json)
         raise
+    if result == EXIT_INTERRUPTED:
+        # typer turns Ctrl-C inside a command into a silent `return 130`; say what happened
+        return _interrupted(as_json)
     return result if isinstance(result, int) else 0
 
 

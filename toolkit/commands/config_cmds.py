@@ -49,8 +49,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"images for endpoint [bold]{cfg.name}[/bold] in {cfg.region}:")
             for choice in choices:
                 console.print(f"  {choice.variant:<6} {choice.instance_type:<16} [bold]{choice.source}[/bold]  "
-                              f"{choice.uri or '(from the model package)'}", highlight=False, soft_wrap=True)
-                console.print(f"         why: {choice.reason}", highlight=False, soft_wrap=True)
+                              f"{choice.uri or '(from the model package)'}", highlight=False)
+                console.print(f"         why: {choice.reason}", highlight=False)
 
         emit({"region": cfg.region, "images": [c.to_dict() for c in choices]}, output, render)
 
