@@ -28,7 +28,10 @@ EPILOG = (
     "[bold]Environment[/bold]: HYBRID_CONFIG (default for --config/-c); HYBRID_TABLE (keep controller state "
     "and decision records in this DynamoDB table instead of the local state_dir); AWS_ENDPOINT_URL (send every "
     "AWS call there, e.g. the embedded AWS); AWS_PROFILE, AWS_REGION (the usual AWS settings); HYBRID_NO_LIVE "
-    "(no live view in `hybrid demo`); HYBRID_BUNDLE_CACHE (where `cdk synth` caches the controller bundle).\n\n"
+    "(no live view in `hybrid demo`); HYBRID_SETTLE_SECONDS (default for `route tick/run --settle-seconds`); "
+    "HYBRID_NOW (pin the controller's clock, ISO 8601: tests and replays only); HYBRID_BUNDLE_CACHE (where "
+    "`cdk synth` caches the controller bundle). The controller Lambda also reads HYBRID_TOPIC_ARN (its SNS "
+    "topic), set by the stack.\n\n"
     "With --output json, an error is also printed on stdout as {\"ok\": false, \"errors\": [...]}."
 )
 

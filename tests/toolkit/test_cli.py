@@ -42,7 +42,7 @@ def test_help_lists_exit_codes_and_environment_variables(capsys):
 def test_every_hybrid_environment_variable_the_code_reads_is_in_the_help():
     from toolkit.cli import EPILOG
 
-    pattern = re.compile(r"""(?:environ\.get\(|_ENV = )["'](HYBRID_[A-Z_]+)["']""")
+    pattern = re.compile(r"""(?:environ\.get\(|_ENV = |envvar=)["'](HYBRID_[A-Z_]+)["']""")
     names = {name for folder in ("toolkit", "routing", "cdk") for path in (ROOT / folder).rglob("*.py")
              for name in pattern.findall(path.read_text())}
     assert {"HYBRID_CONFIG", "HYBRID_TABLE"} <= names
