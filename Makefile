@@ -37,7 +37,7 @@ synth: install
 	cdk synth --quiet -c config=$(CONFIG)
 
 bench: install
-	$(BIN)/hybrid bench
+	$(BIN)/hybrid compare-policies
 
 reliability: install
 	$(BIN)/python -m tests.reliability.report

@@ -111,7 +111,7 @@ class VariantConfig(Strict):
         600, gt=0, description="Autoscaling target: SageMakerVariantInvocationsPerInstance (per minute)."
     )
     capacity_rps_per_instance: float = Field(
-        20.0, gt=0, description="Requests/s one instance sustains within the SLO (hybrid benchmark --write-capacity)."
+        20.0, gt=0, description="Requests/s one instance sustains within the SLO (hybrid loadtest --write-capacity)."
     )
     volume_size_gb: int | None = Field(None, ge=1, le=512, description="EBS volume (only for types with EBS, e.g. inf2).")
     startup_timeout_seconds: int | None = Field(None, ge=60, le=3600, description="Container start-up health check.")

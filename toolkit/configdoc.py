@@ -16,14 +16,25 @@ from toolkit.config import HybridConfig
 INTRO = """# hybrid.yaml reference
 
 One file drives both the CDK app (`cdk deploy -c config=hybrid.yaml`) and the `hybrid` CLI.
-`hybrid validate -c hybrid.yaml` checks it and lists every problem with its field path;
+`hybrid validate -c hybrid.yaml` checks it and lists every problem at once, one line each with
+the line of its key: `hybrid.yaml:12: slo.p99_latency_ms: ...` (with `--output json`, also as
+`{"ok": false, "errors": [{"file", "line", "path", "message"}]}` on stdout).
 `hybrid config schema` prints the JSON Schema for editors. A complete example:
 [`examples/hybrid.yaml`](../examples/hybrid.yaml).
 
 Conventions: weights are percent of weighted traffic (neuron + gpu = 100); latency in
 milliseconds (CloudWatch's ModelLatency is in microseconds: the toolkit converts once);
 invocation rates per minute where SageMaker counts per minute (autoscaling targets) and per
-second where capacity is meant (`capacity_rps_per_instance`). Unknown keys are errors.
+second where capacity is meant (`capacity_rps_per_instance`).
+
+Strict on purpose: unknown keys are errors (with a did-you-mean); a key given twice in one
+mapping is an error naming both lines (YAML would keep the last silently); `slo.p99_latency_ms`
+under 1 ms or over 60 s is taken for a unit slip ("in seconds?" / "in ms?"); a
+`model_package_arn` must be in `region` (and in `account` when set); `compile.source_artifact`
+and `compile.output_s3_uri` must be `s3://` URIs (the `local` backend also takes a local file).
+Images: `model.image` wins; otherwise `image_settings` go to the SageMaker SDK
+(`sagemaker-core`, offline), and a small table answers only when the SDK cannot;
+`hybrid images -c hybrid.yaml` shows which.
 
 This page is generated from `toolkit/config.py` by `python -m toolkit.configdoc`.
 
