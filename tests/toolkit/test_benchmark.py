@@ -91,7 +91,7 @@ def test_cli_benchmark_measures_real_delays_and_prices_them(config_copy, capsys)
     with ContractServer("neuron", f"fixed:{delays['neuron']:g}") as neuron, \
          ContractServer("gpu", f"fixed:{delays['gpu']:g}") as gpu:
         code, report, err = run_json(
-            ["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+            ["loadtest", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
              "--concurrency", "1,4", "--duration", "5", "--max-requests", "8",
              "--latency-threshold-ms", "60000", "--output", "json"],
             capsys,
@@ -118,7 +118,7 @@ def test_config_price_override_is_used_for_cost(config_copy, capsys):
     config_copy.write_text(yaml.safe_dump(data))
     with ContractServer("neuron", "fixed:5") as neuron:
         code, report, err = run_json(
-            ["benchmark", "-c", str(config_copy), "--url", neuron.url, "--variants", "neuron",
+            ["loadtest", "-c", str(config_copy), "--url", neuron.url, "--variants", "neuron",
              "--concurrency", "1", "--max-requests", "5", "--output", "json"],
             capsys,
         )
@@ -302,7 +302,7 @@ def test_write_capacity_refuses_an_invalid_config(tmp_path):
 def test_cli_write_capacity_records_the_measured_capacity(config_copy, capsys):
     with ContractServer("neuron", "fixed:2") as neuron, ContractServer("gpu", "fixed:4") as gpu:
         code, report, err = run_json(
-            ["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+            ["loadtest", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
              "--concurrency", "1", "--max-requests", "10", "--write-capacity", "--output", "json"],
             capsys,
         )
@@ -324,7 +324,7 @@ def test_plot_writes_a_png(config_copy, tmp_path, capsys):
     png = tmp_path / "bench.png"
     with ContractServer("neuron", "fixed:1") as neuron:
         code, _, err = run_json(
-            ["benchmark", "-c", str(config_copy), "--url", neuron.url, "--variants", "neuron", "--concurrency", "1,2",
+            ["loadtest", "-c", str(config_copy), "--url", neuron.url, "--variants", "neuron", "--concurrency", "1,2",
              "--max-requests", "4", "--plot", str(png), "--output", "json"],
             capsys,
         )
@@ -345,7 +345,7 @@ def test_plot_writes_a_png(config_copy, tmp_path, capsys):
     ],
 )
 def test_bad_flags_are_one_line_errors_with_exit_2(config_copy, capsys, args, message):
-    code = run(["benchmark", "-c", str(config_copy), *args])
+    code = run(["loadtest", "-c", str(config_copy), *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -353,7 +353,7 @@ def test_bad_flags_are_one_line_errors_with_exit_2(config_copy, capsys, args, me
 def test_unreachable_server_is_a_one_line_error(config_copy, capsys):
     with ContractServer("neuron", "fixed:1") as server:
         url = server.url
-    code = run(["benchmark", "-c", str(config_copy), "--url", url, "--max-requests", "1"])
+    code = run(["loadtest", "-c", str(config_copy), "--url", url, "--max-requests", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "no container-contract server" in err
 
@@ -377,7 +377,7 @@ def test_a_worker_that_cannot_connect_counts_every_request_as_an_error():
 
 def test_text_output_shows_both_variants_side_by_side(config_copy, capsys):
     with ContractServer("neuron", "fixed:1") as neuron, ContractServer("gpu", "fixed:2") as gpu:
-        code = run(["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+        code = run(["loadtest", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
                     "--concurrency", "1", "--max-requests", "3"])
     out = capsys.readouterr().out
     assert code == 0

@@ -137,7 +137,7 @@ def test_validate_cli_ok_json(capsys):
     code = run(["validate", "-c", "examples/hybrid.yaml", "--output", "json"])
     assert code == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["valid"] is True
+    assert document["valid"] is True and document["ok"] is True
     assert document["config"]["variants"]["gpu"]["instance_type"] == "ml.g5.xlarge"
 
 

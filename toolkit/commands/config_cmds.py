@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def validate(config: str = ConfigOption, output: Output = OutputOption) -> None:
-        """Check hybrid.yaml; print every problem with its field path (exit 2 if any)."""
+        """Check hybrid.yaml; print every problem as file:line: field: what to fix (exit 2 if any)."""
         cfg = load(config)
 
         def render(_: object) -> None:
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"  canary steps: {steps}; SLO p99 <= {cfg.slo.p99_latency_ms:g} ms, "
                           f"errors <= {cfg.slo.max_error_rate:.2%}")
 
-        emit({"valid": True, "config": cfg}, output, render)
+        emit({"ok": True, "valid": True, "config": cfg}, output, render)
 
     @app.command()
     def images(config: str = ConfigOption, output: Output = OutputOption) -> None:

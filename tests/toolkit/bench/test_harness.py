@@ -158,7 +158,7 @@ def test_cli_bench_on_a_scenario_file_writes_json_and_plot(tmp_path):
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(yaml.safe_dump({"name": "tiny", "duration_minutes": 15, "traffic": {"rps": 10}}))
     plot_path = tmp_path / "out" / "bench.png"
-    result = CliRunner().invoke(app, ["bench", "--scenario", str(scenario), "--seeds", "1", "--workers", "1",
+    result = CliRunner().invoke(app, ["compare-policies", "--scenario", str(scenario), "--seeds", "1", "--workers", "1",
                                       "--no-aws-check", "--policies", "hybrid,oracle,static-gpu",
                                       "--plot", str(plot_path), "--output", "json"])
     assert result.exit_code == 0, result.output
@@ -169,7 +169,7 @@ def test_cli_bench_on_a_scenario_file_writes_json_and_plot(tmp_path):
 def test_cli_bench_rejects_an_unknown_policy_with_exit_2(capsys):
     from toolkit.cli import run
 
-    assert run(["bench", "--policies", "nope", "--no-aws-check", "--plot", ""]) == 2
+    assert run(["compare-policies", "--policies", "nope", "--no-aws-check", "--plot", ""]) == 2
     err = capsys.readouterr().err
     assert "unknown policy 'nope'" in err and "Traceback" not in err
 
@@ -177,4 +177,4 @@ def test_cli_bench_rejects_an_unknown_policy_with_exit_2(capsys):
 def test_cli_bench_rejects_a_missing_scenario_with_exit_2(tmp_path, capsys):
     from toolkit.cli import run
 
-    assert run(["bench", "--scenario", str(tmp_path / "none.yaml"), "--no-aws-check", "--plot", ""]) == 2
+    assert run(["compare-policies", "--scenario", str(tmp_path / "none.yaml"), "--no-aws-check", "--plot", ""]) == 2
