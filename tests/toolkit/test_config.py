@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 
 import pytest
 import yaml
@@ -312,3 +313,18 @@ def test_validate_json_error_is_a_json_object_on_stdout_and_lines_on_stderr(writ
     assert error["file"] == str(path) and error["line"] == p99_line and error["path"] == "slo.p99_latency_ms"
     assert "in seconds?" in error["message"]
     assert captured.err.strip() == f"error: {error['text']}"
+
+
+LEAF_LINES = [n for n, text in enumerate(EXAMPLE_TEXT.splitlines(), 1)
+              if re.match(r"^\s*[a-z_][a-z0-9_]*:\s*[^\s#]", text)]
+
+
+@pytest.mark.parametrize("number", LEAF_LINES)
+def test_any_setting_of_the_example_given_twice_is_named_with_both_lines(write_config, number):
+    lines = EXAMPLE_TEXT.splitlines()
+    key = lines[number - 1].split(":")[0].strip()
+    text = "\n".join([*lines[:number], lines[number - 1], *lines[number:]]) + "\n"
+    (problem,) = load_problems(write_config(text))
+    assert problem.startswith(f"{write_config(text)}:{number + 1}: ")
+    assert f".{key}: duplicate key" in problem or problem.split(":")[2].strip() == key
+    assert f"set at line {number} and again at line {number + 1}" in problem
