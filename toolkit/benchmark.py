@@ -1021,35 +1021,81 @@ def write_capacity(path: str | Path, capacities: Mapping[str, float]) -> Path:
 
 
 def plot(report: BenchmarkReport, path: str | Path) -> Path:
-    """p99 and throughput against concurrency, both variants, threshold marked (PNG)."""
-    import matplotlib
+    """The one-page verdict (PNG): p99 and throughput per level at the chosen batch size, cost per 1K
+    per batch size, P99 per window (jitter), and the decision with its reasons."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise UserError("--plot needs matplotlib: pip install 'sagemaker-hybrid-routing[local]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    (ax_lat, ax_cost), (ax_jit, ax_text) = axes
     colors = {"neuron": "tab:blue", "gpu": "tab:orange"}
+    open_loop = report.load == "open"
     for name, result in report.variants.items():
         color = colors.get(name)
-        xs = [lv.concurrency for lv in result.levels]
-        ax_lat.plot(xs, [lv.p99_ms for lv in result.levels], marker="o", color=color, label=f"{name} p99")
+        xs = [lv.rate_rps if open_loop else lv.concurrency for lv in result.levels]
+        ax_lat.plot(xs, [lv.p99_ms for lv in result.levels], marker="o", color=color,
+                    label=f"{name} p99 (batch {result.batch_size})")
         ax_lat.plot(xs, [lv.p50_ms for lv in result.levels], linestyle="--", alpha=0.6, color=color,
                     label=f"{name} p50")
-        cost = f", ${result.cost_per_1k:.4f}/1K" if result.cost_per_1k is not None else ""
-        ax_tp.plot(xs, [lv.throughput_rps for lv in result.levels], marker="o", color=color,
-                   label=f"{name} ({result.instance_type}{cost})")
+        sizes = [b.batch_size for b in result.batches]
+        ax_cost.plot(sizes, [b.cost_per_1k for b in result.batches], marker="o", color=color,
+                     label=f"{name} ({result.instance_type})")
+        best = result.best
+        if best is not None and best.window_p99_ms:
+            flag = " JITTER" if best.jitter else ""
+            ax_jit.plot(range(1, len(best.window_p99_ms) + 1), best.window_p99_ms, marker="o", color=color,
+                        label=f"{name}: CV {best.p99_cv or 0:.0%}{flag}")
     ax_lat.axhline(report.latency_threshold_ms, color="red", linewidth=1, label="p99 threshold")
-    ax_lat.set(xlabel="concurrency", ylabel="latency (ms)", title="Latency")
-    ax_tp.set(xlabel="concurrency", ylabel="requests/s", title="Throughput")
-    for ax in (ax_lat, ax_tp):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(report.concurrency, [str(c) for c in report.concurrency])
-        ax.minorticks_off()
+    ax_lat.set(xlabel="arrival rate (req/s)" if open_loop else "concurrency", ylabel="latency (ms)",
+               title="Latency at the chosen batch size")
+    if not open_loop:
+        ax_lat.set_xscale("log", base=2)
+        ax_lat.set_xticks(report.concurrency, [str(c) for c in report.concurrency])
+        ax_lat.minorticks_off()
+    ax_cost.set(xlabel="batch size", ylabel="$ per 1K inferences", title="Cost per 1K at the SLO")
+    ax_cost.set_xticks(report.batch_sizes, [str(b) for b in report.batch_sizes])
+    ax_jit.set(xlabel="window", ylabel="P99 (ms)", title="P99 per window at the chosen level (jitter)")
+    for ax in (ax_lat, ax_cost, ax_jit):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    ax_text.axis("off")
+    ax_text.text(0, 1, verdict_text(report), va="top", family="monospace", fontsize=8.5, wrap=True)
     fig.suptitle(f"hybrid benchmark: {report.endpoint}")
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def verdict_text(report: BenchmarkReport) -> str:
+    """The verdict as plain lines (the plot's text panel)."""
+    v = report.verdict
+    if v is None:
+        return "No verdict: benchmark both variants (--variants neuron,gpu)."
+
+    def money(x: float | None) -> str:
+        return "-" if x is None else f"${x:.5f}"
+
+    lines = [
+        f"VERDICT: {v.decision.upper()}",
+        "",
+        f"$ per 1K at the SLO, batch {v.apples_batch_size} on both:",
+        f"  neuron {money(v.apples_cost_per_1k.get('neuron'))}   gpu {money(v.apples_cost_per_1k.get('gpu'))}",
+        "$ per 1K at the SLO, best batch size:",
+        f"  neuron {money(v.best_cost_per_1k.get('neuron'))} (batch {v.best_batch_size.get('neuron') or '-'})"
+        f"   gpu {money(v.best_cost_per_1k.get('gpu'))} (batch {v.best_batch_size.get('gpu') or '-'})",
+        f"saving: {'-' if v.saving_percent is None else f'{v.saving_percent:.1f}%'}",
+        f"P99 jitter > {v.jitter_threshold:.0%}: "
+        + ", ".join(f"{n} {'YES' if f else 'no'}" for n, f in v.jitter.items()),
+        "first request over the SLO: "
+        + ", ".join(f"{n} {'YES' if f else 'no'}" for n, f in v.first_request_breaks_slo.items()),
+        "",
+    ]
+    lines += [f"- {reason}" for reason in v.reasons]
+    return "\n".join(lines)
