@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "toolkit.commands.demo_cmds",
     "toolkit.commands.bench_cmds",
     "toolkit.commands.check_cmds",
+    "toolkit.commands.parity_cmds",
 ]
 
 for _name in COMMAND_MODULES:

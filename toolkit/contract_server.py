@@ -128,6 +128,7 @@ class ContractServer:
         sleep: Callable[[float], None] = time.sleep,
         behaviour: Behaviour | None = None,
         clock: Callable[[], float] = time.monotonic,
+        model: Any = None,
     ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise UserError(f"error_rate must lie in 0..1, got {error_rate}")
@@ -144,6 +145,7 @@ class ContractServer:
         self._clock = clock
         self.behaviour = behaviour or Behaviour()
         self.behaviour.validate()
+        self.model = model  # e.g. toolkit.toy_model.ToyClassifier: replies with its predictions
         self._last_request_at: float | None = None
         self._warm_count = 0
         self.healthy = True
@@ -215,7 +217,7 @@ class ContractServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and benchmarks
                 return
 
-            def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            def _reply(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -253,6 +255,14 @@ class ContractServer:
                 if fail:
                     self._reply(500, {"error": "simulated model error", "variant": server.variant})
                 else:
+                    if server.model is not None:
+                        from toolkit.toy_model import answer
+
+                        try:
+                            self._reply(200, answer(server.model, body))
+                        except UserError as error:
+                            self._reply(400, {"error": str(error)})
+                        return
                     reply = {"variant": server.variant, "latency_ms": latency_ms, "bytes": len(body)}
                     if server.behaviour != Behaviour():  # the plain reply stays as it was
                         reply.update(batch=batch_size(body), cold=cold)
@@ -275,11 +285,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-item-ms", type=float, default=0.0, help="extra latency per input beyond the first")
     parser.add_argument("--jitter-pct", type=float, default=0.0, help="every other spell of requests is this %% slower")
     parser.add_argument("--jitter-every", type=int, default=100, help="requests per spell")
+    parser.add_argument("--model", choices=["classifier"], default=None,
+                        help="serve a small deterministic text classifier (numpy); the neuron variant casts to bf16")
+    parser.add_argument("--perturb", type=float, default=0.0, help="neuron model: weight noise (larger disagreement)")
     args = parser.parse_args(argv)
     behaviour = Behaviour(args.cold_ms, args.idle_s, args.per_item_ms, args.jitter_pct, args.jitter_every)
     try:
+        model = None
+        if args.model:
+            from toolkit.toy_model import ToyClassifier
+
+            model = ToyClassifier("neuron" if args.variant == "neuron" else "gpu", args.perturb)
         server = ContractServer(args.variant, args.latency, args.error_rate, args.capacity, args.host, args.port,
-                                args.seed, behaviour=behaviour)
+                                args.seed, behaviour=behaviour, model=model)
     except UserError as error:
         parser.error(str(error))
     print(f"{args.variant}: {server.url} (latency {server.latency}, error rate {args.error_rate:g}); Ctrl-C stops")
