@@ -280,3 +280,28 @@ def test_parity_config_requires_settings_for_numbers_and_function(example_data):
                 load_config(path)
         finally:
             path.unlink(missing_ok=True)
+
+
+def test_sagemaker_mode_sends_each_input_to_each_variant_with_target_variant(example_config):
+    import io
+
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from toolkit.parity_run import sagemaker_invokers
+
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    body = b'{"inputs": "a"}'
+    outputs = {"neuron": b'{"scores": [0.501, 0.499]}', "gpu": b'{"scores": [0.5, 0.5]}'}
+    with Stubber(runtime) as stub:
+        for variant in ("neuron", "gpu"):
+            stub.add_response(
+                "invoke_endpoint",
+                {"Body": StreamingBody(io.BytesIO(outputs[variant]), len(outputs[variant]))},
+                {"EndpointName": example_config.name, "TargetVariant": variant, "Body": body,
+                 "ContentType": "application/json", "Accept": "application/json"},
+            )
+        report = run_parity(example_config, sagemaker_invokers(example_config, runtime), [body], "sagemaker")
+        stub.assert_no_pending_responses()
+    assert report.summary.passed and report.worst[0].diff["max_abs_diff"] == pytest.approx(0.001)
