@@ -1060,6 +1060,7 @@ def plot(report: BenchmarkReport, path: str | Path) -> Path:
     ax_cost.set(xlabel="batch size", ylabel="$ per 1K inferences", title="Cost per 1K at the SLO")
     ax_cost.set_xticks(report.batch_sizes, [str(b) for b in report.batch_sizes])
     ax_jit.set(xlabel="window", ylabel="P99 (ms)", title="P99 per window at the chosen level (jitter)")
+    ax_jit.xaxis.get_major_locator().set_params(integer=True)
     for ax in (ax_lat, ax_cost, ax_jit):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
