@@ -78,6 +78,8 @@ COMMAND_MODULES = [
     "toolkit.commands.benchmark_cmds",
     "toolkit.commands.demo_cmds",
     "toolkit.commands.bench_cmds",
+    "toolkit.commands.check_cmds",
+    "toolkit.commands.parity_cmds",
 ]
 
 for _name in COMMAND_MODULES:

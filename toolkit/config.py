@@ -392,6 +392,36 @@ class CompileSettings(Strict):
         )
 
 
+class Parity(Strict):
+    """How `hybrid parity` compares neuron's outputs with gpu's for the same inputs (toolkit.parity)."""
+
+    comparator: Literal["labels", "scores", "numbers", "text", "function"] = Field(
+        "scores", description="labels: agreement/top-k; scores: max abs/rel diff + cosine; numbers: per-path tolerance; text: exact match; function: your own."
+    )
+    label_path: str = Field("label", description="labels: JSON path of the predicted label in an output.")
+    top_k_path: str | None = Field(None, description="labels: JSON path of gpu's ranked labels (top-k agreement: neuron's label among them).")
+    top_k: int = Field(1, ge=1, description="labels: neuron's label must be among gpu's first k.")
+    scores_path: str | None = Field(None, description="scores: JSON path of the score/probability/embedding vector (default: the whole output).")
+    max_abs_diff: float = Field(0.02, ge=0, description="scores: largest allowed |neuron - gpu| of any element.")
+    max_rel_diff: float | None = Field(None, ge=0, description="scores: largest allowed |neuron - gpu| / |gpu| (unset: not checked).")
+    min_cosine: float = Field(0.999, ge=-1, le=1, description="scores: smallest allowed cosine similarity.")
+    paths: dict[str, float] = Field(default_factory=dict, description="numbers: JSON path -> absolute tolerance.")
+    text_path: str | None = Field(None, description="text: JSON path of the text (default: the whole output).")
+    function: str | None = Field(None, description="function: `package.module:callable(neuron, gpu)` returning bool or {ok, ...}.")
+    min_agreement: float = Field(0.99, ge=0, le=1, description="Share of inputs whose outputs must agree; below it exit 1.")
+    max_inputs: int = Field(1000, ge=1, description="At most this many inputs per run.")
+    max_seconds: float = Field(600.0, gt=0, description="At most this long per run.")
+    worst: int = Field(5, ge=0, description="Worst inputs reported with their diffs.")
+
+    @model_validator(mode="after")
+    def _comparator_settings(self) -> Parity:
+        if self.comparator == "numbers" and not self.paths:
+            raise ValueError("comparator numbers needs paths: {JSON path: tolerance}")
+        if self.comparator == "function" and not (self.function and ":" in self.function):
+            raise ValueError("comparator function needs function: package.module:callable")
+        return self
+
+
 class HybridConfig(Strict):
     """Root of hybrid.yaml."""
 
@@ -412,6 +442,7 @@ class HybridConfig(Strict):
     data_capture: DataCapture = Field(default_factory=DataCapture)
     controller: Controller = Field(default_factory=Controller)
     compile: CompileSettings = Field(default_factory=CompileSettings)
+    parity: Parity = Field(default_factory=Parity)
     execution_role_arn: str | None = Field(
         None, description="IAM role SageMaker assumes to run the models (CreateModel); required by `hybrid deploy`."
     )

@@ -13,6 +13,15 @@ Used by the tests and by `hybrid benchmark --url ...` to try the benchmark witho
 
 Latency specs: `fixed:MS`, `uniform:LOW,HIGH`, `normal:MEAN,SD` (clipped at 0),
 `lognormal:MEDIAN,SIGMA`.
+
+Known behaviours for the benchmark's jitter, first-request and batch-size measurements:
+
+- `cold_ms`: the first request (and, with `idle_s`, the first after that many idle seconds)
+  takes this much longer, like a Neuron model's first inference after load;
+- `per_item_ms`: a batch of N inputs (a JSON list in `inputs`, or a JSON list body) takes
+  `(N - 1) x per_item_ms` longer than one input;
+- `jitter_pct` / `jitter_every`: warm requests come in spells of `jitter_every`; every other
+  spell is `jitter_pct` percent slower, so P99 measured over windows of that size swings.
 """
 
 from __future__ import annotations
@@ -72,6 +81,38 @@ class LatencyModel:
         return f"{self.kind}:{self.a:g}" + (f",{self.b:g}" if self.kind != "fixed" else "")
 
 
+@dataclass
+class Behaviour:
+    """Known, deterministic deviations from the latency distribution (see the module doc)."""
+
+    cold_ms: float = 0.0
+    idle_s: float | None = None
+    per_item_ms: float = 0.0
+    jitter_pct: float = 0.0
+    jitter_every: int = 100
+
+    def validate(self) -> None:
+        if self.cold_ms < 0 or self.per_item_ms < 0 or self.jitter_pct < 0:
+            raise UserError("cold_ms, per_item_ms and jitter_pct must be >= 0")
+        if self.jitter_every < 1:
+            raise UserError(f"jitter_every must be >= 1 request, got {self.jitter_every}")
+        if self.idle_s is not None and self.idle_s <= 0:
+            raise UserError(f"idle_s must be > 0 seconds (or unset), got {self.idle_s}")
+
+
+def batch_size(body: bytes) -> int:
+    """How many inputs a request carries: a JSON list body, or a list under `inputs`; else 1."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return 1
+    if isinstance(data, list):
+        return max(1, len(data))
+    if isinstance(data, dict) and isinstance(data.get("inputs"), list):
+        return max(1, len(data["inputs"]))
+    return 1
+
+
 class ContractServer:
     """One variant's container on 127.0.0.1 (port 0 = a free port). Use as a context manager."""
 
@@ -85,6 +126,9 @@ class ContractServer:
         port: int = 0,
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        behaviour: Behaviour | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        model: Any = None,
     ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise UserError(f"error_rate must lie in 0..1, got {error_rate}")
@@ -98,6 +142,12 @@ class ContractServer:
         self._rng_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self._sleep = sleep
+        self._clock = clock
+        self.behaviour = behaviour or Behaviour()
+        self.behaviour.validate()
+        self.model = model  # e.g. toolkit.toy_model.ToyClassifier: replies with its predictions
+        self._last_request_at: float | None = None
+        self._warm_count = 0
         self.healthy = True
         self.requests = 0
         self.errors = 0
@@ -131,9 +181,29 @@ class ContractServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _draw(self) -> tuple[float, bool]:
+    def _draw(self, batch: int = 1) -> tuple[float, bool, bool]:
+        """(latency ms, fail?, cold?) for one request of `batch` inputs."""
+        b = self.behaviour
         with self._rng_lock:
-            return self.latency.sample(self._rng), self._rng.random() < self.error_rate
+            latency, fail = self.latency.sample(self._rng), self._rng.random() < self.error_rate
+            now = self._clock()
+            idle = (b.idle_s is not None and self._last_request_at is not None
+                    and now - self._last_request_at >= b.idle_s)
+            cold = b.cold_ms > 0 and (self._last_request_at is None or idle)
+            self._last_request_at = now
+            if cold:
+                latency += b.cold_ms
+            else:
+                spell = self._warm_count // b.jitter_every
+                self._warm_count += 1
+                if spell % 2 == 1:
+                    latency *= 1 + b.jitter_pct / 100.0
+        return latency + b.per_item_ms * (max(1, batch) - 1), fail, cold
+
+    def finished(self) -> None:
+        """Idle time runs from the end of a request (a long request is not idle time)."""
+        with self._rng_lock:
+            self._last_request_at = self._clock()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -147,7 +217,7 @@ class ContractServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and benchmarks
                 return
 
-            def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            def _reply(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -170,7 +240,7 @@ class ContractServer:
                 if self.path != "/invocations":
                     self._reply(404, {"error": f"unknown path {self.path}"})
                     return
-                latency_ms, fail = server._draw()
+                latency_ms, fail, cold = server._draw(batch_size(body))
                 if server._slots is not None:
                     server._slots.acquire()
                 try:
@@ -178,13 +248,25 @@ class ContractServer:
                 finally:
                     if server._slots is not None:
                         server._slots.release()
+                    server.finished()
                 with server._count_lock:
                     server.requests += 1
                     server.errors += fail
                 if fail:
                     self._reply(500, {"error": "simulated model error", "variant": server.variant})
                 else:
-                    self._reply(200, {"variant": server.variant, "latency_ms": latency_ms, "bytes": len(body)})
+                    if server.model is not None:
+                        from toolkit.toy_model import answer
+
+                        try:
+                            self._reply(200, answer(server.model, body))
+                        except UserError as error:
+                            self._reply(400, {"error": str(error)})
+                        return
+                    reply = {"variant": server.variant, "latency_ms": latency_ms, "bytes": len(body)}
+                    if server.behaviour != Behaviour():  # the plain reply stays as it was
+                        reply.update(batch=batch_size(body), cold=cold)
+                    self._reply(200, reply)
 
         return Handler
 
@@ -198,8 +280,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--cold-ms", type=float, default=0.0, help="extra latency of the first request (and after idle)")
+    parser.add_argument("--idle-s", type=float, default=None, help="idle seconds after which a request is cold again")
+    parser.add_argument("--per-item-ms", type=float, default=0.0, help="extra latency per input beyond the first")
+    parser.add_argument("--jitter-pct", type=float, default=0.0, help="every other spell of requests is this %% slower")
+    parser.add_argument("--jitter-every", type=int, default=100, help="requests per spell")
+    parser.add_argument("--model", choices=["classifier"], default=None,
+                        help="serve a small deterministic text classifier (numpy); the neuron variant casts to bf16")
+    parser.add_argument("--perturb", type=float, default=0.0, help="neuron model: weight noise (larger disagreement)")
     args = parser.parse_args(argv)
-    server = ContractServer(args.variant, args.latency, args.error_rate, args.capacity, args.host, args.port, args.seed)
+    behaviour = Behaviour(args.cold_ms, args.idle_s, args.per_item_ms, args.jitter_pct, args.jitter_every)
+    try:
+        model = None
+        if args.model:
+            from toolkit.toy_model import ToyClassifier
+
+            model = ToyClassifier("neuron" if args.variant == "neuron" else "gpu", args.perturb)
+        server = ContractServer(args.variant, args.latency, args.error_rate, args.capacity, args.host, args.port,
+                                args.seed, behaviour=behaviour, model=model)
+    except UserError as error:
+        parser.error(str(error))
     print(f"{args.variant}: {server.url} (latency {server.latency}, error rate {args.error_rate:g}); Ctrl-C stops")
     server.start()
     try:

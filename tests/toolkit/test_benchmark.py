@@ -235,7 +235,7 @@ def test_sagemaker_targets_use_target_variant_and_live_instance_counts(example_c
     }
     with Stubber(runtime) as rt_stub, Stubber(sagemaker) as sm_stub:
         sm_stub.add_response("describe_endpoint", described, {"EndpointName": example_config.name})
-        for _ in range(1 + 3):  # one untimed warm-up request, then three measured
+        for _ in range(1 + 1 + 3):  # the first-request probe, one untimed warm-up request, three measured
             rt_stub.add_response(
                 "invoke_endpoint",
                 {"Body": StreamingBody(io.BytesIO(b"{}"), 2), "InvokedProductionVariant": "gpu"},

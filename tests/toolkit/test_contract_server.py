@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from toolkit.contract_server import INVOKED_VARIANT_HEADER, ContractServer, LatencyModel
+from toolkit.contract_server import INVOKED_VARIANT_HEADER, Behaviour, ContractServer, LatencyModel
 from toolkit.errors import UserError
 
 
@@ -86,3 +86,52 @@ def test_normal_latency_is_never_negative():
     model = LatencyModel("normal", 1, 50)
     rng = random.Random(1)
     assert min(model.sample(rng) for _ in range(1000)) >= 0.0
+
+
+# -- known behaviours for the benchmark: cold start, batch-dependent latency, jitter spells ------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_first_request_and_the_first_after_idle_are_cold():
+    clock = Clock()
+    behaviour = Behaviour(cold_ms=500, idle_s=10)
+    with ContractServer("neuron", "fixed:20", sleep=clock.sleep, clock=clock, behaviour=behaviour) as server:
+        answers = [request(server, "POST", "/invocations", b"{}")[2] for _ in range(2)]
+        clock.sleep(9)  # not idle long enough
+        answers.append(request(server, "POST", "/invocations", b"{}")[2])
+        clock.sleep(10)
+        answers.append(request(server, "POST", "/invocations", b"{}")[2])
+    assert [(a["latency_ms"], a["cold"]) for a in answers] == [(520, True), (20, False), (20, False), (520, True)]
+
+
+def test_batch_latency_grows_per_item_with_the_inputs_list():
+    with ContractServer("gpu", "fixed:10", sleep=no_sleep, behaviour=Behaviour(per_item_ms=2)) as server:
+        one = request(server, "POST", "/invocations", b'{"inputs": "a"}')[2]
+        many = request(server, "POST", "/invocations", json.dumps({"inputs": ["a"] * 16}).encode())[2]
+        listed = request(server, "POST", "/invocations", b"[1, 2, 3]")[2]
+    assert (one["batch"], one["latency_ms"]) == (1, 10)
+    assert (many["batch"], many["latency_ms"]) == (16, 40)
+    assert (listed["batch"], listed["latency_ms"]) == (3, 14)
+
+
+def test_jitter_slows_every_other_spell_of_warm_requests():
+    with ContractServer("neuron", "fixed:10", sleep=no_sleep,
+                        behaviour=Behaviour(jitter_pct=50, jitter_every=2)) as server:
+        latencies = [request(server, "POST", "/invocations", b"{}")[2]["latency_ms"] for _ in range(6)]
+    assert latencies == [10, 10, 15, 15, 10, 10]
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(cold_ms=-1), Behaviour(jitter_every=0), Behaviour(idle_s=0)])
+def test_bad_behaviour_is_a_user_error(behaviour):
+    with pytest.raises(UserError):
+        ContractServer("neuron", "fixed:1", behaviour=behaviour)
