@@ -30,6 +30,8 @@ COMMAND_MODULES = [
     "toolkit.commands.benchmark_cmds",
     "toolkit.commands.demo_cmds",
     "toolkit.commands.bench_cmds",
+    "toolkit.commands.report_cmds",
+    "toolkit.commands.plan_cmds",
 ]
 
 for _name in COMMAND_MODULES:

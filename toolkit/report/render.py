@@ -177,7 +177,7 @@ def render_png(report: ReportInput, summary: Summary | None = None) -> bytes:
 # HTML
 
 
-def _summary_rows(s: Summary) -> list[tuple[str, str]]:
+def summary_rows(s: Summary) -> list[tuple[str, str]]:
     rows = [
         ("duration", fmt_minutes(s.minutes)),
         ("requests", f"{s.requests:,.0f}"),
@@ -210,7 +210,7 @@ def _episode_row(ep: Episode) -> str:
 def render_html(report: ReportInput, png: bytes, summary: Summary | None = None) -> str:
     summary = summary or summarize(report)
     image = base64.b64encode(png).decode("ascii")
-    figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(summary))
+    figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(summary))
     c = report.config
     prices = "".join(
         f"<tr><td>{html.escape(p.variant)}</td><td>{html.escape(p.instance_type)}</td>"

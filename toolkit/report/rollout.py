@@ -125,13 +125,16 @@ def sizing(config: Any, name: str, price: float, price_source: str) -> Sizing:
 
 
 def window(decisions: Sequence[DecisionPoint], since: datetime | None) -> tuple[datetime, datetime]:
+    """[start, end) of the report, whole minutes, from the records' times (or --since)."""
     times = [d.time for d in decisions if d.time is not None]
     if not times:
         raise UserError("the decision records carry no times: nothing to place on a timeline")
-    start = since or min(times)
-    start = start.replace(second=0, microsecond=0)
-    end = max(times).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return start, end
+    # A tick judges the minutes closed before it: the first record's tick judged the minute before
+    # it, the last record's tick the minute before its own.
+    start = since.replace(second=0, microsecond=0) if since else \
+        min(times).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    end = max(times).replace(second=0, microsecond=0)
+    return start, max(end, start + timedelta(minutes=1))
 
 
 def build(
@@ -145,7 +148,8 @@ def build(
     source: str,
 ) -> ReportInput:
     """The report input of a real rollout between start and end (minute resolution)."""
-    decisions = [d for d in (parse_record(r) for r in records) if d.time is not None and start <= d.time < end]
+    last = end + timedelta(minutes=1)  # the tick after the last minute belongs to the report
+    decisions = [d for d in (parse_record(r) for r in records) if d.time is not None and start <= d.time < last]
     decisions.sort(key=lambda d: d.time)  # type: ignore[arg-type, return-value]
     decisions = with_minutes(decisions, start)
     gpu_sizing = sizing(config, GPU, prices[GPU].price_per_hour, prices[GPU].source)
