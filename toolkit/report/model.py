@@ -415,7 +415,8 @@ def verdict(s: Summary, report: ReportInput) -> str:
 def fmt_money(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "-"
-    return f"-${abs(value):,.{digits}f}" if value < 0 else f"${value:,.{digits}f}"
+    # Sign from the rounded value: never "-$0.00".
+    return f"-${abs(value):,.{digits}f}" if round(value, digits) < 0 else f"${abs(value) if value <= 0 else value:,.{digits}f}"
 
 
 def fmt_percent(value: float | None, digits: int = 1) -> str:
