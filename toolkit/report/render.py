@@ -11,6 +11,7 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import Any
 
 from toolkit.report.model import (
     GPU,
@@ -45,6 +46,11 @@ def render_png(report: ReportInput, summary: Summary | None = None) -> bytes:
     import matplotlib.pyplot as plt
 
     summary = summary or summarize(report)
+    with plt.rc_context({"text.parse_math": False}):  # labels carry dollar signs, not TeX
+        return _draw(plt, report, summary)
+
+
+def _draw(plt: Any, report: ReportInput, summary: Summary) -> bytes:
     rows = report.minutes
     x = [m.minute for m in rows]
     slo = report.config.p99_latency_ms
