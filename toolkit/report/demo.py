@@ -89,12 +89,33 @@ def from_run(result: Any, summary: Mapping[str, Any] | None = None) -> ReportInp
     mode = (summary or {}).get("mode", "simulated")
     notes = [f"Simulated run ({mode}): the fleet is simulated; the deploy, the controller and its adapters are real.",
              "5XX are counted for the whole endpoint in the simulation (not per variant)."]
+    notes += _fault_notes(summary or {})
     return ReportInput(
         title=title, subtitle=setup.scenario.description, start=setup.scenario.start, minutes=minutes,
         decisions=decisions,
         config=config_echo(setup, "the same simulated traffic and seed served by gpu alone, with autoscaling"),
         faults=faults, x_label="simulated minute", notes=notes,
     )
+
+
+def _fault_notes(summary: Mapping[str, Any]) -> list[str]:
+    """The demo's own figures about the injected fault (the truth only a simulation knows)."""
+    onset = summary.get("fault_onset_minute")
+    if onset is None:
+        return []
+    parts = [f"Neuron fault injected at minute {onset}"]
+    if summary.get("fallback_minute") is not None:
+        parts.append(f"fallback decided at minute {summary['fallback_minute']} "
+                     f"({summary.get('minutes_to_fallback')} min after the onset)")
+    if summary.get("fallback_effective_minute") is not None:
+        parts.append(f"gpu served everything from minute {summary['fallback_effective_minute']}")
+    if summary.get("recovered_minute") is not None:
+        parts.append(f"neuron back from minute {summary['recovered_minute']}")
+    out = ["; ".join(parts) + "."]
+    if summary.get("requests_over_slo") is not None:
+        out.append(f"Requests over the SLO (true latency of every request): {summary['requests_over_slo']:,}; "
+                   f"false rollbacks: {summary.get('false_rollbacks', 0)}.")
+    return out
 
 
 __all__ = ["config_echo", "from_run"]
