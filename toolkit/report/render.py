@@ -31,6 +31,9 @@ COLORS = {NEURON: "#2a9d8f", GPU: "#e76f51"}
 ERROR_COLOR = "#9b2226"
 FALLBACK_SHADE = "#e63946"
 FAULT_SHADE = "#f4a261"
+MIN_REQUESTS_FOR_COST = 10  # requests in a minute below which a variant's $/1K is not drawn
+HOURS_AXIS_AFTER = 360  # minutes: a longer report's axis is in hours
+BARS_UP_TO = 600  # minutes: beyond, 5XX are drawn as filled steps (tens of thousands of bars draw slowly)
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "borderaxespad": 0.0, "frameon": False}
 
 
@@ -52,7 +55,13 @@ def render_png(report: ReportInput, summary: Summary | None = None) -> bytes:
 
 def _draw(plt: Any, report: ReportInput, summary: Summary) -> bytes:
     rows = report.minutes
-    x = [m.minute for m in rows]
+    # Long rollouts (days) read better in hours; every x position goes through `at`.
+    scale = 60.0 if len(rows) > HOURS_AXIS_AFTER else 1.0
+
+    def at(minute: float) -> float:
+        return minute / scale
+
+    x = [at(m.minute) for m in rows]
     slo = report.config.p99_latency_ms
     fig, axes = plt.subplots(6, 1, figsize=(12, 16), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2.5, 1.4, 2, 2, 2]})
@@ -89,14 +98,17 @@ def _draw(plt: Any, report: ReportInput, summary: Summary) -> bytes:
 
     # 3. 5XX on its own axis: a few errors must not vanish beside thousands of requests
     ax = axes[2]
-    for offset, name in ((-0.2, NEURON), (0.2, GPU)):
-        if not any(m.get(name).errors_5xx for m in rows):
+    bars = len(rows) <= BARS_UP_TO
+    series = [(f"{n} 5XX", COLORS[n], [m.get(n).errors_5xx for m in rows], off) for n, off in ((NEURON, -0.2), (GPU, 0.2))]
+    series.append(("5XX (endpoint)", ERROR_COLOR, [m.unattributed_errors for m in rows], 0.0))
+    for label, color, values, offset in series:
+        if not any(values):
             continue
-        ax.bar([v + offset for v in x], [m.get(name).errors_5xx for m in rows], width=0.4, color=COLORS[name],
-               alpha=0.9, label=f"{name} 5XX")
-    if any(m.unattributed_errors for m in rows):
-        ax.bar(x, [m.unattributed_errors for m in rows], width=0.8, color=ERROR_COLOR, alpha=0.8,
-               label="5XX (endpoint)")
+        if bars:
+            ax.bar([v + offset / scale for v in x], values, width=(0.8 if offset == 0 else 0.4) / scale, color=color,
+                   alpha=0.85, label=label)
+        else:
+            ax.fill_between(x, values, step="post", color=color, alpha=0.6, linewidth=0, label=label)
     ax.set_ylabel("5XX / minute")
     worst = max([m.errors_5xx for m in rows] + [0])
     ax.set_ylim(0, max(worst * 1.15, 1))
@@ -107,14 +119,26 @@ def _draw(plt: Any, report: ReportInput, summary: Summary) -> bytes:
 
     # 4. cost per 1K per variant
     ax = axes[3]
+    plotted: list[float] = []
     for name in VARIANTS:
-        ax.plot(x, [_nan(m.get(name).cost_per_1k) for m in rows], color=COLORS[name], label=f"{name} $/1K")
+        # A variant that served a trickle (a few requests on warm instances) has a huge $/1K that
+        # says nothing: drawn only where it served a real part of the minute.
+        values = [_nan(m.get(name).cost_per_1k) if m.get(name).invocations >= max(MIN_REQUESTS_FOR_COST,
+                                                                                   0.01 * m.invocations)
+                  else float("nan") for m in rows]
+        plotted += [v for v in values if v == v]
+        ax.plot(x, values, color=COLORS[name], label=f"{name} $/1K")
     base_per_1k = [(m.all_gpu_cost / m.invocations * 1000.0) if m.all_gpu_cost is not None and m.invocations
                    else float("nan") for m in rows]
     if any(v == v for v in base_per_1k):
+        plotted += [v for v in base_per_1k if v == v]
         ax.plot(x, base_per_1k, color="#555", linestyle="--", linewidth=1, label="all-GPU $/1K")
     ax.set_ylabel("$ per 1K requests")
-    ax.set_ylim(bottom=0)
+    if plotted:  # the 98th percentile sets the scale: one odd minute must not flatten the rest
+        ordered = sorted(plotted)
+        ax.set_ylim(0, ordered[min(len(ordered) - 1, int(0.98 * len(ordered)))] * 1.3 or 1.0)
+    else:
+        ax.set_ylim(bottom=0)
     ax.legend(**LEGEND)
 
     # 5. cumulative cost, hybrid vs all-GPU
@@ -145,33 +169,33 @@ def _draw(plt: Any, report: ReportInput, summary: Summary) -> bytes:
         ax.plot(x, [m.get(name).invocations for m in rows], color=COLORS[name], label=f"{name} requests/min")
     ax.set_ylabel("requests / minute")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel(report.x_label)
+    ax.set_xlabel(report.x_label.replace("minutes", "hours", 1) if scale > 1 else report.x_label)
     ax.legend(**LEGEND)
 
     eps = episodes(report.decisions, end_minute=float(len(rows)))
     steps = [d for d in report.decisions if d.minute is not None and d.action in ("progress", "promote")]
     for ax in axes:
         for span in report.faults:
-            ax.axvspan(span.start_minute, span.end_minute, color=FAULT_SHADE, alpha=0.18, linewidth=0)
+            ax.axvspan(at(span.start_minute), at(span.end_minute), color=FAULT_SHADE, alpha=0.18, linewidth=0)
         for ep in eps:
             if ep.kind in ("fallback", "aborted"):
-                ax.axvspan(ep.start_minute, max(ep.end_minute, ep.start_minute + 0.5), color=FALLBACK_SHADE,
+                ax.axvspan(at(ep.start_minute), at(max(ep.end_minute, ep.start_minute + 0.5)), color=FALLBACK_SHADE,
                            alpha=0.10, linewidth=0)
         for d in steps:
-            ax.axvline(d.minute, color="#6c757d", linestyle=":", linewidth=0.8)
+            ax.axvline(at(d.minute or 0.0), color="#6c757d", linestyle=":", linewidth=0.8)
         ax.grid(alpha=0.25)
     for d in steps:  # step markers, labelled once at the top
         label = f"{d.step_percent:g}%" if d.step_percent is not None else d.action
-        axes[0].text(d.minute, 102, label, fontsize=6.5, ha="center", va="bottom", rotation=90, color="#495057")
+        axes[0].text(at(d.minute or 0.0), 102, label, fontsize=6.5, ha="center", va="bottom", rotation=90, color="#495057")
     for ep in eps:
         if ep.kind in ("fallback", "aborted"):
-            axes[0].text(ep.start_minute, 50, f" {ep.kind} ({fmt_minutes(ep.minutes)})", color=ERROR_COLOR,
+            axes[0].text(at(ep.start_minute), 50, f" {ep.kind} ({fmt_minutes(ep.minutes)})", color=ERROR_COLOR,
                          fontsize=8, rotation=90, va="center")
     for span in report.faults:
-        axes[1].text(span.start_minute, axes[1].get_ylim()[1] * 0.97, f" fault: {span.label}", fontsize=8,
+        axes[1].text(at(span.start_minute), axes[1].get_ylim()[1] * 0.97, f" fault: {span.label}", fontsize=8,
                      va="top", color="#b5651d")
     if x:
-        axes[-1].set_xlim(min(x), max(x) + 1)
+        axes[-1].set_xlim(min(x), max(x) + 1 / scale)
     fig.subplots_adjust(left=0.07, right=0.80, top=0.94, bottom=0.04, hspace=0.12)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)

@@ -193,6 +193,9 @@ def build(
              "the live endpoint as each tick recorded it."]
     if not decisions:
         notes.append("No decision records in this window: the timeline shows CloudWatch only.")
+    if not any(m.invocations for m in minutes):
+        notes.append("CloudWatch returned no Invocations for this window: it keeps 1-minute data for 15 days, "
+                     "5-minute data for 63 (try --period 300); costs shown are the instances' only.")
     return ReportInput(
         title=f"hybrid rollout: {config.name} ({config.region})",
         subtitle=f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
