@@ -78,6 +78,9 @@ def test_report_from_a_records_file_and_cloudwatch_writes_a_png_that_is_not_blan
     summary = data["summary"]
     assert summary["errors_5xx"] == 7 and summary["fallbacks"] == 1 and summary["fallback_minutes"] == pytest.approx(5)
     assert summary["requests"] == 30 * 3600
+    # all-GPU: 3600 requests/min over the example's 900 target = 4 g5.xlarge each minute (toolkit.plan sizing)
+    assert summary["all_gpu_cost"] == pytest.approx(30 * 4 * 1.408 / 60)
+    assert summary["cost"] < summary["all_gpu_cost"] and summary["final_neuron_share"] == 100.0
     pixels = np.asarray(__import__("matplotlib.image", fromlist=["imread"]).imread(out))[:, :, :3]
     assert pixels.std() > 0.05
 
