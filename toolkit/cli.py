@@ -80,6 +80,8 @@ COMMAND_MODULES = [
     "toolkit.commands.bench_cmds",
     "toolkit.commands.check_cmds",
     "toolkit.commands.parity_cmds",
+    "toolkit.commands.report_cmds",
+    "toolkit.commands.plan_cmds",
 ]
 
 for _name in COMMAND_MODULES:
