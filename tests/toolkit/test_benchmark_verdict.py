@@ -166,7 +166,7 @@ def test_write_capacity_records_the_chosen_batch_sizes_capacity(config_copy, cap
     monkeypatch.setattr(bench, "WALL_CLOCK", (clock, clock.sleep))
     with server(clock, "neuron", "fixed:20", per_item_ms=1) as neuron, \
          server(clock, "gpu", "fixed:30", per_item_ms=4) as gpu:
-        code = run(["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+        code = run(["loadtest", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
                     "--concurrency", "1", "--max-requests", "10", "--batch-sizes", "1,16",
                     "--capacity-batch-size", "16", "--write-capacity", "--output", "json"])
     out = json.loads(capsys.readouterr().out)
@@ -236,7 +236,7 @@ def test_cli_benchmark_batch_sizes_at_a_rate_reports_known_behaviour_and_the_ver
     servers = {n: server(clock, n, f"fixed:{b:g}", per_item_ms=p, cold_ms=c, jitter_pct=j, jitter_every=100)
                for n, (b, p, c, j) in spec.items()}
     with servers["neuron"], servers["gpu"]:
-        argv = ["benchmark", "-c", str(config_copy), "--url",
+        argv = ["loadtest", "-c", str(config_copy), "--url",
                 f"neuron={servers['neuron'].url},gpu={servers['gpu'].url}", "--concurrency", "1",
                 "--batch-sizes", "1,16", "--rate", "20", "--windows", "4", "--max-requests", "400",
                 "--duration", "1000"]
@@ -324,7 +324,7 @@ def test_plot_is_the_one_page_verdict_png(config_copy, tmp_path, capsys, monkeyp
     monkeypatch.setattr(bench, "WALL_CLOCK", (clock, clock.sleep))
     png = tmp_path / "verdict.png"
     with server(clock, "neuron", "fixed:20") as neuron, server(clock, "gpu", "fixed:30") as gpu:
-        code = run(["benchmark", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
+        code = run(["loadtest", "-c", str(config_copy), "--url", f"neuron={neuron.url},gpu={gpu.url}",
                     "--concurrency", "1", "--max-requests", "10", "--batch-sizes", "1,4", "--plot", str(png),
                     "--output", "json"])
     capsys.readouterr()
@@ -345,6 +345,6 @@ def test_plot_is_the_one_page_verdict_png(config_copy, tmp_path, capsys, monkeyp
 )
 def test_bad_new_flags_are_one_line_errors_with_exit_2(config_copy, capsys, args, message):
     with ContractServer("neuron", "fixed:1") as neuron:
-        code = run(["benchmark", "-c", str(config_copy), "--url", neuron.url, "--max-requests", "1", *args])
+        code = run(["loadtest", "-c", str(config_copy), "--url", neuron.url, "--max-requests", "1", *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
