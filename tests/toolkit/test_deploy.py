@@ -39,14 +39,19 @@ def _s3() -> Any:
 
 
 class PresentS3:
-    """Every HeadObject succeeds (for the Stubber tests, which pin SageMaker's calls only)."""
+    """Every HeadObject succeeds, no compile manifest exists (Stubber tests pin SageMaker's calls only)."""
 
     def __init__(self) -> None:
         self.heads: list[tuple[str, str]] = []
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         self.heads.append((Bucket, Key))
-        return {"ContentLength": 5}
+        return {"ContentLength": 5, "ETag": '"abc"'}
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "GetObject")
 
 
 def _live(sm: Any, name: str) -> dict[str, tuple[float, int]]:
@@ -146,6 +151,15 @@ def _endpoint(status: str, config_name: str, reason: str | None = None) -> dict[
     return body
 
 
+def _described_config(name: str, types: tuple[str, str] = ("ml.inf2.xlarge", "ml.g5.xlarge")) -> dict[str, Any]:
+    return {
+        "EndpointConfigName": name, "EndpointConfigArn": f"arn:aws:sagemaker:us-east-2:1:endpoint-config/{name}",
+        "CreationTime": "2026-01-01",
+        "ProductionVariants": [{"VariantName": v, "ModelName": f"m-{v}", "InstanceType": t, "InitialInstanceCount": 1}
+                               for v, t in zip(("neuron", "gpu"), types, strict=True)],
+    }
+
+
 def _stub_update(stub: Stubber, cfg: Any) -> str:
     """Queue the calls of an update whose models exist and whose config is new; return its name."""
     from toolkit.deploy import config_models, model_request
@@ -208,6 +222,7 @@ def test_a_failed_creation_surfaces_the_failure_reason(tmp_path):
             stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-2:1:model/x"})
         stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
         stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"})
+        stub.add_response("describe_endpoint_config", _described_config("x"))
         stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
         stub.add_response("describe_endpoint", _endpoint("Failed", "x", reason))
         with pytest.raises(AwsError, match="ResourceLimitExceeded"):
@@ -282,7 +297,7 @@ def test_a_missing_bucket_is_named_too(aws, tmp_path):
 
 
 def test_access_denied_on_an_artifact_is_a_one_line_aws_error_naming_the_uri(tmp_path):
-    cfg = make_config(pipeline_data(tmp_path))
+    cfg = make_config(pipeline_data(tmp_path, backend="container"))  # neo would also read its compile cache
     s3 = _s3()
     with Stubber(s3) as stub:
         stub.add_client_error("head_object", "403", "Forbidden", http_status_code=403,
