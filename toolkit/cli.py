@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "toolkit.commands.benchmark_cmds",
     "toolkit.commands.demo_cmds",
     "toolkit.commands.bench_cmds",
+    "toolkit.commands.local_cmds",
 ]
 
 for _name in COMMAND_MODULES:

@@ -343,3 +343,171 @@ def test_cli_deploy_with_a_missing_artifact_exits_2_with_one_line(aws, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "variants.neuron.model.artifact" in err
     assert _sm().list_endpoints()["Endpoints"] == []
+
+
+# --- UpdateRollbackFailed, CreateEndpoint eventual consistency --------------------------------
+
+
+def test_update_rollback_failed_stops_the_wait_with_a_clear_exit_3(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg)
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("UpdateRollbackFailed", ec_name, "rollback failed"))
+        # no further describe_endpoint queued: one more poll would fail the Stubber
+        with pytest.raises(AwsError) as caught:
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", poll=5.0,
+                            sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    message = str(caught.value)
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert "UpdateRollbackFailed" in message and "hybrid deploy" in message and "rollback failed" in message
+    assert slept == [5.0]
+
+
+def _stub_create_until_endpoint(stub: Stubber, ec_name: str) -> None:
+    stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint \"bert-classifier\".")
+    for _ in range(2):
+        stub.add_client_error("describe_model", "ValidationException", "Could not find model")
+        stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-2:1:model/x"})
+    stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"})
+
+
+def test_create_endpoint_describes_the_new_config_first_and_retries_its_validation_exception(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        _stub_create_until_endpoint(stub, "x")
+        # not visible yet, then visible but CreateEndpoint still refuses it once, then it works
+        stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+        stub.add_response("describe_endpoint_config", _described_config("x"))
+        stub.add_client_error("create_endpoint", "ValidationException", "Could not find endpoint configuration x")
+        stub.add_response("describe_endpoint_config", _described_config("x"))
+        stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", wait=False,
+                                 sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "created" and slept == [2.0, 4.0]
+
+
+def test_create_endpoint_gives_up_after_a_bounded_number_of_attempts(tmp_path):
+    from toolkit.deploy import CREATE_ATTEMPTS
+
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        _stub_create_until_endpoint(stub, "x")
+        for _ in range(CREATE_ATTEMPTS):
+            stub.add_response("describe_endpoint_config", _described_config("x"))
+            stub.add_client_error("create_endpoint", "ValidationException", "Could not find endpoint configuration x")
+        with pytest.raises(AwsError, match=f"failed {CREATE_ATTEMPTS} times"):
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", wait=False,
+                            sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert len(slept) == CREATE_ATTEMPTS - 1
+
+
+# --- kms_key_arn -----------------------------------------------------------------------------
+
+KEY = "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_kms_key_goes_on_the_endpoint_config_when_no_variant_has_nvme_storage(tmp_path):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY
+    data["variants"]["gpu"]["instance_type"] = "ml.p3.2xlarge"  # EBS-backed, as inf2
+    request = endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert request["KmsKeyId"] == KEY
+
+
+def test_kms_key_with_an_nvme_variant_and_no_data_capture_is_refused_with_the_reason(tmp_path):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY  # gpu is ml.g5.*: local NVMe
+    with pytest.raises(UserError) as caught:
+        endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert "NVMe" in str(caught.value) and "gpu (ml.g5" in str(caught.value) and caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("neuron_type", ["ml.trn1.2xlarge", "ml.inf2.xlarge"])
+def test_kms_key_encrypts_data_capture_but_never_sits_beside_nvme_types(tmp_path, neuron_type):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY
+    data["variants"]["neuron"]["instance_type"] = neuron_type
+    data["data_capture"] = {"enabled": True, "s3_uri": f"s3://{BUCKET}/capture"}
+    request = endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert "KmsKeyId" not in request
+    assert request["DataCaptureConfig"]["KmsKeyId"] == KEY
+
+
+# --- model packages and approval ---------------------------------------------------------------
+
+
+def test_a_model_package_arn_that_does_not_exist_is_refused_before_anything_is_created(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    arn = "arn:aws:sagemaker:us-east-2:123456789012:model-package/bert-classifier/7"
+    data["variants"]["gpu"]["model"] = {"model_package_arn": arn}
+    sm = _sm()
+    with pytest.raises(UserError) as caught:
+        deploy_endpoint(make_config(data), sagemaker_client=sm, s3_client=_s3(), source="config", show_progress=False)
+    assert arn in str(caught.value) and "variants.gpu" in str(caught.value)
+    assert sm.list_models()["Models"] == [] and _config_count(sm) == 0
+
+
+def _register(cfg: Any, approve: bool) -> Any:
+    from toolkit.compile import compile_model
+    from toolkit.registry import register_models
+
+    compiled = compile_model(cfg, sagemaker_client=_sm(), s3_client=_s3(), sleep=lambda _: None, show_progress=False)
+    return register_models(cfg, sagemaker_client=_sm(), compiled=compiled, approve=approve)
+
+
+def test_auto_source_refuses_a_pending_pair_instead_of_deploying_the_config(aws, tmp_path, capsys):
+    data = pipeline_data(tmp_path)
+    _register(make_config(data), approve=False)
+    code = run(["deploy", "-c", write(tmp_path, data)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "hybrid register --approve" in err
+    assert _sm().list_models()["Models"] == []
+
+
+def test_auto_source_refuses_a_pending_pair_newer_than_the_approved_one(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    _register(make_config(data), approve=True)
+    data["compile"]["input_shapes"] = {"input_ids": [1, 256], "attention_mask": [1, 256]}
+    _register(make_config(data), approve=False)
+    with pytest.raises(UserError, match="not approved"):
+        deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), show_progress=False)
+    # asked explicitly for the approved pair: it deploys
+    result = deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), source="registry",
+                             show_progress=False)
+    assert result.source == "registry" and result.action == "created"
+
+
+# --- Neo InferenceImage ----------------------------------------------------------------------
+
+
+def test_config_deploy_of_a_neo_build_uses_the_compiled_artifact_and_the_jobs_inference_image(aws, tmp_path):
+    from toolkit.compile import lookup, write_manifest
+
+    cfg = make_config(pipeline_data(tmp_path))
+    neo_image = "763104351884.dkr.ecr.us-east-2.amazonaws.com/neo-inf2:from-the-job"
+    compiled = lookup(cfg, s3_client=_s3()) or _register_compile(cfg)
+    compiled.versions = {**compiled.versions, "inference_image": neo_image}
+    write_manifest(cfg, compiled, _s3())  # as _compile_neo records DescribeCompilationJob's InferenceImage
+    _s3().put_object(Bucket=BUCKET, Key=compiled.artifact.split(f"{BUCKET}/", 1)[1], Body=b"compiled")
+    result = deploy_endpoint(cfg, sagemaker_client=_sm(), s3_client=_s3(), source="config", show_progress=False)
+    container = _sm().describe_model(ModelName=result.models["neuron"])["Containers"][0]
+    assert container["Image"] == neo_image and container["ModelDataUrl"] == compiled.artifact
+    gpu = _sm().describe_model(ModelName=result.models["gpu"])["Containers"][0]
+    assert gpu["Image"] != neo_image
+
+
+def _register_compile(cfg: Any) -> Any:
+    from toolkit.compile import compile_model
+
+    return compile_model(cfg, sagemaker_client=_sm(), s3_client=_s3(), sleep=lambda _: None, show_progress=False)
