@@ -160,7 +160,7 @@ def _described_config(name: str, types: tuple[str, str] = ("ml.inf2.xlarge", "ml
     }
 
 
-def _stub_update(stub: Stubber, cfg: Any) -> str:
+def _stub_update(stub: Stubber, cfg: Any, live_types: tuple[str, str] | None = None) -> str:
     """Queue the calls of an update whose models exist and whose config is new; return its name."""
     from toolkit.deploy import config_models, model_request
 
@@ -168,6 +168,8 @@ def _stub_update(stub: Stubber, cfg: Any) -> str:
     names = {v: model_request(cfg, models[v])["ModelName"] for v in ("neuron", "gpu")}
     ec_name = endpoint_config_request(cfg, names)["EndpointConfigName"]
     stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old"))
+    if live_types is not None:  # deploy compares instance types (autoscaling client given)
+        stub.add_response("describe_endpoint_config", _described_config("bert-classifier-old", live_types))
     for name in ("neuron", "gpu"):
         stub.add_response("describe_model", {
             "ModelName": names[name], "CreationTime": "2026-01-01",
@@ -511,3 +513,86 @@ def _register_compile(cfg: Any) -> Any:
     from toolkit.compile import compile_model
 
     return compile_model(cfg, sagemaker_client=_sm(), s3_client=_s3(), sleep=lambda _: None, show_progress=False)
+
+
+# --- an autoscaled variant changes instance type ---------------------------------------------
+
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+TRACKING = {"TargetValue": 70.0, "ScaleInCooldown": 300, "ScaleOutCooldown": 60,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}
+
+
+class Recorder:
+    """Wraps a boto3 client and records the order of the calls that change something."""
+
+    def __init__(self, client: Any, calls: list[str]) -> None:
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not name.startswith(("describe", "list")):
+            def call(*args: Any, **kwargs: Any) -> Any:
+                self._calls.append(name)
+                return attr(*args, **kwargs)
+            return call
+        return attr
+
+
+def _autoscale(aas: Any, variant: str, minimum: int, maximum: int) -> None:
+    resource = f"endpoint/bert-classifier/variant/{variant}"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=DIMENSION,
+                                 MinCapacity=minimum, MaxCapacity=maximum)
+    aas.put_scaling_policy(PolicyName=f"{variant}-tracking", ServiceNamespace="sagemaker", ResourceId=resource,
+                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
+                           TargetTrackingScalingPolicyConfiguration=TRACKING)
+
+
+def test_changing_an_autoscaled_variants_instance_type_deregisters_updates_waits_and_reregisters(aws, tmp_path):
+    data = pipeline_data(tmp_path, backend="container")
+    aas = boto3.client("application-autoscaling", region_name="us-east-2")
+    deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), source="config", show_progress=False)
+    _autoscale(aas, "gpu", 1, 6)
+    _autoscale(aas, "neuron", 1, 3)
+    data["variants"]["gpu"]["instance_type"] = "ml.g5.2xlarge"
+    calls: list[str] = []
+    result = deploy_endpoint(make_config(data), sagemaker_client=Recorder(_sm(), calls), s3_client=_s3(),
+                             source="config", show_progress=False, autoscaling_client=Recorder(aas, calls),
+                             sleep=lambda _: None)
+    assert result.action == "updated"
+    # only the variant whose type changes loses its scalable target, and only around the update
+    assert [c for c in calls if c not in ("create_model", "create_endpoint_config")] == [
+        "deregister_scalable_target", "update_endpoint", "register_scalable_target", "put_scaling_policy"]
+    gpu = aas.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                        ResourceIds=["endpoint/bert-classifier/variant/gpu"])["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in gpu] == [(1, 6)]
+    policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker",
+                                             ResourceId="endpoint/bert-classifier/variant/gpu")["ScalingPolicies"]
+    assert [(p["PolicyName"], p["TargetTrackingScalingPolicyConfiguration"]) for p in policies] == [
+        ("gpu-tracking", TRACKING)]
+    live = _sm().describe_endpoint_config(EndpointConfigName=result.endpoint_config_name)
+    assert {pv["VariantName"]: pv["InstanceType"] for pv in live["ProductionVariants"]}["gpu"] == "ml.g5.2xlarge"
+
+
+def test_autoscaling_is_restored_even_when_the_update_rolls_back(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    aas = boto3.client("application-autoscaling", region_name="us-east-2")
+    resource = "endpoint/bert-classifier/variant/gpu"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": DIMENSION,
+              "MinCapacity": 2, "MaxCapacity": 5, "CreationTime": "2026-01-01",
+              "RoleARN": "arn:aws:iam::123456789012:role/aws-service-role/x"}
+    with Stubber(sm) as stub, Stubber(aas) as aas_stub:
+        # the live config runs gpu on g5.2xlarge; the new one on g5.xlarge
+        _stub_update(stub, cfg, live_types=("ml.inf2.xlarge", "ml.g5.2xlarge"))
+        stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old", "health check failed"))
+        aas_stub.add_response("describe_scalable_targets", {"ScalableTargets": [target]})
+        aas_stub.add_response("describe_scalable_targets", {"ScalableTargets": [target]})
+        aas_stub.add_response("describe_scaling_policies", {"ScalingPolicies": []})
+        aas_stub.add_response("deregister_scalable_target", {})
+        aas_stub.add_response("register_scalable_target", {}, {
+            "ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": DIMENSION,
+            "MinCapacity": 2, "MaxCapacity": 5})
+        with pytest.raises(AwsError, match="rolled back"):
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=lambda _: None,
+                            show_progress=False, autoscaling_client=aas)
+        aas_stub.assert_no_pending_responses()
