@@ -21,7 +21,6 @@ import socket
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO
@@ -81,7 +80,6 @@ def environment(aws: EmbeddedAws, credentials: Credentials) -> dict[str, str]:
 
 def serve(
     *, port: int = 0, region: str = "us-east-1", enforce: bool = False, out: TextIO | None = None,
-    install_signals: Callable[[Callable[[int, FrameType | None], None]], None] | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Run the embedded AWS until SIGINT/SIGTERM (or `stop` is set); see the module docstring."""
@@ -91,12 +89,20 @@ def serve(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    if install_signals is None:
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-    else:
-        install_signals(on_signal)
     _check_port(port)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, on_signal)
+    try:
+        _serve(port, region, enforce, out, stop)
+    finally:  # a caller in the same process (tests, `hybrid` embedded) gets its handlers back
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    sys.stderr.write("embedded AWS stopped\n")
+    return 0
+
+
+def _serve(port: int, region: str, enforce: bool, out: TextIO, stop: threading.Event) -> None:
     with EmbeddedAws(region, port=port) as aws:
         credentials = (enforce_iam(aws) if enforce else
                        Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -114,5 +120,3 @@ def serve(
         # Event.wait with a timeout: the main thread must wake up to run the signal handler.
         while not stop.wait(0.5):
             pass
-    sys.stderr.write("embedded AWS stopped\n")
-    return 0
