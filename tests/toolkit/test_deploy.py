@@ -596,3 +596,49 @@ def test_autoscaling_is_restored_even_when_the_update_rolls_back(tmp_path):
             deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=lambda _: None,
                             show_progress=False, autoscaling_client=aas)
         aas_stub.assert_no_pending_responses()
+
+
+# --- pointed at a plain moto server ----------------------------------------------------------
+
+PLAIN_MOTO = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("http://%s:%d" % server.get_host_and_port(), flush=True)
+sys.stdin.read()  # until the test closes stdin
+server.stop()
+"""
+
+
+@pytest.fixture
+def plain_moto() -> Iterator[str]:
+    """An unpatched moto server in its own process (this process's moto carries the compat patches)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", PLAIN_MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_against_plain_moto_deploy_says_in_one_line_to_use_local_serve(plain_moto, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", plain_moto)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    for key in ARTIFACT_KEYS.values():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"model")
+    code = run(["deploy", "-c", write(tmp_path, pipeline_data(tmp_path, backend="container"))])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and len(err) < 400
+    assert "plain moto lacks ml.inf2/ml.g5" in err and "hybrid local serve" in err
