@@ -160,14 +160,15 @@ def _described_config(name: str, types: tuple[str, str] = ("ml.inf2.xlarge", "ml
     }
 
 
-def _stub_update(stub: Stubber, cfg: Any, live_types: tuple[str, str] | None = None) -> str:
+def _stub_update(stub: Stubber, cfg: Any, live_types: tuple[str, str] | None = None,
+                 status: str = "InService") -> str:
     """Queue the calls of an update whose models exist and whose config is new; return its name."""
     from toolkit.deploy import config_models, model_request
 
     models = config_models(cfg)
     names = {v: model_request(cfg, models[v])["ModelName"] for v in ("neuron", "gpu")}
     ec_name = endpoint_config_request(cfg, names)["EndpointConfigName"]
-    stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old"))
+    stub.add_response("describe_endpoint", _endpoint(status, "bert-classifier-old"))
     if live_types is not None:  # deploy compares instance types (autoscaling client given)
         stub.add_response("describe_endpoint_config", _described_config("bert-classifier-old", live_types))
     for name in ("neuron", "gpu"):
@@ -367,6 +368,19 @@ def test_update_rollback_failed_stops_the_wait_with_a_clear_exit_3(tmp_path):
     assert caught.value.exit_code == 3 and "\n" not in message
     assert "UpdateRollbackFailed" in message and "hybrid deploy" in message and "rollback failed" in message
     assert slept == [5.0]
+
+
+def test_deploying_over_an_update_rollback_failed_endpoint_updates_it_to_the_new_config(tmp_path):
+    # the remedy the error names: UpdateEndpoint to a known-good config, no waiting on the stuck state
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg, status="UpdateRollbackFailed")
+        stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config",
+                                 sleep=lambda _: None, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "updated" and result.status == "InService"
 
 
 def _stub_create_until_endpoint(stub: Stubber, ec_name: str) -> None:

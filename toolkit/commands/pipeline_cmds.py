@@ -154,7 +154,9 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption,
         output: Output = OutputOption,
         source: str = typer.Option(
-            "auto", "--source", help="auto: the approved pair if one exists, else the config; registry; config."
+            "auto", "--source",
+            help="auto: the approved pair if one exists, else the config (refused while a newer pair awaits "
+            "approval); registry; config.",
         ),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for InService."),
         dry_run: bool = DryRunOption,
