@@ -82,6 +82,7 @@ COMMAND_MODULES = [
     "toolkit.commands.parity_cmds",
     "toolkit.commands.report_cmds",
     "toolkit.commands.plan_cmds",
+    "toolkit.commands.local_cmds",
 ]
 
 for _name in COMMAND_MODULES:

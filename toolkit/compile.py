@@ -2,8 +2,11 @@
 
 Backends (`compile.backend` in hybrid.yaml):
 - `neo`: a SageMaker Neo `CreateCompilationJob` with `TargetDevice: ml_inf2` (ml_trn1 for
-  Trainium), polled to completion. The API docs list ml_inf2 compilation in US East (Ohio) only,
-  so any other region gets a warning (not an error: verify against your account).
+  Trainium), polled to completion. The botocore model offers ml_inf2 compilation only in
+  us-east-2 and ml_trn1 only in us-east-1, and a model's `ModelDataUrl` must be in the
+  endpoint's region: a config in any other region is refused before any call (exit 2), naming
+  the two ways out (compile.backend: container, or compile with a config in the offered region
+  and copy the artifact to a bucket in the endpoint's region as variants.neuron.model.artifact).
 - `container`: no ahead-of-time compile. The Hugging Face neuronx container compiles at start-up
   from `HF_OPTIMUM_BATCH_SIZE` / `HF_OPTIMUM_SEQUENCE_LENGTH` (TGI-neuronx reads `HF_NUM_CORES`,
   `HF_BATCH_SIZE`, `HF_SEQUENCE_LENGTH`); deploy sets these on the neuron variant and raises its
@@ -37,7 +40,10 @@ from typing import Any
 from toolkit.config import NEURON, HybridConfig, instance_family
 from toolkit.errors import EXIT_ROLLED_BACK, AwsError, HybridError, MissingDependencyError, UserError
 
-NEO_REGION = "us-east-2"  # API docs: ml_inf2 compilation offered in US East (Ohio) only (verify)
+# botocore's sagemaker model, OutputConfig.TargetDevice: "Currently ml_trn1 is available only in
+# US East (N. Virginia) Region, and ml_inf2 is available only in US East (Ohio) Region."
+NEO_REGIONS = {"ml_inf2": "us-east-2", "ml_trn1": "us-east-1"}
+NEO_REGION = NEO_REGIONS["ml_inf2"]
 TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
 DEFAULT_POLL_SECONDS = 30.0
 CONTAINER_STARTUP_TIMEOUT = 1800  # compiling at start-up takes minutes; SageMaker allows up to 3600
@@ -320,6 +326,8 @@ def compile_model(
 
     if backend == "local":
         _require_torch_neuronx()
+    if backend == "neo":
+        check_neo_region(config, neuron_target(config))  # before any call
     result = plan(config, s3_client=s3_client)
     if backend == "container":
         result = _container_result(config, result)
@@ -331,11 +339,6 @@ def compile_model(
             hit.warnings = warnings
             return hit
     if backend == "neo":
-        if config.region != NEO_REGION:
-            _warn(
-                f"region {config.region}: the SageMaker API docs offer ml_inf2 compilation only in "
-                f"{NEO_REGION} (US East (Ohio)); the job may be rejected here"
-            )
         result = _compile_neo(config, result, sagemaker_client, sleep=sleep, clock=clock, poll=poll,
                               show_progress=show_progress)
     else:
@@ -345,6 +348,19 @@ def compile_model(
     write_manifest(config, result, s3_client)
     result.warnings = warnings
     return result
+
+
+def check_neo_region(config: HybridConfig, target: str) -> None:
+    """Refuse a Neo compile where its target is not offered (one line naming the fixes, exit 2)."""
+    offered = NEO_REGIONS.get(target)
+    if offered is None or config.region == offered:
+        return
+    raise UserError(
+        f"compile.backend neo: SageMaker Neo compiles {target} only in {offered}, not in {config.region}; "
+        f"use compile.backend: container (the neuronx container compiles at start-up), or compile with a "
+        f"copy of the config whose region is {offered} and copy the artifact to a {config.region} bucket "
+        f"as variants.neuron.model.artifact"
+    )
 
 
 def neo_request(config: HybridConfig, result: CompileResult, job_name: str) -> dict[str, Any]:
@@ -420,6 +436,13 @@ def _compile_neo(
     return result
 
 
+def inference_image(result: CompileResult) -> str | None:
+    """The serving image a Neo job named for its artifact (None for the other backends)."""
+    if result.backend != "neo":
+        return None
+    return result.versions.get("inference_image") or None
+
+
 def _require_torch_neuronx() -> Any:
     try:
         return importlib.import_module("torch_neuronx")
@@ -481,6 +504,7 @@ __all__ = [
     "cache_key",
     "compile_model",
     "container_plan",
+    "inference_image",
     "lookup",
     "neo_request",
     "plan",

@@ -60,6 +60,7 @@ class RegisterResult:
 @dataclass
 class ApprovedPair:
     group: str
+    version: int  # the lower of the two package versions: how new the pair is
     pair: str
     packages: dict[str, str]
     versions: dict[str, int]
@@ -85,7 +86,7 @@ def plan_packages(config: HybridConfig, compiled: Any) -> tuple[str, dict[str, P
 
     `compiled` is a toolkit.compile.CompileResult for the neuron variant.
     """
-    from toolkit.compile import shapes_text
+    from toolkit.compile import inference_image, shapes_text
     from toolkit.images import resolve_image
 
     models: dict[str, dict[str, Any]] = {}
@@ -98,11 +99,15 @@ def plan_packages(config: HybridConfig, compiled: Any) -> tuple[str, dict[str, P
             )
         env = dict(variant.model.environment)
         artifact = variant.model.artifact
+        image = resolve_image(variant, config.region, where=f"variants.{name}.model")
         if name == NEURON:
             env = {**compiled.environment, **env}
             artifact = compiled.artifact or artifact
+            # A Neo artifact runs on the image Neo compiled it for (DescribeCompilationJob
+            # InferenceImage), as the SageMaker SDK's Model.compile() does.
+            image = inference_image(compiled) or image
         models[name] = {
-            "Image": resolve_image(variant, config.region, where=f"variants.{name}.model"),
+            "Image": image,
             "ModelDataUrl": artifact,
             "Environment": env,
             "InstanceType": variant.instance_type,
@@ -250,6 +255,7 @@ def approved_pair(config: HybridConfig, *, sagemaker_client: Any) -> ApprovedPai
     pair, slot = max(complete, key=lambda item: min(p.get("ModelPackageVersion", 0) for p in item[1].values()))
     return ApprovedPair(
         group=config.name,
+        version=_pair_version(slot),
         pair=pair,
         packages={v: slot[v]["ModelPackageArn"] for v in VARIANT_NAMES},
         versions={v: int(slot[v].get("ModelPackageVersion", 0)) for v in VARIANT_NAMES},
@@ -257,8 +263,51 @@ def approved_pair(config: HybridConfig, *, sagemaker_client: Any) -> ApprovedPai
     )
 
 
+@dataclass
+class PendingPair:
+    """A complete pair (both variants registered, none rejected) with a package awaiting approval."""
+
+    group: str
+    pair: str
+    version: int  # the lower of the two package versions: how new the pair is
+    status: dict[str, str]
+
+
+def _pair_version(packages: dict[str, dict[str, Any]]) -> int:
+    return min(int(p.get("ModelPackageVersion", 0)) for p in packages.values())
+
+
+def newest_pending_pair(config: HybridConfig, *, sagemaker_client: Any) -> PendingPair | None:
+    """The newest pair that is registered but not (fully) approved, or None.
+
+    `deploy --source auto` uses it so that a release still waiting for `register --approve`
+    is never skipped in silence for an older approved pair or the config's artifacts.
+    """
+    if not _group_exists(sagemaker_client, config.name):
+        return None
+    by_pair: dict[str, dict[str, dict[str, Any]]] = {}
+    for package in list_packages(sagemaker_client, config.name):
+        meta = package.get("CustomerMetadataProperties") or {}
+        pair, variant = meta.get(f"{META}pair"), meta.get(f"{META}variant")
+        if pair and variant in VARIANT_NAMES:
+            slot = by_pair.setdefault(pair, {})
+            if variant not in slot or package.get("ModelPackageVersion", 0) > slot[variant].get("ModelPackageVersion", 0):
+                slot[variant] = package
+    pending = [
+        (pair, slot) for pair, slot in by_pair.items()
+        if all(v in slot for v in VARIANT_NAMES)
+        and all(p.get("ModelApprovalStatus") != "Rejected" for p in slot.values())
+        and any(p.get("ModelApprovalStatus") == PENDING for p in slot.values())
+    ]
+    if not pending:
+        return None
+    pair, slot = max(pending, key=lambda item: _pair_version(item[1]))
+    return PendingPair(group=config.name, pair=pair, version=_pair_version(slot),
+                       status={v: str(slot[v].get("ModelApprovalStatus")) for v in VARIANT_NAMES})
+
+
 def package_count(client: Any, group: str) -> int:
     return len(list_packages(client, group)) if _group_exists(client, group) else 0
 
 
-__all__ = ["GPU", "NEURON", "ApprovedPair", "RegisterResult", "approved_pair", "plan_packages", "register_models"]
+__all__ = ["GPU", "NEURON", "ApprovedPair", "PendingPair", "RegisterResult", "approved_pair", "newest_pending_pair", "plan_packages", "register_models"]

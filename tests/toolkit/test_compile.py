@@ -116,7 +116,8 @@ def test_manifest_beside_the_artifact_records_key_versions_shapes_and_source(aws
     [
         lambda d: d["compile"].update(input_shapes={"input_ids": [1, 256], "attention_mask": [1, 256]}),
         lambda d: d["compile"].update(framework_version="2.2"),
-        lambda d: d["variants"]["neuron"].update(instance_type="ml.trn1.2xlarge"),
+        # Neo compiles ml_trn1 only in us-east-1
+        lambda d: (d["variants"]["neuron"].update(instance_type="ml.trn1.2xlarge"), d.update(region="us-east-1")),
     ],
     ids=["shapes", "framework-version", "target"],
 )
@@ -125,10 +126,10 @@ def test_any_input_of_the_key_changing_is_a_miss(aws, tmp_path, change):
     sm, s3 = _clients()
     first = compile_model(make_config(data), sagemaker_client=sm, s3_client=s3, sleep=lambda _: None, show_progress=False)
     change(data)
-    second = compile_model(make_config(data), sagemaker_client=sm, s3_client=s3, sleep=lambda _: None,
-                           show_progress=False)
+    second = compile_model(make_config(data), sagemaker_client=_clients(data["region"])[0], s3_client=s3,
+                           sleep=lambda _: None, show_progress=False)
     assert second.compiled and second.cache_key != first.cache_key
-    assert _job_count(sm) == 2
+    assert _job_count(sm) + _job_count(_clients("us-east-1")[0]) == 2
 
 
 def test_a_new_source_artifact_is_a_miss_even_at_the_same_uri(aws, tmp_path):
@@ -214,14 +215,36 @@ def test_failed_job_raises_with_sagemaker_failure_reason_verbatim_exit_1_and_cac
     assert not (Path(cfg.state_dir) / "compile-cache").exists()
 
 
-def test_region_without_ml_inf2_compilation_warns(aws, tmp_path):
-    warnings: list[str] = []
+def test_neo_inf2_outside_ohio_is_refused_before_any_call_naming_the_fixes(tmp_path):
+    # botocore OutputConfig.TargetDevice: ml_inf2 only in us-east-2; ModelDataUrl must be in the endpoint's region
     cfg = make_config(pipeline_data(tmp_path, region="us-east-1"))
-    sm, s3 = _clients("us-east-1")
-    result = compile_model(cfg, sagemaker_client=sm, s3_client=s3, warn=warnings.append, sleep=lambda _: None,
-                           show_progress=False)
-    assert len(warnings) == 1 and "us-east-2" in warnings[0]
-    assert result.warnings == warnings
+    sm, s3 = boto3.client("sagemaker", region_name="us-east-1"), boto3.client("s3", region_name="us-east-1")
+    with Stubber(sm) as sm_stub, Stubber(s3) as s3_stub, pytest.raises(UserError) as caught:
+        compile_model(cfg, sagemaker_client=sm, s3_client=s3, sleep=lambda _: None, show_progress=False)
+    sm_stub.assert_no_pending_responses()
+    s3_stub.assert_no_pending_responses()
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.exit_code == 2
+    assert "us-east-2" in message and "compile.backend: container" in message
+
+
+def test_neo_trn1_compiles_in_virginia_only(aws, tmp_path):
+    data = pipeline_data(tmp_path, region="us-east-2")
+    data["variants"]["neuron"]["instance_type"] = "ml.trn1.2xlarge"
+    sm, s3 = _clients("us-east-2")
+    with pytest.raises(UserError, match="ml_trn1 only in us-east-1"):
+        compile_model(make_config(data), sagemaker_client=sm, s3_client=s3, show_progress=False)
+    data["region"] = "us-east-1"
+    result = compile_model(make_config(data), sagemaker_client=_clients("us-east-1")[0], s3_client=s3,
+                           sleep=lambda _: None, show_progress=False)
+    assert result.compiled and result.target == "ml_trn1"
+
+
+def test_cli_compile_in_the_wrong_region_is_one_line_exit_2(aws, tmp_path, capsys):
+    path = write(tmp_path, pipeline_data(tmp_path, region="eu-west-1"))
+    code = run(["compile", "-c", path])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "only in us-east-2" in err
 
 
 def test_ohio_does_not_warn(aws, tmp_path):

@@ -39,14 +39,19 @@ def _s3() -> Any:
 
 
 class PresentS3:
-    """Every HeadObject succeeds (for the Stubber tests, which pin SageMaker's calls only)."""
+    """Every HeadObject succeeds, no compile manifest exists (Stubber tests pin SageMaker's calls only)."""
 
     def __init__(self) -> None:
         self.heads: list[tuple[str, str]] = []
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         self.heads.append((Bucket, Key))
-        return {"ContentLength": 5}
+        return {"ContentLength": 5, "ETag": '"abc"'}
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "GetObject")
 
 
 def _live(sm: Any, name: str) -> dict[str, tuple[float, int]]:
@@ -146,14 +151,26 @@ def _endpoint(status: str, config_name: str, reason: str | None = None) -> dict[
     return body
 
 
-def _stub_update(stub: Stubber, cfg: Any) -> str:
+def _described_config(name: str, types: tuple[str, str] = ("ml.inf2.xlarge", "ml.g5.xlarge")) -> dict[str, Any]:
+    return {
+        "EndpointConfigName": name, "EndpointConfigArn": f"arn:aws:sagemaker:us-east-2:1:endpoint-config/{name}",
+        "CreationTime": "2026-01-01",
+        "ProductionVariants": [{"VariantName": v, "ModelName": f"m-{v}", "InstanceType": t, "InitialInstanceCount": 1}
+                               for v, t in zip(("neuron", "gpu"), types, strict=True)],
+    }
+
+
+def _stub_update(stub: Stubber, cfg: Any, live_types: tuple[str, str] | None = None,
+                 status: str = "InService") -> str:
     """Queue the calls of an update whose models exist and whose config is new; return its name."""
     from toolkit.deploy import config_models, model_request
 
     models = config_models(cfg)
     names = {v: model_request(cfg, models[v])["ModelName"] for v in ("neuron", "gpu")}
     ec_name = endpoint_config_request(cfg, names)["EndpointConfigName"]
-    stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old"))
+    stub.add_response("describe_endpoint", _endpoint(status, "bert-classifier-old"))
+    if live_types is not None:  # deploy compares instance types (autoscaling client given)
+        stub.add_response("describe_endpoint_config", _described_config("bert-classifier-old", live_types))
     for name in ("neuron", "gpu"):
         stub.add_response("describe_model", {
             "ModelName": names[name], "CreationTime": "2026-01-01",
@@ -208,6 +225,7 @@ def test_a_failed_creation_surfaces_the_failure_reason(tmp_path):
             stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-2:1:model/x"})
         stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
         stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"})
+        stub.add_response("describe_endpoint_config", _described_config("x"))
         stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
         stub.add_response("describe_endpoint", _endpoint("Failed", "x", reason))
         with pytest.raises(AwsError, match="ResourceLimitExceeded"):
@@ -282,7 +300,7 @@ def test_a_missing_bucket_is_named_too(aws, tmp_path):
 
 
 def test_access_denied_on_an_artifact_is_a_one_line_aws_error_naming_the_uri(tmp_path):
-    cfg = make_config(pipeline_data(tmp_path))
+    cfg = make_config(pipeline_data(tmp_path, backend="container"))  # neo would also read its compile cache
     s3 = _s3()
     with Stubber(s3) as stub:
         stub.add_client_error("head_object", "403", "Forbidden", http_status_code=403,
@@ -328,3 +346,313 @@ def test_cli_deploy_with_a_missing_artifact_exits_2_with_one_line(aws, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "variants.neuron.model.artifact" in err
     assert _sm().list_endpoints()["Endpoints"] == []
+
+
+# --- UpdateRollbackFailed, CreateEndpoint eventual consistency --------------------------------
+
+
+def test_update_rollback_failed_stops_the_wait_with_a_clear_exit_3(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg)
+        stub.add_response("describe_endpoint", _endpoint("Updating", ec_name))
+        stub.add_response("describe_endpoint", _endpoint("UpdateRollbackFailed", ec_name, "rollback failed"))
+        # no further describe_endpoint queued: one more poll would fail the Stubber
+        with pytest.raises(AwsError) as caught:
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", poll=5.0,
+                            sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    message = str(caught.value)
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert "UpdateRollbackFailed" in message and "hybrid deploy" in message and "rollback failed" in message
+    assert slept == [5.0]
+
+
+def test_deploying_over_an_update_rollback_failed_endpoint_updates_it_to_the_new_config(tmp_path):
+    # the remedy the error names: UpdateEndpoint to a known-good config, no waiting on the stuck state
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    with Stubber(sm) as stub:
+        ec_name = _stub_update(stub, cfg, status="UpdateRollbackFailed")
+        stub.add_response("describe_endpoint", _endpoint("InService", ec_name))
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config",
+                                 sleep=lambda _: None, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "updated" and result.status == "InService"
+
+
+def _stub_create_until_endpoint(stub: Stubber, ec_name: str) -> None:
+    stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint \"bert-classifier\".")
+    for _ in range(2):
+        stub.add_client_error("describe_model", "ValidationException", "Could not find model")
+        stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-2:1:model/x"})
+    stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-2:1:endpoint-config/x"})
+
+
+def test_create_endpoint_describes_the_new_config_first_and_retries_its_validation_exception(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        _stub_create_until_endpoint(stub, "x")
+        # not visible yet, then visible but CreateEndpoint still refuses it once, then it works
+        stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+        stub.add_response("describe_endpoint_config", _described_config("x"))
+        stub.add_client_error("create_endpoint", "ValidationException", "Could not find endpoint configuration x")
+        stub.add_response("describe_endpoint_config", _described_config("x"))
+        stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-2:1:endpoint/bert-classifier"})
+        result = deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", wait=False,
+                                 sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert result.action == "created" and slept == [2.0, 4.0]
+
+
+def test_create_endpoint_gives_up_after_a_bounded_number_of_attempts(tmp_path):
+    from toolkit.deploy import CREATE_ATTEMPTS
+
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    slept: list[float] = []
+    with Stubber(sm) as stub:
+        _stub_create_until_endpoint(stub, "x")
+        for _ in range(CREATE_ATTEMPTS):
+            stub.add_response("describe_endpoint_config", _described_config("x"))
+            stub.add_client_error("create_endpoint", "ValidationException", "Could not find endpoint configuration x")
+        with pytest.raises(AwsError, match=f"failed {CREATE_ATTEMPTS} times"):
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", wait=False,
+                            sleep=slept.append, show_progress=False)
+        stub.assert_no_pending_responses()
+    assert len(slept) == CREATE_ATTEMPTS - 1
+
+
+# --- kms_key_arn -----------------------------------------------------------------------------
+
+KEY = "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_kms_key_goes_on_the_endpoint_config_when_no_variant_has_nvme_storage(tmp_path):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY
+    data["variants"]["gpu"]["instance_type"] = "ml.p3.2xlarge"  # EBS-backed, as inf2
+    request = endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert request["KmsKeyId"] == KEY
+
+
+def test_kms_key_with_an_nvme_variant_and_no_data_capture_is_refused_with_the_reason(tmp_path):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY  # gpu is ml.g5.*: local NVMe
+    with pytest.raises(UserError) as caught:
+        endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert "NVMe" in str(caught.value) and "gpu (ml.g5" in str(caught.value) and caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("neuron_type", ["ml.trn1.2xlarge", "ml.inf2.xlarge"])
+def test_kms_key_encrypts_data_capture_but_never_sits_beside_nvme_types(tmp_path, neuron_type):
+    data = pipeline_data(tmp_path)
+    data["kms_key_arn"] = KEY
+    data["variants"]["neuron"]["instance_type"] = neuron_type
+    data["data_capture"] = {"enabled": True, "s3_uri": f"s3://{BUCKET}/capture"}
+    request = endpoint_config_request(make_config(data), {"neuron": "n", "gpu": "g"})
+    assert "KmsKeyId" not in request
+    assert request["DataCaptureConfig"]["KmsKeyId"] == KEY
+
+
+# --- model packages and approval ---------------------------------------------------------------
+
+
+def test_a_model_package_arn_that_does_not_exist_is_refused_before_anything_is_created(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    arn = "arn:aws:sagemaker:us-east-2:123456789012:model-package/bert-classifier/7"
+    data["variants"]["gpu"]["model"] = {"model_package_arn": arn}
+    sm = _sm()
+    with pytest.raises(UserError) as caught:
+        deploy_endpoint(make_config(data), sagemaker_client=sm, s3_client=_s3(), source="config", show_progress=False)
+    assert arn in str(caught.value) and "variants.gpu" in str(caught.value)
+    assert sm.list_models()["Models"] == [] and _config_count(sm) == 0
+
+
+def _register(cfg: Any, approve: bool) -> Any:
+    from toolkit.compile import compile_model
+    from toolkit.registry import register_models
+
+    compiled = compile_model(cfg, sagemaker_client=_sm(), s3_client=_s3(), sleep=lambda _: None, show_progress=False)
+    return register_models(cfg, sagemaker_client=_sm(), compiled=compiled, approve=approve)
+
+
+def test_auto_source_refuses_a_pending_pair_instead_of_deploying_the_config(aws, tmp_path, capsys):
+    data = pipeline_data(tmp_path)
+    _register(make_config(data), approve=False)
+    code = run(["deploy", "-c", write(tmp_path, data)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "hybrid register --approve" in err
+    assert _sm().list_models()["Models"] == []
+
+
+def test_auto_source_refuses_a_pending_pair_newer_than_the_approved_one(aws, tmp_path):
+    data = pipeline_data(tmp_path)
+    _register(make_config(data), approve=True)
+    data["compile"]["input_shapes"] = {"input_ids": [1, 256], "attention_mask": [1, 256]}
+    _register(make_config(data), approve=False)
+    with pytest.raises(UserError, match="not approved"):
+        deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), show_progress=False)
+    # asked explicitly for the approved pair: it deploys
+    result = deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), source="registry",
+                             show_progress=False)
+    assert result.source == "registry" and result.action == "created"
+
+
+# --- Neo InferenceImage ----------------------------------------------------------------------
+
+
+def test_config_deploy_of_a_neo_build_uses_the_compiled_artifact_and_the_jobs_inference_image(aws, tmp_path):
+    from toolkit.compile import lookup, write_manifest
+
+    cfg = make_config(pipeline_data(tmp_path))
+    neo_image = "763104351884.dkr.ecr.us-east-2.amazonaws.com/neo-inf2:from-the-job"
+    compiled = lookup(cfg, s3_client=_s3()) or _register_compile(cfg)
+    compiled.versions = {**compiled.versions, "inference_image": neo_image}
+    write_manifest(cfg, compiled, _s3())  # as _compile_neo records DescribeCompilationJob's InferenceImage
+    _s3().put_object(Bucket=BUCKET, Key=compiled.artifact.split(f"{BUCKET}/", 1)[1], Body=b"compiled")
+    result = deploy_endpoint(cfg, sagemaker_client=_sm(), s3_client=_s3(), source="config", show_progress=False)
+    container = _sm().describe_model(ModelName=result.models["neuron"])["Containers"][0]
+    assert container["Image"] == neo_image and container["ModelDataUrl"] == compiled.artifact
+    gpu = _sm().describe_model(ModelName=result.models["gpu"])["Containers"][0]
+    assert gpu["Image"] != neo_image
+
+
+def _register_compile(cfg: Any) -> Any:
+    from toolkit.compile import compile_model
+
+    return compile_model(cfg, sagemaker_client=_sm(), s3_client=_s3(), sleep=lambda _: None, show_progress=False)
+
+
+# --- an autoscaled variant changes instance type ---------------------------------------------
+
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+TRACKING = {"TargetValue": 70.0, "ScaleInCooldown": 300, "ScaleOutCooldown": 60,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}
+
+
+class Recorder:
+    """Wraps a boto3 client and records the order of the calls that change something."""
+
+    def __init__(self, client: Any, calls: list[str]) -> None:
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not name.startswith(("describe", "list")):
+            def call(*args: Any, **kwargs: Any) -> Any:
+                self._calls.append(name)
+                return attr(*args, **kwargs)
+            return call
+        return attr
+
+
+def _autoscale(aas: Any, variant: str, minimum: int, maximum: int) -> None:
+    resource = f"endpoint/bert-classifier/variant/{variant}"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=DIMENSION,
+                                 MinCapacity=minimum, MaxCapacity=maximum)
+    aas.put_scaling_policy(PolicyName=f"{variant}-tracking", ServiceNamespace="sagemaker", ResourceId=resource,
+                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
+                           TargetTrackingScalingPolicyConfiguration=TRACKING)
+
+
+def test_changing_an_autoscaled_variants_instance_type_deregisters_updates_waits_and_reregisters(aws, tmp_path):
+    data = pipeline_data(tmp_path, backend="container")
+    aas = boto3.client("application-autoscaling", region_name="us-east-2")
+    deploy_endpoint(make_config(data), sagemaker_client=_sm(), s3_client=_s3(), source="config", show_progress=False)
+    _autoscale(aas, "gpu", 1, 6)
+    _autoscale(aas, "neuron", 1, 3)
+    data["variants"]["gpu"]["instance_type"] = "ml.g5.2xlarge"
+    calls: list[str] = []
+    result = deploy_endpoint(make_config(data), sagemaker_client=Recorder(_sm(), calls), s3_client=_s3(),
+                             source="config", show_progress=False, autoscaling_client=Recorder(aas, calls),
+                             sleep=lambda _: None)
+    assert result.action == "updated"
+    # only the variant whose type changes loses its scalable target, and only around the update
+    assert [c for c in calls if c not in ("create_model", "create_endpoint_config")] == [
+        "deregister_scalable_target", "update_endpoint", "register_scalable_target", "put_scaling_policy"]
+    gpu = aas.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                        ResourceIds=["endpoint/bert-classifier/variant/gpu"])["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in gpu] == [(1, 6)]
+    policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker",
+                                             ResourceId="endpoint/bert-classifier/variant/gpu")["ScalingPolicies"]
+    assert [(p["PolicyName"], p["TargetTrackingScalingPolicyConfiguration"]) for p in policies] == [
+        ("gpu-tracking", TRACKING)]
+    live = _sm().describe_endpoint_config(EndpointConfigName=result.endpoint_config_name)
+    assert {pv["VariantName"]: pv["InstanceType"] for pv in live["ProductionVariants"]}["gpu"] == "ml.g5.2xlarge"
+
+
+def test_autoscaling_is_restored_even_when_the_update_rolls_back(tmp_path):
+    cfg = make_config(pipeline_data(tmp_path))
+    sm = _sm()
+    aas = boto3.client("application-autoscaling", region_name="us-east-2")
+    resource = "endpoint/bert-classifier/variant/gpu"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": DIMENSION,
+              "MinCapacity": 2, "MaxCapacity": 5, "CreationTime": "2026-01-01",
+              "RoleARN": "arn:aws:iam::123456789012:role/aws-service-role/x"}
+    with Stubber(sm) as stub, Stubber(aas) as aas_stub:
+        # the live config runs gpu on g5.2xlarge; the new one on g5.xlarge
+        _stub_update(stub, cfg, live_types=("ml.inf2.xlarge", "ml.g5.2xlarge"))
+        stub.add_response("describe_endpoint", _endpoint("InService", "bert-classifier-old", "health check failed"))
+        aas_stub.add_response("describe_scalable_targets", {"ScalableTargets": [target]})
+        aas_stub.add_response("describe_scalable_targets", {"ScalableTargets": [target]})
+        aas_stub.add_response("describe_scaling_policies", {"ScalingPolicies": []})
+        aas_stub.add_response("deregister_scalable_target", {})
+        aas_stub.add_response("register_scalable_target", {}, {
+            "ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": DIMENSION,
+            "MinCapacity": 2, "MaxCapacity": 5})
+        with pytest.raises(AwsError, match="rolled back"):
+            deploy_endpoint(cfg, sagemaker_client=sm, s3_client=PresentS3(), source="config", sleep=lambda _: None,
+                            show_progress=False, autoscaling_client=aas)
+        aas_stub.assert_no_pending_responses()
+
+
+# --- pointed at a plain moto server ----------------------------------------------------------
+
+PLAIN_MOTO = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("http://%s:%d" % server.get_host_and_port(), flush=True)
+sys.stdin.read()  # until the test closes stdin
+server.stop()
+"""
+
+
+@pytest.fixture
+def plain_moto() -> Iterator[str]:
+    """An unpatched moto server in its own process (this process's moto carries the compat patches)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", PLAIN_MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_against_plain_moto_deploy_says_in_one_line_to_use_local_serve(plain_moto, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", plain_moto)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    for key in ARTIFACT_KEYS.values():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"model")
+    code = run(["deploy", "-c", write(tmp_path, pipeline_data(tmp_path, backend="container"))])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and len(err) < 400
+    assert "plain moto lacks ml.inf2/ml.g5" in err and "hybrid local serve" in err

@@ -111,3 +111,30 @@ def test_variant_given_as_a_package_is_refused(aws, tmp_path):
     }
     with pytest.raises(UserError, match=r"variants\.gpu\.model uses model_package_arn"):
         register_models(make_config(data), sagemaker_client=sm, compiled=compiled)
+
+
+def test_the_neuron_package_runs_on_the_neo_jobs_inference_image(aws, tmp_path):
+    from toolkit.registry import plan_packages
+
+    cfg = make_config(pipeline_data(tmp_path))
+    _, compiled = _compiled(cfg)
+    neo_image = "763104351884.dkr.ecr.us-east-2.amazonaws.com/neo-inf2:from-the-job"
+    compiled.versions = {**compiled.versions, "inference_image": neo_image}
+    _, plans = plan_packages(cfg, compiled)
+    neuron = plans["neuron"].request["InferenceSpecification"]["Containers"][0]
+    gpu = plans["gpu"].request["InferenceSpecification"]["Containers"][0]
+    assert neuron["Image"] == neo_image and neuron["ModelDataUrl"] == compiled.artifact
+    assert gpu["Image"] != neo_image
+
+
+def test_a_pending_pair_is_found_and_an_approved_or_rejected_one_is_not(aws, tmp_path):
+    from toolkit.registry import newest_pending_pair
+
+    cfg = make_config(pipeline_data(tmp_path))
+    sm, compiled = _compiled(cfg)
+    assert newest_pending_pair(cfg, sagemaker_client=sm) is None
+    registered = register_models(cfg, sagemaker_client=sm, compiled=compiled)
+    pending = newest_pending_pair(cfg, sagemaker_client=sm)
+    assert pending is not None and pending.pair == registered.pair
+    sm.update_model_package(ModelPackageArn=registered.packages["neuron"], ModelApprovalStatus="Rejected")
+    assert newest_pending_pair(cfg, sagemaker_client=sm) is None

@@ -163,7 +163,9 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption,
         output: Output = OutputOption,
         source: str = typer.Option(
-            "auto", "--source", help="auto: the approved pair if one exists, else the config; registry; config."
+            "auto", "--source",
+            help="auto: the approved pair if one exists, else the config (refused while a newer pair awaits "
+            "approval); registry; config.",
         ),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for InService."),
         dry_run: bool = DryRunOption,
@@ -177,10 +179,12 @@ def register(app: typer.Typer) -> None:
         if source not in ("auto", "registry", "config"):
             raise UserError(f"--source must be auto, registry or config, got {source!r}")
         cfg = _load(config)
-        sagemaker, s3 = _clients(cfg, endpoint_url, profile, "sagemaker", "s3")
+        sagemaker, s3, autoscaling = _clients(cfg, endpoint_url, profile, "sagemaker", "s3",
+                                              "application-autoscaling")
         result = deploy_endpoint(cfg, sagemaker_client=sagemaker, s3_client=s3, wait=wait,
                                  source=source,  # type: ignore[arg-type]
-                                 dry_run=dry_run, show_progress=output == Output.text)
+                                 dry_run=dry_run, show_progress=output == Output.text,
+                                 autoscaling_client=autoscaling)
 
         def render(_: object) -> None:
             from rich.console import Console

@@ -24,6 +24,10 @@ Gaps (verified against moto 5.2.5, see shared/reference/aws-facts.md):
   cfn_endpoint    CloudFormation ignores AWS::SageMaker::Endpoint's EndpointName and, on
                   update, deletes and recreates the endpoint (dropping its live weights)
                   instead of an UpdateEndpoint honouring RetainAllVariantProperties.
+  json_auth_errors  With IAM enforced, moto answers a denied request to a JSON-protocol service
+                  (SageMaker, Application Auto Scaling: X-Amz-Target) with an XML body that
+                  botocore cannot parse: the error arrives as code "403" with the raw XML in
+                  its message. AWS answers `AccessDeniedException` in JSON, one line.
 Optional (off by default, `set_async_updates(True)`): endpoint updates stay `Updating`
 until `settle_endpoints()` is called, as on AWS where an update takes minutes; the
 simulator settles them at each simulated minute boundary.
@@ -58,6 +62,7 @@ def apply() -> None:
             return
         _patch_sagemaker()
         _patch_cloudwatch()
+        _patch_auth_errors()
         _APPLIED = True
 
 
@@ -247,6 +252,29 @@ def _patch_sagemaker() -> None:
 
     sm.FakeEndpoint.create_from_cloudformation_json = create_from_cloudformation_json
     sm.FakeEndpoint.update_from_cloudformation_json = update_from_cloudformation_json
+
+
+def _patch_auth_errors() -> None:
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import JsonRESTError
+    from moto.core.exceptions import _RESTError as RESTError  # the base of the IAM refusals
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+    ORIGINALS["json_auth_errors"] = original
+    # AWS's JSON-protocol names for the IAM refusals moto raises.
+    json_types = {"AccessDenied": "AccessDeniedException", "InvalidClientTokenId": "UnrecognizedClientException"}
+
+    def authenticate_and_authorize(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        try:
+            original(self, iam_request_cls, resource)
+        except RESTError as error:
+            if isinstance(error, JsonRESTError) or not self.headers.get("X-Amz-Target"):
+                raise
+            json_error = JsonRESTError(json_types.get(error.error_type, error.error_type), error.message)
+            json_error.code = error.code
+            raise json_error from None
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize  # type: ignore[method-assign]
 
 
 def _truthy(value: Any) -> bool:

@@ -38,8 +38,9 @@ class EmbeddedAws:
     """moto's ThreadedMotoServer on a free 127.0.0.1 port, patched by toolkit.local.compat."""
 
     def __init__(self, region: str = "us-east-1", *, async_updates: bool = False, export_env: bool = False,
-                 reset: bool = True) -> None:
+                 reset: bool = True, port: int = 0) -> None:
         self.region = region
+        self.port = port
         self.async_updates = async_updates
         self.export_env = export_env
         self.reset = reset
@@ -54,8 +55,8 @@ class EmbeddedAws:
 
         # werkzeug logs every request at INFO: thousands of lines in a demo.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        # Port 0: the OS picks a free port, so parallel test workers never collide.
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        # Port 0 (the default): the OS picks a free port, so parallel test workers never collide.
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"

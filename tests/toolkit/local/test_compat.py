@@ -366,3 +366,11 @@ def test_get_metric_statistics_returns_extended_statistics(aws):
     assert len(points) == 1
     assert points[0]["SampleCount"] == 100
     assert points[0]["ExtendedStatistics"] == {"p99": 1000.0, "p99.9": 4000.0}
+
+
+def test_json_auth_errors_gap_still_exists():
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError
+
+    assert compat.ORIGINALS["json_auth_errors"] is not None
+    denied = AccessDeniedError("arn:aws:iam::123456789012:user/u", "sagemaker:ListModels")
+    assert not isinstance(denied, JsonRESTError) and denied.description.startswith("<?xml")
