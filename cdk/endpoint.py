@@ -18,6 +18,7 @@ Public attributes other constructs use (e.g. cdk/controller.py's RoutingControll
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import aws_cdk as cdk
@@ -103,8 +104,21 @@ class _Grants:
 class HybridEndpoint(Construct):
     """Models, endpoint config, endpoint, autoscaling, alarms, dashboard and execution role."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: HybridConfig) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: HybridConfig, without_autoscaling: Iterable[str] = ()
+    ) -> None:
+        """without_autoscaling: variants whose scalable target is left out of the template.
+
+        Step 1 of the CDK two-step for changing an autoscaled variant's instance type (SageMaker
+        refuses while the variant is registered): deploy once without its target (CloudFormation
+        deregisters it), then change the type and deploy with it again (docs/infrastructure.md).
+        """
         super().__init__(scope, construct_id)
+        unscaled = tuple(without_autoscaling)
+        unknown = [n for n in unscaled if n not in VARIANT_NAMES]
+        if unknown:
+            raise UserError(f"without_autoscaling: unknown variant {', '.join(unknown)} (the variants are "
+                            f"{', '.join(VARIANT_NAMES)})")
         self.config = config
         self.endpoint_name = config.name
         self.variant_names: tuple[str, ...] = VARIANT_NAMES
@@ -134,7 +148,7 @@ class HybridEndpoint(Construct):
             exclude_retained_variant_properties=[],
         )
         self.endpoint_arn = self.endpoint.ref
-        self.scalable_targets = {name: self._autoscaling(name) for name in VARIANT_NAMES}
+        self.scalable_targets = {name: self._autoscaling(name) for name in VARIANT_NAMES if name not in unscaled}
         self.latency_alarms: dict[str, cw.Alarm] = {}
         self.error_alarms: dict[str, cw.Alarm] = {}
         for name in VARIANT_NAMES:

@@ -163,3 +163,23 @@ def test_a_trainium_neuron_variant_gets_no_volume_size_and_no_kms_key(tmp_path, 
     assert "KmsKeyId" not in config
     variants = {v["VariantName"]: v for v in config["ProductionVariants"]}
     assert "VolumeSizeInGB" not in variants["neuron"] and variants["neuron"]["InstanceType"] == instance_type
+
+
+def test_without_autoscaling_leaves_out_that_variants_scalable_target_for_step_one_of_a_type_change():
+    from aws_cdk.assertions import Template
+
+    from cdk.app import build_from_context
+
+    _, stack = build_from_context(cdk_context(config=str(EXAMPLE_CONFIG), without_autoscaling="gpu"))
+    targets = Template.from_stack(stack).find_resources("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert [t["Properties"]["ResourceId"] for t in targets.values()] == ["endpoint/bert-classifier/variant/neuron"]
+    policies = Template.from_stack(stack).find_resources("AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert len(policies) == 1
+
+
+def test_without_autoscaling_naming_an_unknown_variant_exits_2_with_one_line(capsys):
+    from cdk.app import main
+
+    assert main(cdk_context(config=str(EXAMPLE_CONFIG), without_autoscaling="gpu2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gpu2" in err and "neuron, gpu" in err
