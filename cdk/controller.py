@@ -112,6 +112,26 @@ CONTROLLER_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The dashboard reads the controller from its decision records: the handler logs one JSON record
+# per tick (routing/lambda_handler.py), after the Lambda runtime's "[INFO]\t<time>\t<request id>\t"
+# prefix, so CloudWatch Logs Insights cannot discover the fields by itself: each is parsed with a
+# regular expression (Logs Insights syntax: named groups are `(?<name>...)`). Keys are the
+# record's; the first occurrence is the top-level one ("phase_before" does not match "phase").
+DECISION_FIELDS: dict[str, str] = {
+    "phase": r'"phase": "(?<phase>[a-z_]+)"',
+    "action": r'"action": "(?<action>[a-z_]+)"',
+    "applied": r'"applied": (?<applied>true|false)',
+    "neuron_share": r'"after": \{[^{}]*"variants": \{"neuron": \{[^{}]*"share_percent": (?<neuron_share>[0-9.]+)',
+    "reason": r'"reason": "(?<reason>(?:[^"\\]|\\.)*)"',
+}
+TICK_FILTER = "filter @message like /\"command\": \"/"
+
+
+def decision_query(fields: tuple[str, ...], tail: tuple[str, ...]) -> list[str]:
+    parses = [f"parse @message /{DECISION_FIELDS[name]}/" for name in fields]
+    return ["fields @timestamp", TICK_FILTER, *parses, *tail]
+
+
 def controller_config(config: HybridConfig) -> HybridConfig:
     """The config the Lambda gets: everything but the models' container environments.
 
@@ -341,6 +361,7 @@ class RoutingController(Construct):
         )
         self.alarms = self._alarms()
         self._acknowledge()
+        self._dashboard_widgets(endpoint)
 
         cdk.CfnOutput(self, "TableName", value=self.table.table_name,
                       description="Controller state and decision records (hybrid canary status uses it)")
@@ -383,6 +404,40 @@ class RoutingController(Construct):
         for statement in statements:
             role.add_to_policy(statement)
         return role
+
+    # ------------------------------------------------------------------ dashboard
+
+    def _dashboard_widgets(self, endpoint: Any) -> None:
+        """The controller on the endpoint's dashboard: phase, actions and neuron share from its records."""
+        dashboard = getattr(endpoint, "dashboard", None)
+        if dashboard is None:
+            return
+        groups = [self.log_group.log_group_name]
+        dashboard.add_widgets(
+            cw.LogQueryWidget(
+                title="Controller: neuron share % after each tick (decision records)",
+                log_group_names=groups,
+                query_lines=decision_query(("neuron_share",), (
+                    "filter ispresent(neuron_share)",
+                    "stats max(neuron_share) as neuron_share_percent by bin(5m)",
+                )),
+                view=cw.LogQueryVisualizationType.LINE,
+                width=8,
+                height=6,
+            ),
+            cw.LogQueryWidget(
+                title="Controller: latest decisions (phase, action, applied, reason)",
+                log_group_names=groups,
+                query_lines=decision_query(("phase", "action", "applied", "neuron_share", "reason"), (
+                    "display @timestamp, phase, action, applied, neuron_share, reason",
+                    "sort @timestamp desc",
+                    "limit 50",
+                )),
+                view=cw.LogQueryVisualizationType.TABLE,
+                width=16,
+                height=6,
+            ),
+        )
 
     # ------------------------------------------------------------------ alarms
 

@@ -232,3 +232,29 @@ def test_without_one_action_the_ticks_fail_where_a_user_would(config_path, role_
         # Denied metric reads and notices do not raise (the tick holds / is already done): the
         # scenario's outcome shows them.
         assert problems(world, summaries), f"the scenario succeeded without {missing}"
+
+
+def test_the_dashboards_decision_queries_read_phase_action_and_share_from_the_records_the_handler_logs(
+        config_path, role_actions, caplog, stack):
+    """The Logs Insights parse patterns (cdk/controller.py) against real handler log lines."""
+    import logging
+    import re
+
+    from cdk.controller import DECISION_FIELDS
+
+    patterns = {name: re.compile(p.replace("(?<", "(?P<")) for name, p in DECISION_FIELDS.items()}
+    with caplog.at_level(logging.INFO, logger="routing.lambda_handler"), \
+            enforced_world(config_path, role_actions) as world:
+        summaries = ramp_fallback_pause(world)
+    lines = [r.getMessage() for r in caplog.records if r.name == "routing.lambda_handler" and '"command": "' in
+             r.getMessage()]
+    assert len(lines) == len(summaries)
+    for line, summary in zip(lines, summaries, strict=True):
+        record = json.loads(line)
+        found = {name: (m.group(name) if (m := p.search(line)) else None) for name, p in patterns.items()}
+        assert found["phase"] == summary["phase"] and found["action"] == summary["action"]
+        assert found["applied"] == json.dumps(summary["applied"])
+        assert float(found["neuron_share"]) == record["after"]["variants"]["neuron"]["share_percent"]
+        assert json.loads(f'"{found["reason"]}"') == record["reason"]
+    widgets = json.dumps(stack.stack.resolve(stack.only("AWS::CloudWatch::Dashboard")["Properties"]["DashboardBody"]))
+    assert "Controller: latest decisions" in widgets and "neuron_share" in widgets
