@@ -106,6 +106,7 @@ CONTROLLER_ACTIONS: dict[str, tuple[str, ...]] = {
     "logs": ("logs:CreateLogStream", "logs:PutLogEvents"),
     # Publishing to the KMS-encrypted topic (only when the stack creates the topic).
     "key": ("kms:GenerateDataKey", "kms:Decrypt"),
+    # (sts:GetCallerIdentity, called when the config pins `account:`, needs no permission.)
     # Lambda sends failed asynchronous invocations to the dead-letter queue with the function's
     # role (CDK grants it on the queue for `dead_letter_queue`; listed here so the table is complete).
     "dead-letters": ("sqs:SendMessage",),
