@@ -30,9 +30,16 @@ def environment(config: HybridConfig) -> cdk.Environment:
     return cdk.Environment(region=config.region, account=config.account)
 
 
+def without_autoscaling(app: cdk.App) -> tuple[str, ...]:
+    """`-c without_autoscaling=gpu`: step 1 of changing an autoscaled variant's instance type."""
+    value = app.node.try_get_context("without_autoscaling") or ""
+    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
 def build(app: cdk.App, config: HybridConfig) -> HybridEndpointStack:
     """Add the stack and the AwsSolutions checks to `app` (tests call this with their own App)."""
-    stack = HybridEndpointStack(app, stack_name(config), config=config, env=environment(config))
+    stack = HybridEndpointStack(app, stack_name(config), config=config, env=environment(config),
+                                without_autoscaling=without_autoscaling(app))
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return stack
 

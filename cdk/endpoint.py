@@ -18,6 +18,7 @@ Public attributes other constructs use (e.g. cdk/controller.py's RoutingControll
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import aws_cdk as cdk
@@ -29,12 +30,19 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
 from toolkit.config import VARIANT_NAMES, HybridConfig, VariantConfig, instance_family
+from toolkit.errors import UserError
 from toolkit.images import DLC_ACCOUNT_EXCEPTIONS, DLC_DEFAULT_ACCOUNT, resolve_image
 from toolkit.pricing import price_per_hour
 
-# Instance families whose storage is local NVMe instance storage rather than an EBS volume.
+# Instance families whose storage is local NVMe instance storage rather than an EBS volume
+# (EC2 instance store volumes; the SageMaker docs name ml.p4d, ml.g4dn and ml.g5 as examples).
 # CreateEndpointConfig rejects KmsKeyId (and VolumeSizeInGB) when any variant uses one of them.
-NVME_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p4d", "p4de", "p5", "p5e"}
+# inf2, inf1, p3 (not p3dn) and c5/m5/r5 are EBS-only. The Trainium families are accepted by
+# the config for the neuron variant, so they must be here too.
+NVME_FAMILIES = {
+    "g4dn", "g4ad", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en",
+    "trn1", "trn1n", "trn2", "c5d", "m5d", "r5d", "c6id", "m6id", "r6id",
+}
 
 # The service-linked role Application Auto Scaling uses for SageMaker variants. Naming it keeps
 # CDK from creating (and us from having to secure) an extra IAM role per scalable target.
@@ -45,6 +53,14 @@ AUTOSCALING_SLR = (
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD = cdk.Duration.minutes(1)
+
+# cdk-nag matches `appliesTo` against the rendered ARN. With a region and
+# @aws-cdk/core:enablePartitionLiterals the partition is a literal ("aws"); in an
+# environment-agnostic stack, or without that flag, it renders as <AWS::Partition>, the region
+# as <AWS::Region> and the account as <AWS::AccountId>. Every pattern accepts both forms.
+NAG_PARTITION = r"(?:[a-z-]+|<AWS::Partition>)"
+NAG_REGION = r"(?:[a-z0-9-]+|<AWS::Region>)"
+NAG_ACCOUNT = r"(?:\d{12}|<AWS::AccountId>)"
 
 
 def has_instance_storage(instance_type: str) -> bool:
@@ -88,8 +104,21 @@ class _Grants:
 class HybridEndpoint(Construct):
     """Models, endpoint config, endpoint, autoscaling, alarms, dashboard and execution role."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: HybridConfig) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: HybridConfig, without_autoscaling: Iterable[str] = ()
+    ) -> None:
+        """without_autoscaling: variants whose scalable target is left out of the template.
+
+        Step 1 of the CDK two-step for changing an autoscaled variant's instance type (SageMaker
+        refuses while the variant is registered): deploy once without its target (CloudFormation
+        deregisters it), then change the type and deploy with it again (docs/infrastructure.md).
+        """
         super().__init__(scope, construct_id)
+        unscaled = tuple(without_autoscaling)
+        unknown = [n for n in unscaled if n not in VARIANT_NAMES]
+        if unknown:
+            raise UserError(f"without_autoscaling: unknown variant {', '.join(unknown)} (the variants are "
+                            f"{', '.join(VARIANT_NAMES)})")
         self.config = config
         self.endpoint_name = config.name
         self.variant_names: tuple[str, ...] = VARIANT_NAMES
@@ -97,6 +126,7 @@ class HybridEndpoint(Construct):
         self._partition = stack.partition
         self._account = stack.account
         self._region = stack.region
+        self._check_region(stack)
 
         self.images = {name: self._image(name) for name in VARIANT_NAMES}
         self.execution_role = self._execution_role()
@@ -118,13 +148,49 @@ class HybridEndpoint(Construct):
             exclude_retained_variant_properties=[],
         )
         self.endpoint_arn = self.endpoint.ref
-        self.scalable_targets = {name: self._autoscaling(name) for name in VARIANT_NAMES}
+        self.scalable_targets = {name: self._autoscaling(name) for name in VARIANT_NAMES if name not in unscaled}
         self.latency_alarms: dict[str, cw.Alarm] = {}
         self.error_alarms: dict[str, cw.Alarm] = {}
         for name in VARIANT_NAMES:
             self.latency_alarms[name], self.error_alarms[name] = self._alarms(name)
-        self.dashboard_name = f"{self.endpoint_name}-hybrid"
+        # Dashboards are account-global, not regional: the same endpoint name in two regions must
+        # not share one. The region is a token in an environment-agnostic stack (resolved at deploy).
+        self.dashboard_name = f"{self.endpoint_name}-hybrid-{stack.region}"
+        self.unpriced = self._unpriced()
         self.dashboard = self._dashboard()
+
+    # ------------------------------------------------------------------ region
+
+    def _check_region(self, stack: cdk.Stack) -> None:
+        """Images and artifacts are resolved for config.region: the endpoint must be deployed there.
+
+        A stack with a region: synth refuses a mismatch. An environment-agnostic stack (region
+        unknown until deploy): a CloudFormation rule refuses the deployment in any other region,
+        before anything is created (the images would be pulled from the wrong region otherwise).
+        """
+        wanted = self.config.region
+        if not cdk.Token.is_unresolved(stack.region):
+            if stack.region != wanted:
+                raise UserError(
+                    f"stack {stack.stack_name} is in region {stack.region} but {self.endpoint_name}'s config says "
+                    f"region {wanted}: container images and model artifacts must be in the endpoint's region; "
+                    f"set region: {stack.region} in hybrid.yaml (with artifacts in that region) or deploy the "
+                    f"stack to {wanted}"
+                )
+            return
+        cdk.CfnRule(
+            self,
+            "RegionMatchesConfig",
+            assertions=[
+                cdk.CfnRuleAssertion(
+                    assert_=cdk.Fn.condition_equals(cdk.Aws.REGION, wanted),
+                    assert_description=(
+                        f"{self.endpoint_name} is configured for {wanted} (its images and model artifacts are there): "
+                        f"deploy this stack to {wanted}, or set region in hybrid.yaml and synthesize again"
+                    ),
+                )
+            ],
+        )
 
     # ------------------------------------------------------------------ models and endpoint
 
@@ -252,7 +318,7 @@ class HybridEndpoint(Construct):
             g.statements.append(
                 iam.PolicyStatement(sid="ReadModelArtifacts", actions=["s3:GetObject"], resources=artifacts)
             )
-            g.wildcard_reasons[r"/^Resource::arn:[^:]+:s3:::[^*]+/\*$/"] = (
+            g.wildcard_reasons[rf"/^Resource::arn:{NAG_PARTITION}:s3:::[^*]+/\*$/"] = (
                 "Read-only s3:GetObject on the folder holding each configured model artifact "
                 "(and the compile output prefix): SageMaker reads model.tar.gz from there; no other bucket or prefix."
             )
@@ -264,13 +330,16 @@ class HybridEndpoint(Construct):
             cfg.variant(n).model.model_package_arn for n in VARIANT_NAMES if cfg.variant(n).model.model_package_arn
         ]
         package_accounts = sorted({arn.split(":")[4] for arn in packages if arn})
-        dlc_account = DLC_ACCOUNT_EXCEPTIONS.get(region, DLC_DEFAULT_ACCOUNT)
+        # Images live in the endpoint's region, config.region (_check_region pins the stack to it);
+        # the stack's region may be a token here.
+        image_region = cfg.region
+        dlc_account = DLC_ACCOUNT_EXCEPTIONS.get(image_region, DLC_DEFAULT_ACCOUNT)
         for pkg_account in package_accounts:
             # A package's image and artifact are only known from DescribeModelPackage at deploy
             # time: scope by the owning account instead of by name.
             repositories += [
-                f"arn:{p}:ecr:{region}:{pkg_account}:repository/*",
-                f"arn:{p}:ecr:{region}:{dlc_account}:repository/*",
+                f"arn:{p}:ecr:{image_region}:{pkg_account}:repository/*",
+                f"arn:{p}:ecr:{image_region}:{dlc_account}:repository/*",
             ]
             g.statements.append(
                 iam.PolicyStatement(
@@ -281,7 +350,7 @@ class HybridEndpoint(Construct):
                 )
             )
         if package_accounts:
-            g.wildcard_reasons[r"/^Resource::arn:[^:]+:ecr:[^:]+:\d{12}:repository/\*$/"] = (
+            g.wildcard_reasons[rf"/^Resource::arn:{NAG_PARTITION}:ecr:{NAG_REGION}:{NAG_ACCOUNT}:repository/\*$/"] = (
                 "Model-package variants: the package names its image only at deploy time, so ECR pull is scoped to "
                 "the package owner's and the AWS Deep Learning Containers' registries in this region."
             )
@@ -317,7 +386,8 @@ class HybridEndpoint(Construct):
             )
         )
         g.wildcard_reasons[
-            r"/^Resource::arn:[^:]+:logs:.+:log-group:/aws/sagemaker/Endpoints/[^*]+:log-stream:\*$/"
+            rf"/^Resource::arn:{NAG_PARTITION}:logs:{NAG_REGION}:{NAG_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/"
+            r"[^*]+:log-stream:\*$/"
         ] = "Log streams are created per instance with generated names, inside this endpoint's own log group only."
         if cfg.data_capture.enabled and cfg.data_capture.s3_uri:
             bucket, key = s3_parts(cfg.data_capture.s3_uri)
@@ -328,7 +398,7 @@ class HybridEndpoint(Construct):
                     resources=[f"arn:{p}:s3:::{bucket}/{key.rstrip('/') + '/' if key else ''}*"],
                 )
             )
-            g.wildcard_reasons[r"/^Resource::arn:[^:]+:s3:::[^*]+\*$/"] = (
+            g.wildcard_reasons[rf"/^Resource::arn:{NAG_PARTITION}:s3:::[^*]+\*$/"] = (
                 "Data capture writes objects with generated keys under the configured capture prefix only."
             )
             if cfg.kms_key_arn:
@@ -381,7 +451,7 @@ class HybridEndpoint(Construct):
                     resources=["*"],
                 )
             )
-            g.wildcard_reasons[r"/^Resource::arn:[^:]+:ec2:.+:network-interface/\*$/"] = (
+            g.wildcard_reasons[rf"/^Resource::arn:{NAG_PARTITION}:ec2:{NAG_REGION}:{NAG_ACCOUNT}:network-interface/\*$/"] = (
                 "ENIs SageMaker creates for the model containers: their ids do not exist before creation. "
                 "CreateNetworkInterface is bounded by the named subnets and security groups; delete and the "
                 "ENI-permission actions by an ec2:Subnet condition on the configured subnets."
@@ -517,6 +587,27 @@ class HybridEndpoint(Construct):
             period=PERIOD,
         )
 
+    def _unpriced(self) -> list[str]:
+        """Instance types with no known price (config `prices:` or the built-in table).
+
+        Synth does not fail for them (`hybrid validate` accepts any SageMaker type): the dashboard
+        shows a note instead of the blended-cost graph, and synth prints a warning saying what to set.
+        """
+        missing: list[str] = []
+        for name in VARIANT_NAMES:
+            instance_type = self.config.variant(name).instance_type
+            try:
+                price_per_hour(instance_type, self.config.prices)
+            except UserError:
+                missing.append(instance_type)
+        if missing:
+            cdk.Annotations.of(self).add_warning_v2(
+                "hybrid:no-price",
+                f"no price known for {', '.join(missing)}: the dashboard's blended $ per 1K inferences graph is "
+                f"replaced by a note; add $/hour under `prices:` in hybrid.yaml to get it",
+            )
+        return missing
+
     def cost_per_1k(self) -> cw.MathExpression:
         """Blended $ per 1,000 inferences: what both variants' instances cost over what they served."""
         usage: dict[str, cw.IMetric] = {}
@@ -532,6 +623,17 @@ class HybridEndpoint(Construct):
             using_metrics=usage,
             label="blended $ per 1K inferences",
             period=PERIOD,
+        )
+
+    def _cost_widget(self) -> cw.IWidget:
+        if not self.unpriced:
+            return cw.GraphWidget(title="Blended $ per 1K inferences", left=[self.cost_per_1k()], width=8)
+        types = ", ".join(self.unpriced)
+        return cw.TextWidget(
+            markdown=(f"### Blended $ per 1K inferences\nNo price known for {types}: add its $/hour under "
+                      "`prices:` in hybrid.yaml and deploy again to get this graph."),
+            width=8,
+            height=6,
         )
 
     def _dashboard(self) -> cw.Dashboard:
@@ -583,7 +685,7 @@ class HybridEndpoint(Construct):
             ],
             [
                 cw.GraphWidget(title="Instances in service (derived)", left=[self.instances(n) for n in v], width=8),
-                cw.GraphWidget(title="Blended $ per 1K inferences", left=[self.cost_per_1k()], width=8),
+                self._cost_widget(),
                 cw.GraphWidget(
                     title="Instance CPU / GPU utilization (%)",
                     left=[

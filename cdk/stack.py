@@ -13,7 +13,8 @@ from toolkit.errors import UserError
 
 
 class HybridEndpointStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: HybridConfig, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: HybridConfig,
+                 without_autoscaling: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(
             scope,
             construct_id,
@@ -21,7 +22,7 @@ class HybridEndpointStack(cdk.Stack):
             **kwargs,
         )
         self.config = config
-        self.endpoint = HybridEndpoint(self, "HybridEndpoint", config=config)
+        self.endpoint = HybridEndpoint(self, "HybridEndpoint", config=config, without_autoscaling=without_autoscaling)
 
         cdk.CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name, description="SageMaker endpoint name")
         cdk.CfnOutput(

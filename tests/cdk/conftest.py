@@ -61,11 +61,14 @@ def synth(config_path: Path | str | None = None) -> Synth:
 
 def cfn_lint(stack: Synth, directory: Path) -> list[str]:
     """cfn-lint the synthesized template (written to `directory`): one 'RULE message @ path' per match."""
+    import aws_cdk as cdk
     from cfnlint.api import ManualArgs, lint_file
 
     path = directory / "template.json"
     path.write_text(json.dumps(stack.json(), indent=1))
-    matches = lint_file(path, ManualArgs(regions=[stack.stack.region]))
+    # An environment-agnostic stack has no region: lint for the one its endpoints are configured for.
+    region = "us-east-1" if cdk.Token.is_unresolved(stack.stack.region) else stack.stack.region
+    matches = lint_file(path, ManualArgs(regions=[region]))
     return [f"{m.rule.id} {m.message} @ {'/'.join(map(str, m.path or []))}" for m in matches]
 
 

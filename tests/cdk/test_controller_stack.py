@@ -92,9 +92,13 @@ def test_endpoint_actions_are_scoped_to_the_endpoint_and_table_actions_to_the_ta
     for statement in statements:
         for action in _actions(statement):
             by_service.setdefault(action.split(":")[0], []).append(statement)
-    sagemaker = {a for s in by_service["sagemaker"] for a in _actions(s)}
-    assert sagemaker == {"sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"}
-    assert all(s["Resource"] == endpoint for s in by_service["sagemaker"])
+    on_endpoint = {a for s in by_service["sagemaker"] if s["Resource"] == endpoint for a in _actions(s)}
+    assert on_endpoint == {"sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"}
+    # The router reads the instance types from the endpoint's config on every cold start.
+    (configs,) = [s for s in by_service["sagemaker"] if s["Resource"] != endpoint]
+    assert _actions(configs) == ["sagemaker:DescribeEndpointConfig"]
+    assert stack.stack.resolve(configs["Resource"]) == {"Fn::Join": ["", [
+        "arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":endpoint-config/*"]]}
     dynamo = {a for s in by_service["dynamodb"] for a in _actions(s)}
     assert dynamo == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
     assert all(s["Resource"] == table for s in by_service["dynamodb"])
@@ -104,14 +108,19 @@ def test_endpoint_actions_are_scoped_to_the_endpoint_and_table_actions_to_the_ta
     assert all(s["Resource"] == logs for s in by_service["logs"])
 
 
-def test_no_wildcard_actions_and_only_get_metric_data_on_every_resource(stack):
+def test_no_wildcard_actions_and_wildcard_resources_only_where_names_are_unknowable(stack):
     statements = _controller_statements(stack)
     assert statements
     for statement in statements:
         assert statement["Effect"] == "Allow"
         assert all("*" not in action for action in _actions(statement)), statement
     unscoped = [s for s in statements if s["Resource"] == "*" or "*" in json.dumps(s["Resource"])]
-    assert [_actions(s) for s in unscoped] == [["cloudwatch:GetMetricData"]]
+    assert sorted(a for s in unscoped for a in _actions(s)) == [
+        "application-autoscaling:DescribeScalableTargets",  # no resource type
+        "application-autoscaling:RegisterScalableTarget",  # scalable-target/* of this account and region
+        "cloudwatch:GetMetricData",  # no resource type
+        "sagemaker:DescribeEndpointConfig",  # endpoint-config/* of this account and region
+    ]
 
 
 def test_the_role_has_no_managed_policies_and_only_lambda_assumes_it(stack):
@@ -135,7 +144,7 @@ def test_the_function_runs_the_handler_on_the_newest_python_within_the_lease(sta
 
 def test_the_function_gets_the_validated_config_table_and_topic(stack, config_path):
     env = _function(stack)["Environment"]["Variables"]
-    assert config_from_env({CONFIG_ENV: env[CONFIG_ENV]}) == load_config(config_path)
+    assert config_from_env({CONFIG_ENV: env[CONFIG_ENV]}) == ctl.controller_config(load_config(config_path))
     assert env[TABLE_ENV] == {"Ref": _logical_id(stack, "AWS::DynamoDB::Table", "RoutingController")}
     assert env[TOPIC_ENV] == {"Ref": _logical_id(stack, "AWS::SNS::Topic", "RoutingController")}
     assert env[SETTLE_ENV] == "60"  # SageMaker's minutes reach CloudWatch late
@@ -149,6 +158,35 @@ def test_failed_async_invocations_go_to_an_encrypted_tls_only_dead_letter_queue(
     assert queue["SqsManagedSseEnabled"] is True
     policy = stack.only("AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]["Statement"]
     assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in policy)
+
+
+def test_no_model_environment_value_reaches_the_lambda_or_its_template(stack, config_path):
+    """Container environments may hold secrets (HF_TOKEN): the controller never reads them."""
+    config = load_config(config_path)
+    env = _function(stack)["Environment"]["Variables"]
+    rebuilt = config_from_env({CONFIG_ENV: env[CONFIG_ENV]})
+    assert all(rebuilt.variant(n).model.environment == {} for n in ("neuron", "gpu"))
+    assert rebuilt.variant("neuron").instance_type == config.variant("neuron").instance_type
+    lambda_json = json.dumps(stack.resources("AWS::Lambda::Function"))
+    values = [v for n in ("neuron", "gpu") for v in config.variant(n).model.environment.values()]
+    assert values and not [v for v in values if v in lambda_json]
+
+
+def test_the_topic_policy_lets_cloudwatch_alarms_of_this_account_and_region_publish(stack):
+    topic = {"Ref": _logical_id(stack, "AWS::SNS::Topic", "RoutingController")}
+    (policy,) = stack.resources("AWS::SNS::TopicPolicy").values()
+    assert policy["Properties"]["Topics"] == [topic]
+    allow = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert len(allow) == 1
+    (statement,) = allow
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Action"] == "sns:Publish" and statement["Resource"] == topic
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert stack.stack.resolve(statement["Condition"]["ArnLike"]["aws:SourceArn"]) == {"Fn::Join": ["", [
+        "arn:aws:cloudwatch:us-east-1:", {"Ref": "AWS::AccountId"}, ":alarm:*"]]}
+    # The key lets CloudWatch encrypt for the topic as well (a KMS-encrypted topic needs both).
+    key = stack.only("AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for s in key)
 
 
 def test_alarms_on_errors_and_throttles_notify_the_encrypted_topic(stack):
@@ -171,7 +209,8 @@ def test_cfn_lint_reports_nothing(stack, tmp_path):
 def test_cdk_nag_leaves_no_unacknowledged_findings_and_every_acknowledgment_has_a_reason(stack):
     assert nag_findings(stack) == []
     controller = [s for s in nag_suppressions(stack) if "GetMetricData" in s["reason"] or "dead-letter" in s["reason"]
-                  or "log group" in s["reason"]]
+                  or "log group" in s["reason"] or "DescribeEndpointConfig" in s["reason"]
+                  or "RegisterScalableTarget" in s["reason"]]
     assert {s["id"] for s in controller} == {"AwsSolutions-IAM5", "AwsSolutions-SQS3"}
     for entry in nag_suppressions(stack):
         assert len(entry["reason"]) >= 40, entry

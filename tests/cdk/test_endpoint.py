@@ -179,7 +179,7 @@ def test_artifact_reads_are_limited_to_the_artifact_prefixes(stack: Synth) -> No
 
 def test_dashboard_blends_cost_per_1k_from_both_variants_prices(stack: Synth) -> None:
     dashboard = stack.only("AWS::CloudWatch::Dashboard")["Properties"]
-    assert dashboard["DashboardName"] == f"{CONFIG.name}-hybrid"
+    assert dashboard["DashboardName"] == f"{CONFIG.name}-hybrid-{CONFIG.region}"  # dashboards are account-global
     body = str(stack.stack.resolve(dashboard["DashboardBody"]))
     # $/instance-minute of ml.inf2.xlarge (0.99/60) and ml.g5.xlarge (1.408/60) from toolkit.pricing.
     assert f"{0.99 / 60:.6f}" in body and f"{1.408 / 60:.6f}" in body
@@ -190,7 +190,7 @@ def test_dashboard_blends_cost_per_1k_from_both_variants_prices(stack: Synth) ->
 def test_stack_outputs_name_the_endpoint_variants_and_dashboard(stack: Synth) -> None:
     stack.template.has_output("EndpointName", {"Value": CONFIG.name})
     stack.template.has_output("VariantNames", {"Value": "neuron,gpu"})
-    stack.template.has_output("DashboardName", {"Value": f"{CONFIG.name}-hybrid"})
+    stack.template.has_output("DashboardName", {"Value": f"{CONFIG.name}-hybrid-{CONFIG.region}"})
     stack.template.has_output("ExecutionRoleArn", {"Value": Match.any_value()})
 
 

@@ -32,6 +32,14 @@ UNSCOPABLE: dict[str, str] = {
     "ec2:DescribeSecurityGroups": "EC2 Describe* actions support no resource-level permissions",
     "ec2:DescribeSubnets": "EC2 Describe* actions support no resource-level permissions",
     "ec2:DescribeVpcs": "EC2 Describe* actions support no resource-level permissions",
+    "application-autoscaling:DescribeScalableTargets": "Application Auto Scaling lists no resource type for it",
+}
+
+# `type/*` (in a fixed account and region) is the narrowest ARN for these: the names are generated
+# (by CloudFormation, `hybrid deploy` or the service) and unknown at synth.
+GENERATED: dict[str, str] = {
+    "sagemaker:DescribeEndpointConfig": "endpoint-config",  # read-only; config names are generated
+    "application-autoscaling:RegisterScalableTarget": "scalable-target",  # target ids are generated
 }
 
 # `type/*` is accepted only where it cannot be narrower and something else bounds it:
@@ -50,12 +58,13 @@ def _render(value: Any) -> str:
         sep, parts = value["Fn::Join"]
         return sep.join(_render(p) for p in parts)
     if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
+        # Pseudo parameters (AWS::AccountId) without their colons, so an ARN still splits into its fields.
+        return f"<{value['Ref'].replace('::', '.')}>"
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return f"<{'.'.join(value['Fn::GetAtt'])}>"
     if isinstance(value, dict) and "Fn::Sub" in value:
         text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
-        return re.sub(r"\$\{([^}]+)\}", r"<\1>", text)
+        return re.sub(r"\$\{([^}]+)\}", lambda m: f"<{m.group(1).replace('::', '.')}>", text)
     return json.dumps(value)
 
 
@@ -104,6 +113,8 @@ def _bounded(action: str, resource: str, st: dict[str, Any], resources: list[str
     kind = re.fullmatch(r"([\w-]+)/\*", parts[5])
     if not kind:
         return False
+    if GENERATED.get(action) == kind.group(1):
+        return True
     condition = st.get("Condition") or {}
     if any(key in values for values in condition.values() for key in SCOPING_KEYS):
         return True
@@ -185,6 +196,11 @@ def test_the_checker_catches_what_it_must():
          "Resource": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/*"},
         {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
         {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
+        # every endpoint of the account, with the account as a pseudo parameter (renders with colons)
+        {"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint", "Resource": {"Fn::Join": ["", [
+            "arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":endpoint/*"]]}},
+        {"Effect": "Allow", "Action": "sagemaker:UpdateEndpointWeightsAndCapacities",
+         "Resource": {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/*"}},
     ]
     bad.append({"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:us-east-1:1:q"})
     eni = "arn:aws:ec2:us-east-1:123456789012:network-interface/*"
