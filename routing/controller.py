@@ -42,7 +42,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from routing.model import (
+from routing.adapters.json_store import resolve_state_dir
+from routing.adapters.sagemaker import EndpointBusy
+from routing.core.model import (
     VARIANTS,
     Action,
     ConcurrentModification,
@@ -50,6 +52,7 @@ from routing.model import (
     Decision,
     EndpointLive,
     GateResult,
+    Intent,
     MetricsSource,
     Observation,
     Phase,
@@ -57,15 +60,14 @@ from routing.model import (
     StateStore,
     Target,
 )
-from routing.router import EndpointBusy
+from routing.core.policy import COMMANDS
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
 
-INTENT_KEY = "intent"  # in ControllerState.extra: an update decided and saved but not yet confirmed
+INTENT_KEY = "intent"  # the ControllerState field (and JSON key) of an update decided and saved but not yet confirmed
 RECOVERY_LOOKBACK = 50  # records searched for a write-ahead record before appending it again
-UNRECORDED_KEY = "unrecorded"  # in ControllerState.extra: this tick's record, saved with the state before it is appended
-COMMANDS = ("start", "pause", "resume", "abort", "promote")
+UNRECORDED_KEY = "unrecorded"  # the ControllerState field of this tick's record, saved before it is appended
 # Actions whose target moves traffic toward gpu: re-applied after a crash, never dropped.
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
@@ -163,10 +165,6 @@ def _matches(live: EndpointLive, target: Target) -> bool:
     return True
 
 
-def _target_from(data: Mapping[str, Any]) -> Target:
-    return Target(weights=dict(data.get("weights", {})), instance_counts=dict(data.get("instance_counts", {})))
-
-
 def exit_code_for(decision: Decision | None, state: ControllerState | None) -> int:
     if decision is not None and decision.action in FAILED_ACTIONS:
         return EXIT_ROLLED_BACK
@@ -257,7 +255,7 @@ class Controller:
             self.store.append_record(self._failed_record(now, command, state, str(error)))
             raise
         self._check_hardware(live)
-        self._append_unrecorded(state)
+        state = self._append_unrecorded(state)
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
@@ -291,14 +289,9 @@ class Controller:
             try:
                 if target_needed:
                     assert target is not None
-                    intent = {
-                        "target": target.to_dict(),
-                        "action": decision.action.value,
-                        "decided_at": now.isoformat(),
-                        "previous_state": state.evolve(extra={k: v for k, v in state.extra.items()
-                                                              if k != INTENT_KEY}).to_dict(),
-                    }
-                    with_intent = new_state.evolve(extra={**new_state.extra, INTENT_KEY: intent})
+                    intent = Intent(target=target, action=decision.action, decided_at=now,
+                                    previous_state=state.evolve(intent=None, unrecorded=None))
+                    with_intent = new_state.evolve(intent=intent, unrecorded=None)
                     saved = self.store.save(with_intent, version)
                     version = saved.version
                     try:
@@ -313,9 +306,7 @@ class Controller:
                         exit_override = EXIT_AWS
                     if applied:
                         errors.extend(self._verify(live_after, target))
-                    new_state = new_state.evolve(
-                        extra={k: v for k, v in new_state.extra.items() if k != INTENT_KEY}, last_tick_at=now
-                    )
+                    new_state = new_state.evolve(intent=None, last_tick_at=now)
                 ahead = self._record(
                     now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
                     decision=decision, observation=observation, live_before=live_before, live_after=live_after,
@@ -324,7 +315,7 @@ class Controller:
                 )
                 ahead["exit_code"] = exit_override if exit_override is not None else exit_code_for(decision, new_state)
                 # Saved with the state, appended right after: a crash in between is repaired by the next tick.
-                new_state = self.store.save(new_state.evolve(extra={**new_state.extra, UNRECORDED_KEY: ahead}), version)
+                new_state = self.store.save(new_state.evolve(unrecorded=ahead), version)
                 ahead["state_version"] = new_state.version
                 self.store.append_record(ahead)
                 return TickResult(decision, ahead, ahead["exit_code"], new_state, live_after, False, errors)
@@ -358,16 +349,19 @@ class Controller:
                     f"{wanted}: fix variants.{name}.instance_type or redeploy the endpoint"
                 )
 
-    def _append_unrecorded(self, state: ControllerState) -> None:
-        """A tick that died after saving its state and before appending its record: append that record now."""
-        pending = state.extra.get(UNRECORDED_KEY) if state.extra else None
+    def _append_unrecorded(self, state: ControllerState) -> ControllerState:
+        """A tick that died after saving its state and before appending its record: append that record now.
+
+        Returns the state without it: the record is in the log now, and this tick's save clears it.
+        """
+        pending = state.unrecorded
         if not pending:
-            return
+            return state
         # Stood-aside records of other ticks may follow it: look a little further back than the newest.
-        if any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
-            return
-        self.store.append_record({**pending, "notes": [*pending.get("notes", []),
-                                                       "appended by the next tick: the process died before writing it"]})
+        if not any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
+            self.store.append_record({**pending, "notes": [*pending.get("notes", []),
+                                                           "appended by the next tick: the process died before writing it"]})
+        return state.evolve(unrecorded=None)
 
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
         return {
@@ -388,24 +382,23 @@ class Controller:
         notes: list[str],
     ) -> tuple[ControllerState, int | None, Decision | None]:
         """Finish or undo the intent of a tick that crashed between saving it and confirming it."""
-        intent = state.extra.get(INTENT_KEY) if state.extra else None
-        if not intent:
+        intent = state.intent
+        if intent is None:
             return state, version, None
-        target = _target_from(intent.get("target", {}))
-        action = Action(intent.get("action", Action.HOLD.value))
-        clean = state.evolve(extra={k: v for k, v in state.extra.items() if k != INTENT_KEY})
+        target, action, decided_at = intent.target, intent.action, intent.decided_at.isoformat()
+        clean = state.evolve(intent=None)
         if _matches(live, target):
-            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} reached the "
+            notes.append(f"recovered: the {action.value} decided at {decided_at} reached the "
                          f"endpoint before the crash; kept, not sent again")
             return clean, version, None
         if action in SAFE_DIRECTION:
-            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+            notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                          f"endpoint; re-applying it now")
             redo = Decision(state=clean, action=action, reason=f"re-applying the interrupted {action.value}",
                             target=target)
             return clean, version, redo
-        previous = ControllerState.from_dict(intent.get("previous_state") or clean.to_dict())
-        notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+        previous = intent.previous_state or clean
+        notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                      f"endpoint; dropped, deciding again on fresh metrics")
         return previous.evolve(version=state.version), version, None
 
@@ -513,7 +506,7 @@ def status_view(config: Any, state: ControllerState, live: EndpointLive, last: M
         "fallbacks": state.fallbacks,
         "cooldown_until": _iso(state.cooldown_until),
         "last_tick_at": _iso(state.last_tick_at),
-        "pending_intent": bool(state.extra.get(INTENT_KEY)) if state.extra else False,
+        "pending_intent": state.intent is not None,
         "endpoint_status": live.status,
         "failure_reason": live.failure_reason,
         "weights": {name: round(live.share(name), 3) for name in live.variants},
@@ -522,13 +515,6 @@ def status_view(config: Any, state: ControllerState, live: EndpointLive, last: M
         "last_judgement": _judgement(last),
         "last_change": _judgement(last_change),
     }
-
-
-def resolve_state_dir(config: Any, state_dir: str | Path | None, base: Path | None = None) -> Path:
-    path = Path(state_dir if state_dir is not None else config.state_dir)
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
 
 
 def build_controller(
@@ -551,11 +537,11 @@ def build_controller(
     Refuses (exit 2) a --region that differs from the config's, and an account other than
     `account` in the config (checked with STS only when `account` is set).
     """
-    from routing.aws import AwsClients
-    from routing.clock import SystemClock
-    from routing.metrics import CloudWatchMetrics
-    from routing.router import SageMakerRouter
-    from routing.state import JsonFileStateStore
+    from routing.adapters.aws import AwsClients
+    from routing.adapters.clock import SystemClock
+    from routing.adapters.cloudwatch import CloudWatchMetrics
+    from routing.adapters.json_store import JsonFileStateStore
+    from routing.adapters.sagemaker import SageMakerRouter
 
     if region is not None and region != config.region:
         raise UserError(

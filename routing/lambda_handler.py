@@ -31,18 +31,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from routing.dynamo_state import DynamoStateStore
-from routing.model import Action, Phase
+from routing.adapters.dynamo_store import DynamoStateStore
+from routing.core.model import Action, Phase
+from routing.env import CONFIG_JSON_ENV as CONFIG_ENV
+from routing.env import NOW_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV
 from toolkit.errors import UserError
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
 
-CONFIG_ENV = "HYBRID_CONFIG"
-TABLE_ENV = "HYBRID_TABLE"
-TOPIC_ENV = "HYBRID_TOPIC_ARN"
-NOW_ENV = "HYBRID_NOW"
-SETTLE_ENV = "HYBRID_SETTLE_SECONDS"  # the same variable `hybrid route tick --settle-seconds` reads
 SETTLE_SECONDS = 60  # what the stack sets on real AWS
 NOTIFY_ACTIONS = (Action.FALLBACK, Action.ABORT, Action.PROMOTE)
 
@@ -71,7 +68,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Any:
 
 
 def _clock(env: Mapping[str, str]) -> Any:
-    from routing.clock import ManualClock, SystemClock, parse_time
+    from routing.adapters.clock import ManualClock, SystemClock, parse_time
 
     pinned = env.get(NOW_ENV)
     return ManualClock(parse_time(pinned)) if pinned else SystemClock()
@@ -114,7 +111,7 @@ def reset_warm() -> None:
 
 
 def _warm_clients(region: str, endpoint_url: str | None) -> Any:
-    from routing.aws import AwsClients
+    from routing.adapters.aws import AwsClients
 
     key = ("clients", region, endpoint_url)
     if key not in _WARM:
@@ -150,7 +147,7 @@ def handle(
     controller_factory: Any = None,
 ) -> dict[str, Any]:
     """One scheduled tick for the endpoint named by the event (default: the config's)."""
-    from routing.clock import SystemClock
+    from routing.adapters.clock import SystemClock
 
     endpoint = (event or {}).get("endpoint") or config.name
     if endpoint != config.name:
