@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from routing.core.model import GateResult, MinuteMetrics
+from routing.core.model import Gate, GateResult, MinuteMetrics
 from routing.core.stats import (
     ProportionTest,
     StepTotals,
@@ -112,8 +112,8 @@ def window_from(minutes: Mapping[str, Sequence[MinuteMetrics]], since: datetime 
 def sample_gate(neuron: WindowSummary, min_sample: int) -> GateResult:
     n = neuron.invocations
     if n >= min_sample:
-        return GateResult("sample", True, n, min_sample, f"{fmt_int(n)} >= {fmt_int(min_sample)} samples")
-    return GateResult("sample", None, n, min_sample, f"{fmt_int(n)} of {fmt_int(min_sample)} samples")
+        return GateResult(Gate.SAMPLE, True, n, min_sample, f"{fmt_int(n)} >= {fmt_int(min_sample)} samples")
+    return GateResult(Gate.SAMPLE, None, n, min_sample, f"{fmt_int(n)} of {fmt_int(min_sample)} samples")
 
 
 def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateResult:
@@ -123,13 +123,13 @@ def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateR
     aggregate = totals.neuron_p99
     if confirmed_above(points, MIN_BREACH_SAMPLES):
         recent = ", ".join(f"{v:.0f}" for v, _, _ in points[-NOISE_WINDOW:])
-        return GateResult("latency_slo", False, aggregate, slo_ms,
+        return GateResult(Gate.LATENCY_SLO, False, aggregate, slo_ms,
                           f"neuron p99 above the {slo_ms:g} ms SLO in the last minutes ({recent} ms)")
     if aggregate is None:
-        return GateResult("latency_slo", None, None, slo_ms, "no neuron p99 yet")
+        return GateResult(Gate.LATENCY_SLO, None, None, slo_ms, "no neuron p99 yet")
     if aggregate <= slo_ms:
-        return GateResult("latency_slo", True, aggregate, slo_ms, f"neuron p99 {fmt_ms(aggregate)} <= {slo_ms:g} ms")
-    return GateResult("latency_slo", None, aggregate, slo_ms,
+        return GateResult(Gate.LATENCY_SLO, True, aggregate, slo_ms, f"neuron p99 {fmt_ms(aggregate)} <= {slo_ms:g} ms")
+    return GateResult(Gate.LATENCY_SLO, None, aggregate, slo_ms,
                       f"neuron p99 {fmt_ms(aggregate)} above {slo_ms:g} ms but not confirmed by {NOISE_BREACHES} of "
                       f"the last {NOISE_WINDOW} minutes")
 
@@ -146,21 +146,21 @@ def latency_regression_gate(window: Window, totals: StepTotals, max_regression: 
     neuron_p99, gpu_p99 = totals.pair_p99s
     if not pairs and neuron_p99 is None:
         if gpu_share <= 0:
-            return GateResult("latency_regression", True, None, None,
+            return GateResult(Gate.LATENCY_REGRESSION, True, None, None,
                               "gpu serves no traffic: no baseline on these minutes, judged on the SLO only")
-        return GateResult("latency_regression", None, None, None, "no minutes with both p99s yet")
+        return GateResult(Gate.LATENCY_REGRESSION, None, None, None, "no minutes with both p99s yet")
     points = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
     if neuron_p99 is None:  # nothing accumulated yet (first tick of a step): the window speaks
         neuron_p99, gpu_p99 = pooled_p99(n for n, _ in pairs), pooled_p99(g for _, g in pairs)
     threshold = factor * gpu_p99 if gpu_p99 is not None else None
     if confirmed_above(points, MIN_BREACH_SAMPLES):
-        return GateResult("latency_regression", False, neuron_p99, threshold,
+        return GateResult(Gate.LATENCY_REGRESSION, False, neuron_p99, threshold,
                           f"neuron p99 {fmt_ms(neuron_p99)} > {factor:g} x gpu {fmt_ms(gpu_p99)} in "
                           f"{NOISE_BREACHES}+ of the last {NOISE_WINDOW} minutes")
     if neuron_p99 is not None and threshold is not None and neuron_p99 <= threshold:
-        return GateResult("latency_regression", True, neuron_p99, threshold,
+        return GateResult(Gate.LATENCY_REGRESSION, True, neuron_p99, threshold,
                           f"<= {factor:g} x gpu {fmt_ms(gpu_p99)}")
-    return GateResult("latency_regression", None, neuron_p99, threshold,
+    return GateResult(Gate.LATENCY_REGRESSION, None, neuron_p99, threshold,
                       f"neuron p99 {fmt_ms(neuron_p99)} above {factor:g} x gpu {fmt_ms(gpu_p99)}, not confirmed")
 
 
@@ -208,10 +208,10 @@ def errors_gate(window: Window, totals: StepTotals, cap: float) -> tuple[GateRes
     rate = judged.neuron_errors / judged.neuron_requests if judged.neuron_requests > 0 else None
     if whole.breach or recent.breach:
         where = "in the last minutes" if judged is recent else "over the step"
-        return GateResult("errors", False, rate, cap, f"{detail}: neuron worse and above {cap:.2%} {where}"), stats
+        return GateResult(Gate.ERRORS, False, rate, cap, f"{detail}: neuron worse and above {cap:.2%} {where}"), stats
     if judged.neuron_requests <= 0:
-        return GateResult("errors", None, None, cap, "no neuron requests yet"), stats
-    return GateResult("errors", True, rate, cap, detail), stats
+        return GateResult(Gate.ERRORS, None, None, cap, "no neuron requests yet"), stats
+    return GateResult(Gate.ERRORS, True, rate, cap, detail), stats
 
 
 @dataclass(frozen=True)
@@ -226,17 +226,17 @@ class Silence:
 def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResult:
     """Silence judged by expected traffic: expected >= threshold is a failure, fewer is a hold."""
     if neuron_share <= 0:
-        return GateResult("data", True, None, threshold, "neuron has no weight: no traffic expected")
+        return GateResult(Gate.DATA, True, None, threshold, "neuron has no weight: no traffic expected")
     if silence.minutes == 0:
         if silence.judged_minutes == 0:
-            return GateResult("data", None, None, threshold, "no closed minute at this share yet")
-        return GateResult("data", True, silence.newest_served, threshold,
+            return GateResult(Gate.DATA, None, None, threshold, "no closed minute at this share yet")
+        return GateResult(Gate.DATA, True, silence.newest_served, threshold,
                           f"neuron reported {fmt_int(silence.newest_served)} requests in its newest minute")
     if silence.expected >= threshold and silence.minutes >= silence.min_minutes:
-        return GateResult("data", False, silence.expected, threshold,
+        return GateResult(Gate.DATA, False, silence.expected, threshold,
                           f"neuron silent for {silence.minutes} min while {fmt_int(silence.expected)} requests "
                           f"were expected (>= {threshold})")
-    return GateResult("data", None, silence.expected, threshold,
+    return GateResult(Gate.DATA, None, silence.expected, threshold,
                       f"neuron silent for {silence.minutes} min with {silence.expected:.0f} requests expected "
                       f"(failure at >= {threshold} over >= {silence.min_minutes} min): holding")
 
@@ -247,14 +247,14 @@ def cost_gate(projected: Mapping[str, float | None], observed: Mapping[str, floa
     n, g = projected.get(NEURON), projected.get(GPU)
     seen = f"observed {fmt_cost(observed.get(NEURON))} vs {fmt_cost(observed.get(GPU))} per 1K"
     if n is None or g is None:
-        return GateResult("cost", None, n, g, f"no price for a variant; {seen}")
+        return GateResult(Gate.COST, None, n, g, f"no price for a variant; {seen}")
     cheaper = n < g
     detail = f"{fmt_cost(n)} vs {fmt_cost(g)} per 1K at the current traffic ({seen})"
     if cheaper:
-        return GateResult("cost", True, n, g, detail)
+        return GateResult(Gate.COST, True, n, g, detail)
     if migrate_anyway:
-        return GateResult("cost", True, n, g, f"{detail}: neuron costlier, migrating anyway (config)")
-    return GateResult("cost", False, n, g, f"{detail}: neuron is not cheaper")
+        return GateResult(Gate.COST, True, n, g, f"{detail}: neuron costlier, migrating anyway (config)")
+    return GateResult(Gate.COST, False, n, g, f"{detail}: neuron is not cheaper")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class Assessment:
     breaches: tuple[GateResult, ...]  # failed safety gates: fall back now
     statistics: Mapping[str, Any] = field(default_factory=dict)
 
-    def gate(self, name: str) -> GateResult | None:
+    def gate(self, name: Gate) -> GateResult | None:
         return next((g for g in self.gates if g.name == name), None)
 
     @property

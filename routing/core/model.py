@@ -134,6 +134,17 @@ class Target:
         return {"weights": dict(self.weights), "instance_counts": dict(self.instance_counts)}
 
 
+class Gate(StrEnum):
+    """The checks of a step. A StrEnum: records and JSON carry the plain names, as before."""
+
+    SAMPLE = "sample"  # enough requests on neuron to judge
+    LATENCY_SLO = "latency_slo"  # neuron p99 within slo.p99_latency_ms (noise rule)
+    LATENCY_REGRESSION = "latency_regression"  # neuron p99 within (1 + max_regression) x gpu's, same minutes
+    ERRORS = "errors"  # neuron 5XX rate: capped and not significantly worse than gpu's
+    DATA = "data"  # neuron serves what its share should bring (silence is an outage)
+    COST = "cost"  # neuron cheaper per 1K inferences (or migrating anyway, by config)
+
+
 @dataclass(frozen=True)
 class GateResult:
     """One check of a step: its measured value, its threshold, and the verdict.
@@ -141,14 +152,14 @@ class GateResult:
     passed is None when the gate is inconclusive (not enough data): that holds, never fails.
     """
 
-    name: str  # sample | latency_slo | latency_regression | errors | cost | capacity | data
+    name: Gate
     passed: bool | None
     value: float | None = None
     threshold: float | None = None
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "name": str(self.name)}  # a plain string in records and JSON
 
 
 class Action(StrEnum):

@@ -40,12 +40,14 @@ from routing.core.model import (
     ControllerState,
     Decision,
     EndpointLive,
+    Gate,
     MinuteMetrics,
     Observation,
     Phase,
     Target,
 )
 from routing.core.stats import StepTotals, instances_for
+from routing.core.transitions import GUARDED, Event, allows, transition
 from routing.core.variants import GPU, NEURON
 
 if TYPE_CHECKING:  # the settings model is only read here; its module (pydantic, YAML) stays out of the core
@@ -284,18 +286,25 @@ def _step_totals(state: ControllerState, step: Window, observation: Observation)
 
 
 @dataclass(frozen=True)
+class Moved:
+    """A handler's answer when the phase changed immediately: the tick goes on in the new phase."""
+
+    state: ControllerState
+
+
+@dataclass(frozen=True)
 class Tick:
     config: HybridConfig
     state: ControllerState
     endpoint: EndpointLive
     observation: Observation
     now: datetime
-    m: Measurement
-    a: Assessment
+    measured: Measurement
+    assessed: Assessment
 
     @property
     def live(self) -> float:
-        return self.m.neuron_share
+        return self.measured.neuron_share
 
     def step_label(self, step: int | None = None) -> str:
         k = self.state.step if step is None else step
@@ -304,25 +313,25 @@ class Tick:
 
 def _decision(t: Tick, state: ControllerState, action: Action, reason: str, target: Target | None = None,
               extra_stats: Mapping[str, Any] | None = None) -> Decision:
-    return Decision(state=state, action=action, reason=reason, target=target, gates=t.a.gates,
-                    cost_per_1k=dict(t.m.cost_per_1k), statistics=dict(extra_stats or {}))
+    return Decision(state=state, action=action, reason=reason, target=target, gates=t.assessed.gates,
+                    cost_per_1k=dict(t.measured.cost_per_1k), statistics=dict(extra_stats or {}))
 
 
 def evidence(a: Assessment, cfg: HybridConfig) -> str:
     """The numbers behind a verdict, in one clause each (latency; errors; sample; cost)."""
     parts: list[str] = []
-    slo, reg = a.gate("latency_slo"), a.gate("latency_regression")
+    slo, reg = a.gate(Gate.LATENCY_SLO), a.gate(Gate.LATENCY_REGRESSION)
     if slo is not None and slo.value is not None:
         text = f"neuron p99 {fmt_ms(slo.value)} {'<=' if slo.passed else 'vs'} {cfg.slo.p99_latency_ms:g} ms"
         if reg is not None and reg.threshold is not None:
             gpu = a.statistics.get("gpu_p99_ms")
             text += f" and {'<=' if reg.passed else 'vs'} {1 + cfg.slo.max_regression:g} x gpu {fmt_ms(gpu)}"
         parts.append(text)
-    for name in ("errors", "sample"):
+    for name in (Gate.ERRORS, Gate.SAMPLE):
         gate = a.gate(name)
         if gate is not None:
             parts.append(gate.detail)
-    cost = a.gate("cost")
+    cost = a.gate(Gate.COST)
     if cost is not None and cost.value is not None:
         parts.append(f"{fmt_cost(cost.value)} vs {fmt_cost(cost.threshold)} per 1K")
     return "; ".join(parts)
@@ -331,12 +340,12 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
 # Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
 # and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
 # Silence (neuron serves nothing) moves everything at once.
-GRADUAL_GATES = frozenset({"latency_slo", "latency_regression", "errors"})
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
 
 
 def _gpu_carry_share(t: Tick) -> float:
     """Share of the traffic gpu's IN-SERVICE instances carry within their capacity (never below its live share)."""
-    total = t.m.sizing_rps
+    total = t.measured.sizing_rps
     gpu_live = 100.0 - t.live
     if total <= 0:
         return 100.0
@@ -353,7 +362,7 @@ def _fallback_target(t: Tick, gradual: bool = False) -> Target:
     everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
     """
     asked = _asked_counts(t.endpoint)
-    gpu = max(gpu_needed(t.config, 100.0, t.m.sizing_rps), asked.get(GPU, 0))
+    gpu = max(gpu_needed(t.config, 100.0, t.measured.sizing_rps), asked.get(GPU, 0))
     counts = _bounded_counts(t.config, {NEURON: asked.get(NEURON, t.config.variants.neuron.min_count), GPU: gpu})
     neuron_share = 100.0 - _gpu_carry_share(t) if gradual else 0.0
     return Target(weights=_weights(neuron_share), instance_counts=counts)
@@ -377,14 +386,14 @@ def fall_back(t: Tick, why: str, gradual: bool = False) -> Decision:
     if fallbacks >= limit:
         target = _fallback_target(t, False)  # aborting: nothing stays on neuron
         memory = replace(memory, fallback_gradual=False)
-        state = t.state.evolve(phase=Phase.ABORTED, cooldown_until=None, memory=memory, **common)
+        state = transition(t.state, Event.BREACH_LIMIT, cooldown_until=None, memory=memory, **common)
         reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; aborted"
     else:
         until = t.now + cooldown_for(t.config, fallbacks)
-        state = t.state.evolve(phase=Phase.FALLING_BACK, cooldown_until=until, memory=memory, **common)
+        state = transition(t.state, Event.BREACH, cooldown_until=until, memory=memory, **common)
         minutes = cooldown_for(t.config, fallbacks).total_seconds() / 60
         reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; re-ramp after a {minutes:g} min cool-down"
-    stats = {"sizing_rps": t.m.sizing_rps, "gpu_in_service": t.endpoint.variants[GPU].current_instance_count,
+    stats = {"sizing_rps": t.measured.sizing_rps, "gpu_in_service": t.endpoint.variants[GPU].current_instance_count,
              "gradual": memory.fallback_gradual}
     return _decision(t, state, Action.FALLBACK, reason, target, stats)
 
@@ -398,7 +407,7 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
     step late: to what it needs for the share it carried during the step just baked (100 - live),
     with the fallback headroom, never below min_count.
     """
-    rps = t.m.sizing_rps
+    rps = t.measured.sizing_rps
     asked = _asked_counts(t.endpoint)
     live_counts = t.endpoint.counts()
     need_n = neuron_needed(t.config, goal, rps)
@@ -440,9 +449,9 @@ def guard(t: Tick) -> Decision | None:
                              f"no metrics for {unknown} ticks ({t.observation.error})")
         reason = f"metrics unavailable ({t.observation.error}): holding, unknown tick {unknown}/{limit}"
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
-    if t.live > 0 and t.a.breaches:
-        why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.a.breaches)
-        latency_only = all(g.name in GRADUAL_GATES for g in t.a.breaches)
+    if t.live > 0 and t.assessed.breaches:
+        why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
+        latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
         if state.phase == Phase.FALLING_BACK:
             if latency_only:
                 return None  # the same slow neuron the fallback is already draining (on_falling_back)
@@ -485,19 +494,19 @@ def on_ramping(t: Tick) -> Decision:
     baked = _minutes_between(state.step_started_at, t.now)
     stats = {"baked_minutes": baked, "min_bake_minutes": cfg.canary.min_bake_minutes,
              "max_bake_minutes": cfg.canary.max_bake_minutes}
-    sample = t.a.gate("sample")
-    cost = t.a.gate("cost")
-    if t.a.step_passes and baked >= cfg.canary.min_bake_minutes:
+    sample = t.assessed.gate(Gate.SAMPLE)
+    cost = t.assessed.gate(Gate.COST)
+    if t.assessed.step_passes and baked >= cfg.canary.min_bake_minutes:
         if k + 1 >= len(steps):
-            new = state.evolve(phase=Phase.HOLDING, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
+            new = transition(state, Event.RAMP_DONE, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
             return _decision(t, new, Action.HOLD,
-                             f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.a, cfg)}", None, stats)
+                             f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.assessed, cfg)}", None, stats)
         nxt = state.evolve(step=k + 1)
         return shift(t, nxt, steps[k + 1], Action.PROGRESS, t.step_label(k + 1),
-                     f"{label} passed after {baked:.0f} min: {evidence(t.a, cfg)}")
+                     f"{label} passed after {baked:.0f} min: {evidence(t.assessed, cfg)}")
     if cost is not None and cost.passed is False:
         return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
-    waiting = [g for g in t.a.gates if g.passed is not True]
+    waiting = [g for g in t.assessed.gates if g.passed is not True]
     if sample is not None and sample.passed is None:
         waiting = [sample]  # the other gates are inconclusive for the same reason: too few requests
     if baked >= cfg.canary.max_bake_minutes:
@@ -508,7 +517,7 @@ def on_ramping(t: Tick) -> Decision:
         return _decision(t, state, Action.HOLD, reason, None, stats)
     if not waiting:
         reason = (f"{label} at {_pct(goal)}: baking {baked:.0f} of {cfg.canary.min_bake_minutes} min; "
-                  f"{evidence(t.a, cfg)}")
+                  f"{evidence(t.assessed, cfg)}")
     else:
         reason = f"{label} at {_pct(goal)}: baking {baked:.0f} min, waiting for {'; '.join(g.detail for g in waiting)}"
     return _decision(t, state, Action.HOLD, reason, None, stats)
@@ -518,7 +527,7 @@ def _holding_minutes(t: Tick) -> list[tuple[MinuteMetrics, float | None]]:
     """Neuron minutes with data since the last change, with load per instance per second."""
     count = max(t.endpoint.counts().get(NEURON, 0), 1)
     out = []
-    for m in t.m.step.neuron:
+    for m in t.measured.step.neuron:
         if not m.has_data:
             continue
         per_instance = m.invocations_per_instance if m.invocations_per_instance is not None else (m.invocations or 0) / count
@@ -562,13 +571,13 @@ def holding_health(t: Tick) -> tuple[bool, int, str]:
 def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
     """Holding: once the split has been stable for the dwell, gpu sheds what its share no longer needs."""
     asked = _asked_counts(t.endpoint)
-    needed = gpu_needed(t.config, 100.0 - goal, t.m.sizing_rps)
+    needed = gpu_needed(t.config, 100.0 - goal, t.measured.sizing_rps)
     if not dwell_ok or asked.get(GPU, 0) <= needed:
         return None
     counts = _bounded_counts(t.config, {**asked, GPU: needed})
     target = Target(weights=_weights(t.live), instance_counts=counts)
     reason = (f"holding at {_pct(goal)}: gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances for its "
-              f"{_pct(round(100.0 - goal, 2))} share of {t.m.sizing_rps:.1f} req/s (warm minimum "
+              f"{_pct(round(100.0 - goal, 2))} share of {t.measured.sizing_rps:.1f} req/s (warm minimum "
               f"{t.config.variants.gpu.min_count})")
     return _decision(t, state, Action.SCALE, reason, target)
 
@@ -584,7 +593,7 @@ def on_holding(t: Tick) -> Decision:
         return shift(t, state, goal, action, f"holding: moving to {_pct(goal)}")
     if not cfg.holding.enabled:  # the split stays put; the breach guard still applies
         return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)} (holding.enabled is false: no step back "
-                         f"or return): {evidence(t.a, cfg)}")
+                         f"or return): {evidence(t.assessed, cfg)}")
     degraded, good, detail = holding_health(t)
     state = state.evolve(good_minutes=good)
     dwell = _minutes_between(state.last_change_at, t.now) if state.last_change_at else math.inf
@@ -602,7 +611,7 @@ def on_holding(t: Tick) -> Decision:
     shrink = shrink_donor(t, state, goal, dwell_ok)
     if shrink is not None:
         return shrink
-    cost = t.a.gate("cost")
+    cost = t.assessed.gate(Gate.COST)
     cheaper = cost is not None and cost.passed is True
     if goal < target_share and dwell_ok and cheaper:
         no_evidence_possible = goal <= 0 and dwell >= cfg.holding.return_after_good_minutes
@@ -613,7 +622,7 @@ def on_holding(t: Tick) -> Decision:
             return shift(t, new_state, new_goal, Action.RETURN,
                          f"holding: {basis} >= {cfg.holding.return_after_good_minutes}, returning "
                          f"{_pct(cfg.holding.return_percent)} to neuron")
-    reason = f"holding at {_pct(goal)}: {evidence(t.a, cfg)}"
+    reason = f"holding at {_pct(goal)}: {evidence(t.assessed, cfg)}"
     if goal < target_share:
         reason += f"; {good}/{cfg.holding.return_after_good_minutes} clean minutes toward a return"
     return _decision(t, state, Action.HOLD, reason, None, stats)
@@ -629,17 +638,16 @@ def _reassert(t: Tick, action: Action, what: str) -> Decision | None:
                      target)
 
 
-def on_falling_back(t: Tick) -> Decision:
+def on_falling_back(t: Tick) -> Decision | Moved:
     again = _reassert(t, Action.FALLBACK, "falling back")
     if again is not None:
         return again
     # The cool-down counts from the moment neuron is drained (a gradual fallback drains over minutes).
     until = max(t.state.cooldown_until or t.now, t.now + cooldown_for(t.config, max(1, t.state.fallbacks)))
-    state = t.state.evolve(phase=Phase.COOLING_DOWN, phase_since=t.now, cooldown_until=until)
-    return on_cooling_down(replace(t, state=state))
+    return Moved(transition(t.state, Event.DRAINED, phase_since=t.now, cooldown_until=until))
 
 
-def on_cooling_down(t: Tick) -> Decision:
+def on_cooling_down(t: Tick) -> Decision | Moved:
     again = _reassert(t, Action.FALLBACK, "cooling down")
     if again is not None:
         return again
@@ -650,9 +658,8 @@ def on_cooling_down(t: Tick) -> Decision:
                   f"{left:.0f} min left ({t.state.memory.last_fallback_cause or 'breach'})")
         return _decision(t, t.state, Action.NONE, reason)
     # The re-ramp is judged on its own minutes only: the fault's minutes were acted on already.
-    state = t.state.evolve(phase=Phase.RAMPING, step=0, step_started_at=None, phase_since=t.now,
-                           cooldown_until=None).remember(breach_since=t.now)
-    return on_ramping(replace(t, state=state))
+    return Moved(transition(t.state, Event.COOLED, step=0, step_started_at=None, phase_since=t.now,
+                            cooldown_until=None).remember(breach_since=t.now))
 
 
 def on_paused(t: Tick) -> Decision:
@@ -668,7 +675,7 @@ def on_aborted(t: Tick) -> Decision:
     return _decision(t, t.state, Action.NONE, "aborted: all traffic on gpu; `canary start` to try again")
 
 
-HANDLERS: dict[Phase, Callable[[Tick], Decision]] = {
+HANDLERS: dict[Phase, Callable[[Tick], Decision | Moved]] = {
     Phase.IDLE: on_idle,
     Phase.RAMPING: on_ramping,
     Phase.HOLDING: on_holding,
@@ -677,8 +684,6 @@ HANDLERS: dict[Phase, Callable[[Tick], Decision]] = {
     Phase.PAUSED: on_paused,
     Phase.ABORTED: on_aborted,
 }
-
-GUARDED = (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -689,11 +694,11 @@ def _finish(t: Tick, decision: Decision) -> Decision:
     memory = decision.state.memory
     # Silence is not evidence of no traffic: while neuron has weight and is silent, the last known
     # traffic stays the expectation (otherwise an outage at 100% neuron reads as "nothing expected").
-    silent = t.m.silence.minutes > 0 and t.m.neuron_share > 0 and not t.m.total_rps
-    if t.m.total_rps is not None and not silent:
-        memory = replace(memory, total_rps=round(t.m.total_rps, 4))
+    silent = t.measured.silence.minutes > 0 and t.measured.neuron_share > 0 and not t.measured.total_rps
+    if t.measured.total_rps is not None and not silent:
+        memory = replace(memory, total_rps=round(t.measured.total_rps, 4))
     if memory.live_since == t.state.memory.live_since:
-        memory = replace(memory, step_totals=t.m.totals, totals_since=memory.live_since)
+        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since)
     known = t.observation.known
     state = decision.state.evolve(
         last_tick_at=t.now,
@@ -702,11 +707,11 @@ def _finish(t: Tick, decision: Decision) -> Decision:
         memory=memory,
     )
     statistics = {
-        **t.a.statistics,
-        "neuron_share": round(t.m.neuron_share, 4),
-        "total_rps": t.m.total_rps,
-        "sizing_rps": t.m.sizing_rps,
-        "projected_cost_per_1k": t.m.projected_cost_per_1k,
+        **t.assessed.statistics,
+        "neuron_share": round(t.measured.neuron_share, 4),
+        "total_rps": t.measured.total_rps,
+        "sizing_rps": t.measured.sizing_rps,
+        "projected_cost_per_1k": t.measured.projected_cost_per_1k,
         "unknown_ticks": state.unknown_ticks,
         "percentiles_available": t.observation.percentiles_available,
         **decision.statistics,
@@ -728,8 +733,19 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
     if decision is None:
         if not observation.known:  # nothing at risk in these phases; the handlers need no metrics
             t = replace(t, state=state.evolve(unknown_ticks=state.unknown_ticks + 1))
-        decision = HANDLERS[t.state.phase](t)
+        decision = _run_handlers(t)
     return _finish(t, decision)
+
+
+def _run_handlers(t: Tick) -> Decision:
+    """The phase's handler decides; after an immediate transition (Moved) the new phase's handler
+    decides in the same tick. The one place where phases follow each other within a tick."""
+    for _ in range(len(Phase)):
+        out = HANDLERS[t.state.phase](t)
+        if isinstance(out, Decision):
+            return out
+        t = replace(t, state=out.state)
+    raise RuntimeError(f"immediate transitions did not settle (last phase {t.state.phase.value})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -754,12 +770,12 @@ def apply_command(config: HybridConfig, state: ControllerState, command: str, en
     t = _command_tick(config, state, endpoint, now)
     phase = state.phase
     if command == "start":
-        if phase not in (Phase.IDLE, Phase.ABORTED):
+        if not allows(phase, Event.START):
             raise UserError(f"canary already {phase.value}: pause, promote or abort it first")
         steps = tuple(config.canary.resolved_steps())
         # Start from the first step at or above the live share: a canary never begins by moving back.
         first = next((i for i, s in enumerate(steps) if s >= t.live - SHARE_EPSILON), len(steps) - 1)
-        new = t.state.evolve(phase=Phase.RAMPING, step=first, steps=steps, step_started_at=None, phase_since=now,
+        new = transition(t.state, Event.START, step=first, steps=steps, step_started_at=None, phase_since=now,
                              fallbacks=0, cooldown_until=None, unknown_ticks=0, good_minutes=0, paused_phase=None,
                              memory=t.state.memory.restarted(now))
         plan = ", ".join(_pct(s) for s in steps)
@@ -767,20 +783,20 @@ def apply_command(config: HybridConfig, state: ControllerState, command: str, en
                          f"canary started: {len(steps)} steps ({plan}); step {first + 1} moves once neuron has "
                          f"the capacity")
     if command == "pause":
-        if phase in (Phase.IDLE, Phase.ABORTED, Phase.PAUSED):
+        if not allows(phase, Event.PAUSE):
             raise UserError(f"cannot pause: the canary is {phase.value}")
-        new = t.state.evolve(phase=Phase.PAUSED, paused_phase=phase, phase_since=now)
+        new = transition(t.state, Event.PAUSE, paused_phase=phase, phase_since=now)
         return _decision(t, new, Action.NONE, f"paused during {phase.value} at neuron {_pct(round(t.live, 2))}; weights stay")
     if command == "resume":
-        if phase != Phase.PAUSED:
+        if not allows(phase, Event.RESUME):
             raise UserError(f"cannot resume: the canary is {phase.value}, not paused")
-        back = state.paused_phase or Phase.RAMPING
-        new = t.state.evolve(phase=back, paused_phase=None, phase_since=now)
+        new = transition(t.state, Event.RESUME, paused_phase=None, phase_since=now)
+        back = new.phase
         return _decision(t, new, Action.NONE, f"resumed {back.value} at neuron {_pct(round(t.live, 2))}")
     if command == "abort":
-        if phase in (Phase.IDLE, Phase.ABORTED):
+        if not allows(phase, Event.ABORT):
             raise UserError(f"nothing to abort: the canary is {phase.value}")
-        new = t.state.evolve(phase=Phase.ABORTED, paused_phase=None, phase_since=now, last_change_at=now,
+        new = transition(t.state, Event.ABORT, paused_phase=None, phase_since=now, last_change_at=now,
                              step_started_at=None, cooldown_until=None)
         target = _fallback_target(t)
         return _decision(t, new, Action.ABORT,
@@ -792,7 +808,7 @@ def apply_command(config: HybridConfig, state: ControllerState, command: str, en
             and abs(t.live - goal) <= SHARE_EPSILON:
         raise UserError(f"already promoted: holding at neuron {_pct(goal)}")
     steps = state.steps or tuple(config.canary.resolved_steps())
-    new = t.state.evolve(phase=Phase.HOLDING, steps=steps, step=len(steps) - 1, paused_phase=None, phase_since=now,
+    new = transition(t.state, Event.PROMOTE, steps=steps, step=len(steps) - 1, paused_phase=None, phase_since=now,
                          cooldown_until=None).remember(holding_share=goal)
     decision = shift(t, new, goal, Action.PROMOTE, f"promoted by a human from {phase.value}")
     if decision.action == Action.SCALE:

@@ -129,7 +129,7 @@ def instances_for(rps: float, capacity_rps_per_instance: float, low: int, high: 
 class StepTotals:
     """What a step has seen so far, added up tick by tick (each closed minute counted once).
 
-    Kept in ControllerState.extra so the sample of a step is not limited to the metrics window,
+    Kept in the policy memory (PolicyMemory.step_totals) so the sample of a step is not limited to the metrics window,
     and a restart resumes the count instead of starting over.
     """
 

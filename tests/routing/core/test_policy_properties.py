@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing.model import Decision, Phase
-from tests.routing.test_policy_world import Behaviour, World, make_config
+from tests.routing.core.policy_world import Behaviour, World, make_config
 from toolkit.config import GPU, NEURON
 
 CONFIG = make_config()
