@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from routing.core.model import (
     EndpointLive,
     GateResult,
     Intent,
+    LeasedStore,
     MetricsSource,
     Observation,
     Phase,
@@ -218,6 +219,31 @@ class Controller:
 
     def tick(self, dry_run: bool = False) -> TickResult:
         return self._run(None, dry_run)
+
+    def tick_leased(self, command: str | None = None, *, dry_run: bool = False, source: str = "cli") -> TickResult:
+        """A tick (command None) or a human's command under the store's lease, if the store has one.
+
+        The CLI and the Lambda both call this. When another controller holds the lease, a tick
+        leaves a stand-aside record and returns it (stood_aside, no decision, exit 0); a command
+        raises AwsError instead (a human's command must not silently do nothing).
+        """
+        store = self.store
+        leased = isinstance(store, LeasedStore)
+        if leased and not store.acquire():
+            holder = store.holder_text()
+            if command is not None:
+                raise AwsError(f"cannot {command} now: {holder}; another controller is ticking, try again shortly")
+            record = store.record_standing_aside(self.clock.now(), source=source)
+            return TickResult(None, record, EXIT_OK, stood_aside=True)
+        try:
+            return self.tick(dry_run=dry_run) if command is None else self.command(command, dry_run=dry_run)
+        except (Exception, KeyboardInterrupt):
+            # An error, or Ctrl-C in the CLI, ends our hold at once, so the next tick need not wait for
+            # the lease to expire. A killed process never gets here: its lease expires; its intent stays
+            # for repair.
+            if leased:
+                store.release()
+            raise
 
     def command(self, name: str, dry_run: bool = False) -> TickResult:
         if name not in COMMANDS:
@@ -543,23 +569,7 @@ def build_controller(
     from routing.adapters.json_store import JsonFileStateStore
     from routing.adapters.sagemaker import SageMakerRouter
 
-    if region is not None and region != config.region:
-        raise UserError(
-            f"--region {region} differs from region {config.region} in the config: this config is for {config.region}"
-        )
-    clients = AwsClients(region=config.region, profile=profile, endpoint_url=endpoint_url)
-    if config.account:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            account = clients.sts.get_caller_identity()["Account"]
-        except (ClientError, BotoCoreError) as error:
-            raise AwsError(f"GetCallerIdentity: {error}") from None
-        if account != config.account:
-            raise UserError(
-                f"credentials are for account {account}, but the config is for account {config.account}: "
-                f"use --profile for the right account"
-            )
+    clients = AwsClients.for_config(config, profile=profile, endpoint_url=endpoint_url, region=region)
     return Controller(
         config,
         metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
@@ -568,3 +578,48 @@ def build_controller(
         clock=clock or SystemClock(),
         policy=policy,
     )
+
+
+def run_loop(
+    controller: Controller,
+    *,
+    wait: Callable[[], None],
+    on_result: Callable[[TickResult], None],
+    on_warning: Callable[[str], None],
+    dry_run: bool = False,
+    max_ticks: int | None = None,
+    forever: bool = False,
+) -> int:
+    """`hybrid route run`: tick (under the lease) until holding (exit 0), a fallback/abort (exit 1),
+    max_ticks, or Ctrl-C. A transient AWS error is survived; fallback.max_unknown_ticks of them in a
+    row end the loop by raising (exit 3). wait() sleeps one interval (or advances a pinned clock)."""
+    ticks = 0
+    code = EXIT_OK
+    failures = 0  # consecutive ticks that could not reach SageMaker
+    limit = controller.config.fallback.max_unknown_ticks
+    try:
+        while True:
+            try:
+                result = controller.tick_leased(dry_run=dry_run)
+            except AwsError as error:
+                # Retries already ran inside boto3; a persistent error ends the loop after `limit` ticks.
+                failures += 1
+                if failures >= limit:
+                    raise
+                on_warning(f"tick failed ({failures}/{limit}): {error}")
+                wait()
+                continue
+            failures = 0
+            ticks += 1
+            on_result(result)
+            if not result.stood_aside or result.decision is not None:
+                code = result.exit_code
+                if code != EXIT_OK or (result.phase == Phase.HOLDING and not forever):
+                    break
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+            wait()
+    except KeyboardInterrupt:
+        # State and records are saved at the end of each tick: stopping between ticks loses nothing.
+        pass
+    return code

@@ -3,9 +3,10 @@
 It runs the SAME tick as `hybrid route tick` (routing.controller.build_controller: CloudWatch
 metrics, SageMaker router, the pure policy), with the DynamoDB store instead of local files:
 
- 1. take the endpoint's lease (routing/dynamo_state.py); if another tick holds it, write a
-    record saying this tick stood aside, and stop: two ticks never both act;
- 2. Controller.tick(): reconcile a crashed tick's intent from the live endpoint, read metrics,
+ 1. Controller.tick_leased() (as `hybrid route tick`): take the endpoint's lease
+    (routing/adapters/dynamo_store.py); if another tick holds it, write a record saying this
+    tick stood aside, and stop: two ticks never both act;
+ 2. then the tick itself: reconcile a crashed tick's intent from the live endpoint, read metrics,
     decide, save the intent, update the endpoint, save, record (the record releases the lease);
  3. publish to SNS when the tick fell back, aborted, or promoted (a manual promote, or the ramp
     reaching holding).
@@ -157,23 +158,14 @@ def handle(
     if store is None:
         store = DynamoStateStore(table, config.name, client=clients.get("dynamodb"), clock=clock, owner=owner)
 
-    if not store.acquire():
-        record = store.record_standing_aside(clock.now(), source="lambda")
-        log.info(json.dumps(record, default=str))
-        return _summary(record, notified=False)
-
-    try:
-        factory = controller_factory or _warm_controller
-        controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url,
-                             settle_seconds=settle_seconds)
-        result = controller.tick()
-    except Exception:
-        # An error (not a crash: a killed process never gets here) ends our hold at once, so the
-        # next tick need not wait for the lease to expire. Its intent, if any, stays for repair.
-        store.release()
-        raise
+    factory = controller_factory or _warm_controller
+    controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url, settle_seconds=settle_seconds)
+    # The same leased tick as `hybrid route tick`: stand aside (with a record) if another tick holds it.
+    result = controller.tick_leased(source="lambda")
     record = result.record
     log.info(json.dumps(record, default=str))
+    if result.stood_aside and result.decision is None:
+        return _summary(record, notified=False)
 
     notified = False
     message = notice(record)

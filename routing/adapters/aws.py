@@ -40,8 +40,46 @@ def client(
     return sess.client(service, region_name=region or sess.region_name, endpoint_url=url, config=config)
 
 
+def check_account(sts: Any, expected: str | None) -> None:
+    """Refuse credentials of another account than the config's `account` (when set): exit 2, nothing changed.
+
+    The one STS check: the controller (AwsClients.for_config) and `hybrid deploy` etc. (pipeline_cmds) call it.
+    """
+    if not expected:
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from toolkit.errors import AwsError, UserError
+
+    try:
+        account = sts.get_caller_identity()["Account"]
+    except (ClientError, BotoCoreError) as error:
+        raise AwsError(f"GetCallerIdentity: {error}") from None
+    if account != expected:
+        raise UserError(
+            f"credentials are for account {account}, but the config is for account {expected}: "
+            f"use --profile for the right account"
+        )
+
+
 class AwsClients:
     """The clients one controller uses, built once (SageMaker, CloudWatch, STS)."""
+
+    @classmethod
+    def for_config(cls, config: Any, *, profile: str | None = None, endpoint_url: str | None = None,
+                   region: str | None = None) -> AwsClients:
+        """The clients for `config`'s endpoint: its region (a different --region is refused, exit 2),
+        and only with credentials of its `account` when one is set (STS, checked once here)."""
+        from toolkit.errors import UserError
+
+        if region is not None and region != config.region:
+            raise UserError(
+                f"--region {region} differs from region {config.region} in the config: this config is for "
+                f"{config.region}"
+            )
+        clients = cls(region=config.region, profile=profile, endpoint_url=endpoint_url)
+        check_account(clients.sts, config.account)
+        return clients
 
     def __init__(
         self,

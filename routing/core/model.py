@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from routing.core.stats import StepTotals
 from routing.core.variants import GPU, NEURON, VARIANTS  # noqa: F401  (re-exported)
@@ -384,6 +384,29 @@ class StateStore(Protocol):
         ...
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class LeasedStore(StateStore, Protocol):
+    """A StateStore shared by several controllers (the DynamoDB table): one tick at a time holds its lease.
+
+    The lease is taken before a tick and given back with the tick's record (or by release() on an
+    error). The JSON files need none: their version check already makes a second writer stand aside.
+    """
+
+    def acquire(self) -> bool:
+        """Take the lease; False when another controller holds it."""
+        ...
+
+    def release(self) -> None: ...
+
+    def holder_text(self) -> str:
+        """Who holds the lease, in words (for the stand-aside message)."""
+        ...
+
+    def record_standing_aside(self, now: datetime, source: str = "cli") -> dict[str, Any]:
+        """Append (and return) the record of a tick that found the lease taken."""
+        ...
 
 
 class ConcurrentModification(Exception):

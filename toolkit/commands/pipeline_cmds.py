@@ -24,19 +24,11 @@ def _clients(cfg: Any, endpoint_url: str | None, profile: str | None, *names: st
     """boto3 clients in the config's region; refuses other accounts when `account` is set (as `route`)."""
     import boto3
 
-    from toolkit.errors import AwsError, UserError
+    from routing.adapters.aws import check_account
 
     session = boto3.session.Session(region_name=cfg.region, profile_name=profile)
     if cfg.account:
-        try:
-            account = session.client("sts", endpoint_url=endpoint_url).get_caller_identity()["Account"]
-        except Exception as error:
-            raise AwsError(f"GetCallerIdentity: {error}") from None
-        if account != cfg.account:
-            raise UserError(
-                f"credentials are for account {account}, but the config is for account {cfg.account}: "
-                f"use --profile for the right account"
-            )
+        check_account(session.client("sts", endpoint_url=endpoint_url), cfg.account)
     return [session.client(name, endpoint_url=endpoint_url) for name in names]
 
 
