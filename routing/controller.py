@@ -36,7 +36,7 @@ import importlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +51,6 @@ from routing.core.model import (
     ControllerState,
     Decision,
     EndpointLive,
-    GateResult,
     Intent,
     LeasedStore,
     MetricsSource,
@@ -62,6 +61,7 @@ from routing.core.model import (
     Target,
 )
 from routing.core.policy import COMMANDS
+from routing.core.records import DecisionRecord, StepText
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ class TickResult:
     live: EndpointLive | None = None
     stood_aside: bool = False
     errors: list[str] = field(default_factory=list)
+    typed: DecisionRecord | None = None  # the record as built; `record` is its JSON form (what stores hold)
+
+    def with_exit_code(self, code: int) -> TickResult:
+        typed = replace(self.typed, exit_code=code) if self.typed is not None else None
+        return replace(self, exit_code=code, record={**self.record, "exit_code": code}, typed=typed)
 
     @property
     def phase(self) -> Phase | None:
@@ -254,8 +259,7 @@ class Controller:
             # new state once; if it loses again, say so (exit 3) instead of reporting success.
             result = self._run(name, dry_run)
             if result.stood_aside:
-                result.exit_code = EXIT_AWS
-                result.record["exit_code"] = EXIT_AWS
+                result = result.with_exit_code(EXIT_AWS)
         return result
 
     def status(self) -> dict[str, Any]:
@@ -339,12 +343,14 @@ class Controller:
                     target=target, dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
                     stood_aside=False,
                 )
-                ahead["exit_code"] = exit_override if exit_override is not None else exit_code_for(decision, new_state)
+                ahead = replace(ahead, exit_code=exit_override if exit_override is not None
+                                else exit_code_for(decision, new_state))
                 # Saved with the state, appended right after: a crash in between is repaired by the next tick.
-                new_state = self.store.save(new_state.evolve(unrecorded=ahead), version)
-                ahead["state_version"] = new_state.version
-                self.store.append_record(ahead)
-                return TickResult(decision, ahead, ahead["exit_code"], new_state, live_after, False, errors)
+                new_state = self.store.save(new_state.evolve(unrecorded=ahead.to_dict()), version)
+                ahead = replace(ahead, state_version=new_state.version)
+                self.store.append_record(ahead.to_dict())
+                return TickResult(decision, ahead.to_dict(), ahead.exit_code, new_state, live_after, False, errors,
+                                  typed=ahead)
             except ConcurrentModification as conflict:
                 stood_aside = True
                 new_state = state  # what this tick decided was not stored: record the state it found
@@ -360,9 +366,9 @@ class Controller:
         code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
         if stood_aside:
             code = EXIT_OK
-        record["exit_code"] = code
-        self.store.append_record(record)  # also when standing aside: that is worth a record
-        return TickResult(decision, record, code, new_state, live_after, stood_aside, errors)
+        record = replace(record, exit_code=code)
+        self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record
+        return TickResult(decision, record.to_dict(), code, new_state, live_after, stood_aside, errors, typed=record)
 
     def _check_hardware(self, live: EndpointLive) -> None:
         """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
@@ -390,13 +396,12 @@ class Controller:
         return state.evolve(unrecorded=None)
 
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
-        return {
-            "time": now.isoformat(), "tick_id": uuid.uuid4().hex, "endpoint": self.endpoint,
-            "command": command or "tick", "phase_before": state.phase.value, "phase": state.phase.value,
-            "action": "none", "reason": f"the endpoint could not be read: {error}", "target": None,
-            "dry_run": False, "applied": False, "stood_aside": False, "state_version": state.version,
-            "errors": [error], "warnings": [], "notes": [], "exit_code": EXIT_AWS,
-        }
+        return DecisionRecord(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command or "tick",
+            phase_before=state.phase, phase=state.phase, action=Action.NONE,
+            reason=f"the endpoint could not be read: {error}", state_version=state.version, errors=(error,),
+            exit_code=EXIT_AWS,
+        ).to_dict()
 
     def _reconcile(
         self,
@@ -456,50 +461,22 @@ class Controller:
         warnings: list[str],
         notes: list[str],
         stood_aside: bool,
-    ) -> dict[str, Any]:
-        steps = state_after.steps or state_before.steps
+    ) -> DecisionRecord:
         settled = all(v.current_weight == v.desired_weight and v.current_instance_count == v.desired_instance_count
                       for v in live_after.variants.values())
-        return {
-            "time": now.isoformat(),
-            "tick_id": uuid.uuid4().hex,
-            "endpoint": self.endpoint,
-            "command": command or "tick",
-            "phase_before": state_before.phase.value,
-            "phase": state_after.phase.value if not dry_run else decision.state.phase.value,
-            "step": _step_text(state_after if not dry_run else decision.state, steps),
-            "action": decision.action.value,
-            "reason": decision.reason,
-            "gates": [_gate(g) for g in decision.gates],
-            "failed_gates": [g.name for g in decision.failed_gates],
-            "statistics": dict(decision.statistics),
-            "cost_per_1k": dict(decision.cost_per_1k),
-            "metrics": {**metrics_summary(observation),
-                        **({"client_fallbacks": dict(getattr(self.metrics, "last_fallbacks", {}) or {})}
-                           if observation is not None and observation.known else {})},
-            "before": live_summary(live_before),
-            "after": live_summary(live_after),
-            "settled": settled,
-            "target": target.to_dict() if target is not None else None,
-            "dry_run": dry_run,
-            "applied": applied,
-            "stood_aside": stood_aside,
-            "state_version": state_after.version,
-            "errors": list(errors),
-            "warnings": list(warnings),
-            "notes": list(notes),
-        }
-
-
-def _gate(gate: GateResult) -> dict[str, Any]:
-    return gate.to_dict()
+        metrics = {**metrics_summary(observation),
+                   **({"client_fallbacks": dict(getattr(self.metrics, "last_fallbacks", {}) or {})}
+                      if observation is not None and observation.known else {})}
+        return DecisionRecord.of_decision(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command, state_before=state_before,
+            state_after=state_after, decision=decision, target=target, metrics=metrics,
+            before=live_summary(live_before), after=live_summary(live_after), settled=settled, dry_run=dry_run,
+            applied=applied, stood_aside=stood_aside, errors=tuple(errors), warnings=tuple(warnings), notes=tuple(notes),
+        )
 
 
 def _step_text(state: ControllerState, steps: tuple[float, ...]) -> dict[str, Any]:
-    n = len(steps)
-    k = min(state.step + 1, n) if n else 0
-    share = steps[state.step] if n and 0 <= state.step < n else None
-    return {"k": k, "n": n, "neuron_percent": share}
+    return StepText.of(state, steps).to_dict()
 
 
 def _judgement(record: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -41,7 +41,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from routing.core.model import ConcurrentModification, ControllerState
+from routing.core.model import Action, ConcurrentModification, ControllerState, Phase
+from routing.core.records import DecisionRecord, StepText
 
 log = logging.getLogger(__name__)
 
@@ -196,37 +197,14 @@ class DynamoStateStore:
         state = self.load()
         phase = state.phase.value if state is not None else "idle"
         steps = tuple(state.steps) if state is not None else ()
-        step = state.step if state is not None else 0
         reason = f"stood aside: {self.holder_text()}"
-        record = {
-            "time": now.isoformat(),
-            "endpoint": self.endpoint,
-            "command": "tick",
-            "source": source,
-            "phase_before": phase,
-            "phase": phase,
-            "step": {"k": min(step + 1, len(steps)) if steps else 0, "n": len(steps),
-                     "neuron_percent": steps[step] if steps and 0 <= step < len(steps) else None},
-            "action": "none",
-            "reason": reason,
-            "gates": [],
-            "failed_gates": [],
-            "statistics": {},
-            "cost_per_1k": {},
-            "metrics": {},
-            "before": None,
-            "after": None,
-            "target": None,
-            "dry_run": False,
-            "applied": False,
-            "stood_aside": True,
-            "lease_holder": self.holder,
-            "state_version": state.version if state is not None else None,
-            "errors": [reason],
-            "warnings": [],
-            "notes": ["another controller holds the lease on this endpoint; this tick read nothing else"],
-            "exit_code": 0,
-        }
+        record = DecisionRecord(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command="tick", source=source,
+            phase_before=Phase(phase), phase=Phase(phase), step=StepText.of(state, steps) if state is not None
+            else StepText(0, 0, None), action=Action.NONE, reason=reason, stood_aside=True,
+            lease_holder=self.holder, state_version=state.version if state is not None else None, errors=(reason,),
+            notes=("another controller holds the lease on this endpoint; this tick read nothing else",),
+        ).to_dict()
         self.append_record(record)
         return record
 
