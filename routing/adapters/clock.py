@@ -29,10 +29,6 @@ class ManualClock:
         return self._now
 
 
-class FixedClock(ManualClock):
-    """Alias with intent: a clock that stays where it was set (unless advanced explicitly)."""
-
-
 def _aware(when: datetime) -> datetime:
     # Naive datetimes are taken as UTC: every time in routing/ is timezone-aware UTC.
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
