@@ -111,3 +111,7 @@ def test_importing_the_whole_core_loads_no_boto3_botocore_or_toolkit() -> None:
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_metrics_core_is_among_the_checked_modules() -> None:
+    assert "observations.py" in {p.name for p in CORE_FILES}
