@@ -34,11 +34,11 @@ def _clients(cfg: Any, endpoint_url: str | None, profile: str | None, *names: st
 
 def _load(config: str) -> Any:
     """The config, with a relative state_dir taken relative to the config file (as `route` does)."""
+    from routing.adapters.json_store import resolve_state_dir
+
     cfg = load(config)
-    state = Path(cfg.state_dir)
-    if not state.is_absolute():
-        cfg = cfg.model_copy(update={"state_dir": str(Path(config).resolve().parent / state)})
-    return cfg
+    state = resolve_state_dir(cfg, None, base=Path(config).resolve().parent)
+    return cfg if str(state) == cfg.state_dir else cfg.model_copy(update={"state_dir": str(state)})
 
 
 def _warn(message: str) -> None:
