@@ -34,6 +34,7 @@ from typing import Any
 
 from routing.adapters.dynamo_store import DynamoStateStore
 from routing.core.model import Action, Phase
+from routing.core.records import DecisionRecord
 from routing.env import CONFIG_JSON_ENV as CONFIG_ENV
 from routing.env import NOW_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV
 from toolkit.errors import UserError
@@ -75,28 +76,26 @@ def _clock(env: Mapping[str, str]) -> Any:
     return ManualClock(parse_time(pinned)) if pinned else SystemClock()
 
 
-def notice(record: Mapping[str, Any]) -> tuple[str, str] | None:
+def notice(record: DecisionRecord) -> tuple[str, str] | None:
     """(subject, message) when operators must hear about this tick: fallback, abort, promotion."""
-    if record.get("stood_aside") or record.get("dry_run"):
+    if record.stood_aside or record.dry_run:
         return None
-    action = record.get("action")
-    ramp_done = record.get("phase_before") == Phase.RAMPING.value and record.get("phase") == Phase.HOLDING.value
-    if action not in {a.value for a in NOTIFY_ACTIONS} and not ramp_done:
+    ramp_done = record.phase_before == Phase.RAMPING and record.phase == Phase.HOLDING
+    if record.action not in NOTIFY_ACTIONS and not ramp_done:
         return None
-    what = "promoted (ramp complete)" if ramp_done and action not in {a.value for a in NOTIFY_ACTIONS} else action
-    subject = f"[hybrid] {record.get('endpoint')}: {what}"[:100]
-    after = ((record.get("after") or {}).get("variants") or {})
-    shares = {name: v.get("share_percent") for name, v in after.items()}
+    what = "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
+    subject = f"[hybrid] {record.endpoint}: {what}"[:100]
+    after = (record.after or {}).get("variants") or {}
     message = {
-        "endpoint": record.get("endpoint"),
+        "endpoint": record.endpoint,
         "event": what,
-        "time": record.get("time"),
-        "phase": record.get("phase"),
-        "reason": record.get("reason"),
-        "failed_gates": record.get("failed_gates", []),
-        "applied": record.get("applied"),
-        "shares_after": shares,
-        "errors": record.get("errors", []),
+        "time": record.time.isoformat(),
+        "phase": record.phase.value,
+        "reason": record.reason,
+        "failed_gates": list(record.failed_gates),
+        "applied": record.applied,
+        "shares_after": {name: v.get("share_percent") for name, v in after.items()},
+        "errors": list(record.errors),
     }
     return subject, json.dumps(message, indent=1, default=str)
 
@@ -162,8 +161,8 @@ def handle(
     controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url, settle_seconds=settle_seconds)
     # The same leased tick as `hybrid route tick`: stand aside (with a record) if another tick holds it.
     result = controller.tick_leased(source="lambda")
-    record = result.record
-    log.info(json.dumps(record, default=str))
+    log.info(json.dumps(result.record, default=str))
+    record = result.typed or DecisionRecord.from_dict(result.record)
     if result.stood_aside and result.decision is None:
         return _summary(record, notified=False)
 
@@ -181,16 +180,16 @@ def handle(
     return _summary(record, notified=notified)
 
 
-def _summary(record: Mapping[str, Any], *, notified: bool) -> dict[str, Any]:
+def _summary(record: DecisionRecord, *, notified: bool) -> dict[str, Any]:
     return {
-        "endpoint": record.get("endpoint"),
-        "time": record.get("time"),
-        "action": record.get("action"),
-        "phase": record.get("phase"),
-        "reason": record.get("reason"),
-        "applied": record.get("applied", False),
-        "stood_aside": record.get("stood_aside", False),
-        "exit_code": record.get("exit_code", 0),
+        "endpoint": record.endpoint,
+        "time": record.time.isoformat(),
+        "action": record.action.value,
+        "phase": record.phase.value,
+        "reason": record.reason,
+        "applied": record.applied,
+        "stood_aside": record.stood_aside,
+        "exit_code": record.exit_code,
         "notified": notified,
     }
 
