@@ -193,8 +193,9 @@ def source_files() -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = []
     for package, names in BUNDLE_SOURCES.items():
         folder = ROOT / package
-        files = sorted(folder.glob("*.py")) if names is None else [folder / n for n in names]
-        out += [(f, f"{package}/{f.name}") for f in files]
+        # None: the whole package, sub-packages included (routing/core, routing/adapters).
+        files = sorted(folder.rglob("*.py")) if names is None else [folder / n for n in names]
+        out += [(f, f"{package}/{f.relative_to(folder).as_posix()}") for f in files if "__pycache__" not in f.parts]
     return out
 
 

@@ -1,81 +1,11 @@
-"""boto3 clients for the routing adapters: the embedded AWS (moto) or a real account, one flag apart.
+"""Old import path, kept for one release: the module now lives in routing.adapters.aws (see docs/architecture.md).
 
-`endpoint_url` points every client at the embedded AWS (moto's server); without it boto3 uses
-real AWS (and honours AWS_ENDPOINT_URL itself). Retries use botocore's adaptive mode: it
-backs off on throttling client-side, which matters for a controller ticking every minute
-next to autoscaling and dashboards that use the same CloudWatch and SageMaker quotas.
+This name is an alias of that module (the same object), so attributes, private helpers and
+monkeypatching behave exactly as before.
 """
 
-from __future__ import annotations
+import sys
 
-import os
-from typing import Any
+from routing.adapters import aws as _module
 
-DEFAULT_MAX_ATTEMPTS = 5
-
-
-def session(region: str | None = None, profile: str | None = None) -> Any:
-    import boto3
-
-    return boto3.Session(region_name=region, profile_name=profile)
-
-
-def client(
-    service: str,
-    *,
-    region: str | None = None,
-    profile: str | None = None,
-    endpoint_url: str | None = None,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    boto_session: Any = None,
-) -> Any:
-    """A boto3 client with adaptive retries; endpoint_url (or env AWS_ENDPOINT_URL) wins when set."""
-    from botocore.config import Config
-
-    sess = boto_session if boto_session is not None else session(region, profile)
-    config = Config(retries={"max_attempts": max_attempts, "mode": "adaptive"}, connect_timeout=10, read_timeout=30)
-    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    return sess.client(service, region_name=region or sess.region_name, endpoint_url=url, config=config)
-
-
-class AwsClients:
-    """The clients one controller uses, built once (SageMaker, CloudWatch, STS)."""
-
-    def __init__(
-        self,
-        region: str | None = None,
-        profile: str | None = None,
-        endpoint_url: str | None = None,
-    ) -> None:
-        self.region = region
-        self.profile = profile
-        self.endpoint_url = endpoint_url
-        self._session = session(region, profile)
-        if (endpoint_url or os.environ.get("AWS_ENDPOINT_URL")) and self._session.get_credentials() is None:
-            # A custom endpoint without any credentials is the embedded AWS: it accepts any key,
-            # and a new user should not need real credentials to try it. Real AWS never gets here
-            # without credentials of its own (they are found first).
-            import boto3
-
-            self._session = boto3.Session(aws_access_key_id="embedded", aws_secret_access_key="embedded",
-                                          region_name=region)
-        self._clients: dict[str, Any] = {}
-
-    def get(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = client(
-                service, region=self.region, endpoint_url=self.endpoint_url, boto_session=self._session
-            )
-        return self._clients[service]
-
-    @property
-    def sagemaker(self) -> Any:
-        return self.get("sagemaker")
-
-    @property
-    def cloudwatch(self) -> Any:
-        return self.get("cloudwatch")
-
-    @property
-    def sts(self) -> Any:
-        return self.get("sts")
+sys.modules[__name__] = _module

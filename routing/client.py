@@ -39,15 +39,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+# The controller's metrics adapter reads exactly these names (defined once, in the core).
+from routing.core.model import CLIENT_METRICS_NAMESPACE, FALLBACK_METRIC, TARGETED_METRIC
 from toolkit.config import GPU, NEURON, HybridConfig, load_config
 from toolkit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# The controller's metrics adapter reads exactly these names: keep them in sync.
-CLIENT_METRICS_NAMESPACE = "HybridRouting/Client"
-TARGETED_METRIC = "TargetedInvocations"  # every request sent with TargetVariant (incl. fallback retries)
-FALLBACK_METRIC = "FallbackInvocations"  # the subset that were gpu retries after a neuron failure
 INVOKED_VARIANT_HEADER = "x-amzn-invoked-production-variant"  # botocore lower-cases header names
 
 DEFAULT_TOKENS_PER_WORD = 1.3  # WordPiece/BPE average for English text; pass a tokenizer to be exact

@@ -35,21 +35,24 @@ from __future__ import annotations
 import importlib
 import logging
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from routing.model import (
+from routing.adapters.json_store import resolve_state_dir
+from routing.adapters.sagemaker import EndpointBusy
+from routing.core.model import (
     VARIANTS,
     Action,
     ConcurrentModification,
     ControllerState,
     Decision,
     EndpointLive,
-    GateResult,
+    Intent,
+    LeasedStore,
     MetricsSource,
     Observation,
     Phase,
@@ -57,15 +60,15 @@ from routing.model import (
     StateStore,
     Target,
 )
-from routing.router import EndpointBusy
+from routing.core.policy import COMMANDS
+from routing.core.records import DecisionRecord, StepText
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
 
-INTENT_KEY = "intent"  # in ControllerState.extra: an update decided and saved but not yet confirmed
+INTENT_KEY = "intent"  # the ControllerState field (and JSON key) of an update decided and saved but not yet confirmed
 RECOVERY_LOOKBACK = 50  # records searched for a write-ahead record before appending it again
-UNRECORDED_KEY = "unrecorded"  # in ControllerState.extra: this tick's record, saved with the state before it is appended
-COMMANDS = ("start", "pause", "resume", "abort", "promote")
+UNRECORDED_KEY = "unrecorded"  # the ControllerState field of this tick's record, saved before it is appended
 # Actions whose target moves traffic toward gpu: re-applied after a crash, never dropped.
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
@@ -82,6 +85,11 @@ class TickResult:
     live: EndpointLive | None = None
     stood_aside: bool = False
     errors: list[str] = field(default_factory=list)
+    typed: DecisionRecord | None = None  # the record as built; `record` is its JSON form (what stores hold)
+
+    def with_exit_code(self, code: int) -> TickResult:
+        typed = replace(self.typed, exit_code=code) if self.typed is not None else None
+        return replace(self, exit_code=code, record={**self.record, "exit_code": code}, typed=typed)
 
     @property
     def phase(self) -> Phase | None:
@@ -163,10 +171,6 @@ def _matches(live: EndpointLive, target: Target) -> bool:
     return True
 
 
-def _target_from(data: Mapping[str, Any]) -> Target:
-    return Target(weights=dict(data.get("weights", {})), instance_counts=dict(data.get("instance_counts", {})))
-
-
 def exit_code_for(decision: Decision | None, state: ControllerState | None) -> int:
     if decision is not None and decision.action in FAILED_ACTIONS:
         return EXIT_ROLLED_BACK
@@ -221,6 +225,31 @@ class Controller:
     def tick(self, dry_run: bool = False) -> TickResult:
         return self._run(None, dry_run)
 
+    def tick_leased(self, command: str | None = None, *, dry_run: bool = False, source: str = "cli") -> TickResult:
+        """A tick (command None) or a human's command under the store's lease, if the store has one.
+
+        The CLI and the Lambda both call this. When another controller holds the lease, a tick
+        leaves a stand-aside record and returns it (stood_aside, no decision, exit 0); a command
+        raises AwsError instead (a human's command must not silently do nothing).
+        """
+        store = self.store
+        leased = isinstance(store, LeasedStore)
+        if leased and not store.acquire():
+            holder = store.holder_text()
+            if command is not None:
+                raise AwsError(f"cannot {command} now: {holder}; another controller is ticking, try again shortly")
+            record = store.record_standing_aside(self.clock.now(), source=source)
+            return TickResult(None, record, EXIT_OK, stood_aside=True)
+        try:
+            return self.tick(dry_run=dry_run) if command is None else self.command(command, dry_run=dry_run)
+        except (Exception, KeyboardInterrupt):
+            # An error, or Ctrl-C in the CLI, ends our hold at once, so the next tick need not wait for
+            # the lease to expire. A killed process never gets here: its lease expires; its intent stays
+            # for repair.
+            if leased:
+                store.release()
+            raise
+
     def command(self, name: str, dry_run: bool = False) -> TickResult:
         if name not in COMMANDS:
             raise UserError(f"unknown command {name!r}: use one of {', '.join(COMMANDS)}")
@@ -230,8 +259,7 @@ class Controller:
             # new state once; if it loses again, say so (exit 3) instead of reporting success.
             result = self._run(name, dry_run)
             if result.stood_aside:
-                result.exit_code = EXIT_AWS
-                result.record["exit_code"] = EXIT_AWS
+                result = result.with_exit_code(EXIT_AWS)
         return result
 
     def status(self) -> dict[str, Any]:
@@ -257,7 +285,7 @@ class Controller:
             self.store.append_record(self._failed_record(now, command, state, str(error)))
             raise
         self._check_hardware(live)
-        self._append_unrecorded(state)
+        state = self._append_unrecorded(state)
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
@@ -291,14 +319,9 @@ class Controller:
             try:
                 if target_needed:
                     assert target is not None
-                    intent = {
-                        "target": target.to_dict(),
-                        "action": decision.action.value,
-                        "decided_at": now.isoformat(),
-                        "previous_state": state.evolve(extra={k: v for k, v in state.extra.items()
-                                                              if k != INTENT_KEY}).to_dict(),
-                    }
-                    with_intent = new_state.evolve(extra={**new_state.extra, INTENT_KEY: intent})
+                    intent = Intent(target=target, action=decision.action, decided_at=now,
+                                    previous_state=state.evolve(intent=None, unrecorded=None))
+                    with_intent = new_state.evolve(intent=intent, unrecorded=None)
                     saved = self.store.save(with_intent, version)
                     version = saved.version
                     try:
@@ -313,21 +336,21 @@ class Controller:
                         exit_override = EXIT_AWS
                     if applied:
                         errors.extend(self._verify(live_after, target))
-                    new_state = new_state.evolve(
-                        extra={k: v for k, v in new_state.extra.items() if k != INTENT_KEY}, last_tick_at=now
-                    )
+                    new_state = new_state.evolve(intent=None, last_tick_at=now)
                 ahead = self._record(
                     now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
                     decision=decision, observation=observation, live_before=live_before, live_after=live_after,
                     target=target, dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
                     stood_aside=False,
                 )
-                ahead["exit_code"] = exit_override if exit_override is not None else exit_code_for(decision, new_state)
+                ahead = replace(ahead, exit_code=exit_override if exit_override is not None
+                                else exit_code_for(decision, new_state))
                 # Saved with the state, appended right after: a crash in between is repaired by the next tick.
-                new_state = self.store.save(new_state.evolve(extra={**new_state.extra, UNRECORDED_KEY: ahead}), version)
-                ahead["state_version"] = new_state.version
-                self.store.append_record(ahead)
-                return TickResult(decision, ahead, ahead["exit_code"], new_state, live_after, False, errors)
+                new_state = self.store.save(new_state.evolve(unrecorded=ahead.to_dict()), version)
+                ahead = replace(ahead, state_version=new_state.version)
+                self.store.append_record(ahead.to_dict())
+                return TickResult(decision, ahead.to_dict(), ahead.exit_code, new_state, live_after, False, errors,
+                                  typed=ahead)
             except ConcurrentModification as conflict:
                 stood_aside = True
                 new_state = state  # what this tick decided was not stored: record the state it found
@@ -343,9 +366,9 @@ class Controller:
         code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
         if stood_aside:
             code = EXIT_OK
-        record["exit_code"] = code
-        self.store.append_record(record)  # also when standing aside: that is worth a record
-        return TickResult(decision, record, code, new_state, live_after, stood_aside, errors)
+        record = replace(record, exit_code=code)
+        self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record
+        return TickResult(decision, record.to_dict(), code, new_state, live_after, stood_aside, errors, typed=record)
 
     def _check_hardware(self, live: EndpointLive) -> None:
         """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
@@ -358,25 +381,27 @@ class Controller:
                     f"{wanted}: fix variants.{name}.instance_type or redeploy the endpoint"
                 )
 
-    def _append_unrecorded(self, state: ControllerState) -> None:
-        """A tick that died after saving its state and before appending its record: append that record now."""
-        pending = state.extra.get(UNRECORDED_KEY) if state.extra else None
+    def _append_unrecorded(self, state: ControllerState) -> ControllerState:
+        """A tick that died after saving its state and before appending its record: append that record now.
+
+        Returns the state without it: the record is in the log now, and this tick's save clears it.
+        """
+        pending = state.unrecorded
         if not pending:
-            return
+            return state
         # Stood-aside records of other ticks may follow it: look a little further back than the newest.
-        if any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
-            return
-        self.store.append_record({**pending, "notes": [*pending.get("notes", []),
-                                                       "appended by the next tick: the process died before writing it"]})
+        if not any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
+            self.store.append_record({**pending, "notes": [*pending.get("notes", []),
+                                                           "appended by the next tick: the process died before writing it"]})
+        return state.evolve(unrecorded=None)
 
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
-        return {
-            "time": now.isoformat(), "tick_id": uuid.uuid4().hex, "endpoint": self.endpoint,
-            "command": command or "tick", "phase_before": state.phase.value, "phase": state.phase.value,
-            "action": "none", "reason": f"the endpoint could not be read: {error}", "target": None,
-            "dry_run": False, "applied": False, "stood_aside": False, "state_version": state.version,
-            "errors": [error], "warnings": [], "notes": [], "exit_code": EXIT_AWS,
-        }
+        return DecisionRecord(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command or "tick",
+            phase_before=state.phase, phase=state.phase, action=Action.NONE,
+            reason=f"the endpoint could not be read: {error}", state_version=state.version, errors=(error,),
+            exit_code=EXIT_AWS,
+        ).to_dict()
 
     def _reconcile(
         self,
@@ -388,24 +413,23 @@ class Controller:
         notes: list[str],
     ) -> tuple[ControllerState, int | None, Decision | None]:
         """Finish or undo the intent of a tick that crashed between saving it and confirming it."""
-        intent = state.extra.get(INTENT_KEY) if state.extra else None
-        if not intent:
+        intent = state.intent
+        if intent is None:
             return state, version, None
-        target = _target_from(intent.get("target", {}))
-        action = Action(intent.get("action", Action.HOLD.value))
-        clean = state.evolve(extra={k: v for k, v in state.extra.items() if k != INTENT_KEY})
+        target, action, decided_at = intent.target, intent.action, intent.decided_at.isoformat()
+        clean = state.evolve(intent=None)
         if _matches(live, target):
-            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} reached the "
+            notes.append(f"recovered: the {action.value} decided at {decided_at} reached the "
                          f"endpoint before the crash; kept, not sent again")
             return clean, version, None
         if action in SAFE_DIRECTION:
-            notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+            notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                          f"endpoint; re-applying it now")
             redo = Decision(state=clean, action=action, reason=f"re-applying the interrupted {action.value}",
                             target=target)
             return clean, version, redo
-        previous = ControllerState.from_dict(intent.get("previous_state") or clean.to_dict())
-        notes.append(f"recovered: the {action.value} decided at {intent.get('decided_at')} never reached the "
+        previous = intent.previous_state or clean
+        notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                      f"endpoint; dropped, deciding again on fresh metrics")
         return previous.evolve(version=state.version), version, None
 
@@ -437,50 +461,22 @@ class Controller:
         warnings: list[str],
         notes: list[str],
         stood_aside: bool,
-    ) -> dict[str, Any]:
-        steps = state_after.steps or state_before.steps
+    ) -> DecisionRecord:
         settled = all(v.current_weight == v.desired_weight and v.current_instance_count == v.desired_instance_count
                       for v in live_after.variants.values())
-        return {
-            "time": now.isoformat(),
-            "tick_id": uuid.uuid4().hex,
-            "endpoint": self.endpoint,
-            "command": command or "tick",
-            "phase_before": state_before.phase.value,
-            "phase": state_after.phase.value if not dry_run else decision.state.phase.value,
-            "step": _step_text(state_after if not dry_run else decision.state, steps),
-            "action": decision.action.value,
-            "reason": decision.reason,
-            "gates": [_gate(g) for g in decision.gates],
-            "failed_gates": [g.name for g in decision.failed_gates],
-            "statistics": dict(decision.statistics),
-            "cost_per_1k": dict(decision.cost_per_1k),
-            "metrics": {**metrics_summary(observation),
-                        **({"client_fallbacks": dict(getattr(self.metrics, "last_fallbacks", {}) or {})}
-                           if observation is not None and observation.known else {})},
-            "before": live_summary(live_before),
-            "after": live_summary(live_after),
-            "settled": settled,
-            "target": target.to_dict() if target is not None else None,
-            "dry_run": dry_run,
-            "applied": applied,
-            "stood_aside": stood_aside,
-            "state_version": state_after.version,
-            "errors": list(errors),
-            "warnings": list(warnings),
-            "notes": list(notes),
-        }
-
-
-def _gate(gate: GateResult) -> dict[str, Any]:
-    return gate.to_dict()
+        metrics = {**metrics_summary(observation),
+                   **({"client_fallbacks": dict(getattr(self.metrics, "last_fallbacks", {}) or {})}
+                      if observation is not None and observation.known else {})}
+        return DecisionRecord.of_decision(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command, state_before=state_before,
+            state_after=state_after, decision=decision, target=target, metrics=metrics,
+            before=live_summary(live_before), after=live_summary(live_after), settled=settled, dry_run=dry_run,
+            applied=applied, stood_aside=stood_aside, errors=tuple(errors), warnings=tuple(warnings), notes=tuple(notes),
+        )
 
 
 def _step_text(state: ControllerState, steps: tuple[float, ...]) -> dict[str, Any]:
-    n = len(steps)
-    k = min(state.step + 1, n) if n else 0
-    share = steps[state.step] if n and 0 <= state.step < n else None
-    return {"k": k, "n": n, "neuron_percent": share}
+    return StepText.of(state, steps).to_dict()
 
 
 def _judgement(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -513,7 +509,7 @@ def status_view(config: Any, state: ControllerState, live: EndpointLive, last: M
         "fallbacks": state.fallbacks,
         "cooldown_until": _iso(state.cooldown_until),
         "last_tick_at": _iso(state.last_tick_at),
-        "pending_intent": bool(state.extra.get(INTENT_KEY)) if state.extra else False,
+        "pending_intent": state.intent is not None,
         "endpoint_status": live.status,
         "failure_reason": live.failure_reason,
         "weights": {name: round(live.share(name), 3) for name in live.variants},
@@ -522,13 +518,6 @@ def status_view(config: Any, state: ControllerState, live: EndpointLive, last: M
         "last_judgement": _judgement(last),
         "last_change": _judgement(last_change),
     }
-
-
-def resolve_state_dir(config: Any, state_dir: str | Path | None, base: Path | None = None) -> Path:
-    path = Path(state_dir if state_dir is not None else config.state_dir)
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
 
 
 def build_controller(
@@ -551,29 +540,13 @@ def build_controller(
     Refuses (exit 2) a --region that differs from the config's, and an account other than
     `account` in the config (checked with STS only when `account` is set).
     """
-    from routing.aws import AwsClients
-    from routing.clock import SystemClock
-    from routing.metrics import CloudWatchMetrics
-    from routing.router import SageMakerRouter
-    from routing.state import JsonFileStateStore
+    from routing.adapters.aws import AwsClients
+    from routing.adapters.clock import SystemClock
+    from routing.adapters.cloudwatch import CloudWatchMetrics
+    from routing.adapters.json_store import JsonFileStateStore
+    from routing.adapters.sagemaker import SageMakerRouter
 
-    if region is not None and region != config.region:
-        raise UserError(
-            f"--region {region} differs from region {config.region} in the config: this config is for {config.region}"
-        )
-    clients = AwsClients(region=config.region, profile=profile, endpoint_url=endpoint_url)
-    if config.account:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            account = clients.sts.get_caller_identity()["Account"]
-        except (ClientError, BotoCoreError) as error:
-            raise AwsError(f"GetCallerIdentity: {error}") from None
-        if account != config.account:
-            raise UserError(
-                f"credentials are for account {account}, but the config is for account {config.account}: "
-                f"use --profile for the right account"
-            )
+    clients = AwsClients.for_config(config, profile=profile, endpoint_url=endpoint_url, region=region)
     return Controller(
         config,
         metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
@@ -582,3 +555,48 @@ def build_controller(
         clock=clock or SystemClock(),
         policy=policy,
     )
+
+
+def run_loop(
+    controller: Controller,
+    *,
+    wait: Callable[[], None],
+    on_result: Callable[[TickResult], None],
+    on_warning: Callable[[str], None],
+    dry_run: bool = False,
+    max_ticks: int | None = None,
+    forever: bool = False,
+) -> int:
+    """`hybrid route run`: tick (under the lease) until holding (exit 0), a fallback/abort (exit 1),
+    max_ticks, or Ctrl-C. A transient AWS error is survived; fallback.max_unknown_ticks of them in a
+    row end the loop by raising (exit 3). wait() sleeps one interval (or advances a pinned clock)."""
+    ticks = 0
+    code = EXIT_OK
+    failures = 0  # consecutive ticks that could not reach SageMaker
+    limit = controller.config.fallback.max_unknown_ticks
+    try:
+        while True:
+            try:
+                result = controller.tick_leased(dry_run=dry_run)
+            except AwsError as error:
+                # Retries already ran inside boto3; a persistent error ends the loop after `limit` ticks.
+                failures += 1
+                if failures >= limit:
+                    raise
+                on_warning(f"tick failed ({failures}/{limit}): {error}")
+                wait()
+                continue
+            failures = 0
+            ticks += 1
+            on_result(result)
+            if not result.stood_aside or result.decision is not None:
+                code = result.exit_code
+                if code != EXIT_OK or (result.phase == Phase.HOLDING and not forever):
+                    break
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+            wait()
+    except KeyboardInterrupt:
+        # State and records are saved at the end of each tick: stopping between ticks loses nothing.
+        pass
+    return code

@@ -3,9 +3,10 @@
 It runs the SAME tick as `hybrid route tick` (routing.controller.build_controller: CloudWatch
 metrics, SageMaker router, the pure policy), with the DynamoDB store instead of local files:
 
- 1. take the endpoint's lease (routing/dynamo_state.py); if another tick holds it, write a
-    record saying this tick stood aside, and stop: two ticks never both act;
- 2. Controller.tick(): reconcile a crashed tick's intent from the live endpoint, read metrics,
+ 1. Controller.tick_leased() (as `hybrid route tick`): take the endpoint's lease
+    (routing/adapters/dynamo_store.py); if another tick holds it, write a record saying this
+    tick stood aside, and stop: two ticks never both act;
+ 2. then the tick itself: reconcile a crashed tick's intent from the live endpoint, read metrics,
     decide, save the intent, update the endpoint, save, record (the record releases the lease);
  3. publish to SNS when the tick fell back, aborted, or promoted (a manual promote, or the ramp
     reaching holding).
@@ -31,18 +32,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from routing.dynamo_state import DynamoStateStore
-from routing.model import Action, Phase
+from routing.adapters.dynamo_store import DynamoStateStore
+from routing.core.model import Action, Phase
+from routing.core.records import DecisionRecord
+from routing.env import CONFIG_JSON_ENV as CONFIG_ENV
+from routing.env import NOW_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV
 from toolkit.errors import UserError
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
 
-CONFIG_ENV = "HYBRID_CONFIG"
-TABLE_ENV = "HYBRID_TABLE"
-TOPIC_ENV = "HYBRID_TOPIC_ARN"
-NOW_ENV = "HYBRID_NOW"
-SETTLE_ENV = "HYBRID_SETTLE_SECONDS"  # the same variable `hybrid route tick --settle-seconds` reads
 SETTLE_SECONDS = 60  # what the stack sets on real AWS
 NOTIFY_ACTIONS = (Action.FALLBACK, Action.ABORT, Action.PROMOTE)
 
@@ -71,34 +70,32 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Any:
 
 
 def _clock(env: Mapping[str, str]) -> Any:
-    from routing.clock import ManualClock, SystemClock, parse_time
+    from routing.adapters.clock import ManualClock, SystemClock, parse_time
 
     pinned = env.get(NOW_ENV)
     return ManualClock(parse_time(pinned)) if pinned else SystemClock()
 
 
-def notice(record: Mapping[str, Any]) -> tuple[str, str] | None:
+def notice(record: DecisionRecord) -> tuple[str, str] | None:
     """(subject, message) when operators must hear about this tick: fallback, abort, promotion."""
-    if record.get("stood_aside") or record.get("dry_run"):
+    if record.stood_aside or record.dry_run:
         return None
-    action = record.get("action")
-    ramp_done = record.get("phase_before") == Phase.RAMPING.value and record.get("phase") == Phase.HOLDING.value
-    if action not in {a.value for a in NOTIFY_ACTIONS} and not ramp_done:
+    ramp_done = record.phase_before == Phase.RAMPING and record.phase == Phase.HOLDING
+    if record.action not in NOTIFY_ACTIONS and not ramp_done:
         return None
-    what = "promoted (ramp complete)" if ramp_done and action not in {a.value for a in NOTIFY_ACTIONS} else action
-    subject = f"[hybrid] {record.get('endpoint')}: {what}"[:100]
-    after = ((record.get("after") or {}).get("variants") or {})
-    shares = {name: v.get("share_percent") for name, v in after.items()}
+    what = "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
+    subject = f"[hybrid] {record.endpoint}: {what}"[:100]
+    after = (record.after or {}).get("variants") or {}
     message = {
-        "endpoint": record.get("endpoint"),
+        "endpoint": record.endpoint,
         "event": what,
-        "time": record.get("time"),
-        "phase": record.get("phase"),
-        "reason": record.get("reason"),
-        "failed_gates": record.get("failed_gates", []),
-        "applied": record.get("applied"),
-        "shares_after": shares,
-        "errors": record.get("errors", []),
+        "time": record.time.isoformat(),
+        "phase": record.phase.value,
+        "reason": record.reason,
+        "failed_gates": list(record.failed_gates),
+        "applied": record.applied,
+        "shares_after": {name: v.get("share_percent") for name, v in after.items()},
+        "errors": list(record.errors),
     }
     return subject, json.dumps(message, indent=1, default=str)
 
@@ -114,7 +111,7 @@ def reset_warm() -> None:
 
 
 def _warm_clients(region: str, endpoint_url: str | None) -> Any:
-    from routing.aws import AwsClients
+    from routing.adapters.aws import AwsClients
 
     key = ("clients", region, endpoint_url)
     if key not in _WARM:
@@ -150,7 +147,7 @@ def handle(
     controller_factory: Any = None,
 ) -> dict[str, Any]:
     """One scheduled tick for the endpoint named by the event (default: the config's)."""
-    from routing.clock import SystemClock
+    from routing.adapters.clock import SystemClock
 
     endpoint = (event or {}).get("endpoint") or config.name
     if endpoint != config.name:
@@ -160,23 +157,14 @@ def handle(
     if store is None:
         store = DynamoStateStore(table, config.name, client=clients.get("dynamodb"), clock=clock, owner=owner)
 
-    if not store.acquire():
-        record = store.record_standing_aside(clock.now(), source="lambda")
-        log.info(json.dumps(record, default=str))
+    factory = controller_factory or _warm_controller
+    controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url, settle_seconds=settle_seconds)
+    # The same leased tick as `hybrid route tick`: stand aside (with a record) if another tick holds it.
+    result = controller.tick_leased(source="lambda")
+    log.info(json.dumps(result.record, default=str))
+    record = result.typed or DecisionRecord.from_dict(result.record)
+    if result.stood_aside and result.decision is None:
         return _summary(record, notified=False)
-
-    try:
-        factory = controller_factory or _warm_controller
-        controller = factory(config, clock=clock, store=store, endpoint_url=endpoint_url,
-                             settle_seconds=settle_seconds)
-        result = controller.tick()
-    except Exception:
-        # An error (not a crash: a killed process never gets here) ends our hold at once, so the
-        # next tick need not wait for the lease to expire. Its intent, if any, stays for repair.
-        store.release()
-        raise
-    record = result.record
-    log.info(json.dumps(record, default=str))
 
     notified = False
     message = notice(record)
@@ -192,16 +180,16 @@ def handle(
     return _summary(record, notified=notified)
 
 
-def _summary(record: Mapping[str, Any], *, notified: bool) -> dict[str, Any]:
+def _summary(record: DecisionRecord, *, notified: bool) -> dict[str, Any]:
     return {
-        "endpoint": record.get("endpoint"),
-        "time": record.get("time"),
-        "action": record.get("action"),
-        "phase": record.get("phase"),
-        "reason": record.get("reason"),
-        "applied": record.get("applied", False),
-        "stood_aside": record.get("stood_aside", False),
-        "exit_code": record.get("exit_code", 0),
+        "endpoint": record.endpoint,
+        "time": record.time.isoformat(),
+        "action": record.action.value,
+        "phase": record.phase.value,
+        "reason": record.reason,
+        "applied": record.applied,
+        "stood_aside": record.stood_aside,
+        "exit_code": record.exit_code,
         "notified": notified,
     }
 

@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routing.core.variants import GPU, NEURON  # one definition, shared with the pure core
 from toolkit.errors import UserError
 
-NEURON = "neuron"
-GPU = "gpu"
 VARIANT_NAMES = (NEURON, GPU)
 
 # Instance families SageMaker real-time hosting offers, by kind of accelerator.

@@ -6,21 +6,13 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_ROLLED_BACK = 1
-EXIT_BAD_INPUT = 2
-EXIT_AWS = 3
+# Defined in routing/core/errors.py (the pure policy raises UserError too); re-exported here.
+from routing.core.errors import EXIT_AWS, EXIT_BAD_INPUT, EXIT_OK, EXIT_ROLLED_BACK, HybridError, UserError
+
 EXIT_INTERRUPTED = 130
 
-
-class HybridError(Exception):
-    exit_code = EXIT_AWS
-
-
-class UserError(HybridError):
-    """Bad input: a config, flag or name the user must fix. Nothing was changed."""
-
-    exit_code = EXIT_BAD_INPUT
+__all__ = ["EXIT_AWS", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_ROLLED_BACK", "AwsError", "HybridError",
+           "MissingDependencyError", "UserError"]
 
 
 class AwsError(HybridError):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from routing.core.costs import cost_per_1k  # noqa: F401  (defined in the pure core, used by the policy)
 from toolkit.errors import UserError
 
 PRICE_SOURCE = "SageMaker real-time hosting, us-east-1, on demand (aws-facts.md, checked 2026-11)"
@@ -39,16 +40,6 @@ def price_per_hour(instance_type: str, overrides: Mapping[str, float] | None = N
         f"no price known for {instance_type}: add it under `prices:` in hybrid.yaml ($/hour), "
         f"or run `hybrid price {instance_type} --live` with AWS credentials"
     )
-
-
-def cost_per_1k(instance_count: float, price_hour: float, invocations_per_minute: float) -> float | None:
-    """$ per 1,000 inferences for a variant: what its instances cost over what they served.
-
-    None when the variant served nothing (its cost per inference is undefined, not zero).
-    """
-    if invocations_per_minute <= 0:
-        return None
-    return instance_count * price_hour / 60.0 / invocations_per_minute * 1000.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from routing.clock import ManualClock
-from routing.controller import INTENT_KEY, Controller
+from routing.controller import Controller
 from routing.metrics import CloudWatchMetrics
 from routing.model import EndpointLive
 from routing.router import SageMakerRouter
@@ -155,7 +155,7 @@ def assert_safe(world: World, *, gpu_only: bool = False) -> EndpointLive:
         assert share == 0.0, f"expected all weighted traffic on gpu, neuron has {share}%"
     state = world.store().load()
     if state is not None:
-        assert not (state.extra or {}).get(INTENT_KEY), "a half-done update is still pending in the state"
+        assert state.intent is None, "a half-done update is still pending in the state"
     return live
 
 

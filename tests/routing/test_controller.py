@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from routing.clock import ManualClock
-from routing.controller import INTENT_KEY, Controller
+from routing.controller import Controller
 from routing.model import (
     Action,
     ControllerState,
@@ -174,7 +174,7 @@ def test_start_applies_the_first_step_and_saves_the_state(world):
     assert result.exit_code == 0 and result.record["applied"] is True
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}]
     saved = world.store().load()
-    assert saved.phase == Phase.RAMPING and saved.step == 0 and INTENT_KEY not in saved.extra
+    assert saved.phase == Phase.RAMPING and saved.step == 0 and saved.intent is None
 
 
 def test_each_tick_reads_truth_and_metrics_then_progresses_one_step(world):
@@ -273,7 +273,7 @@ def test_crash_after_update_before_save_resumes_without_repeating_the_step(world
     with pytest.raises(Crash):
         world.make().tick()  # 50% reached the endpoint, then the process died
     assert world.router.updates[-1] == {"neuron": 50.0, "gpu": 50.0}
-    assert INTENT_KEY in world.store().load().extra
+    assert world.store().load().intent is not None
     world.router.crash_after_update = False
 
     result = world.make().tick()  # a fresh process
@@ -282,7 +282,7 @@ def test_crash_after_update_before_save_resumes_without_repeating_the_step(world
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}, {"neuron": 50.0, "gpu": 50.0},
                                     {"neuron": 100.0, "gpu": 0.0}]
     saved = world.store().load()
-    assert saved.step == 2 and INTENT_KEY not in saved.extra
+    assert saved.step == 2 and saved.intent is None
 
 
 def test_crash_after_update_and_a_dry_run_restart_does_not_send_anything(world):
@@ -353,13 +353,13 @@ def test_a_concurrent_save_makes_this_tick_stand_aside_before_touching_the_endpo
                 return state
             self.raced = True
             other = JsonFileStateStore(self.directory.parent, "bert")
-            other.save(state.evolve(extra={**state.extra, "other": True}), state.version)  # another process wins
+            other.save(state.remember(last_fallback_cause="other"), state.version)  # another process wins
             return state
 
     result = world.make(Racing(world.store().directory.parent, "bert")).tick()
     assert result.stood_aside and result.exit_code == 0
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}]
-    assert world.store().load().extra.get("other") is True
+    assert world.store().load().memory.last_fallback_cause == "other"
     record = world.store().records()[-1]
     assert record["stood_aside"] is True and record["applied"] is False
     assert record["step"]["k"] == 1  # the step this tick decided (2) was never stored or sent
@@ -373,7 +373,7 @@ def test_busy_endpoint_keeps_the_previous_state_and_records_endpoint_busy(world)
     assert result.record["applied"] is False
     assert any("endpoint busy" in e for e in result.record["errors"])
     saved = world.store().load()
-    assert saved.step == 0 and INTENT_KEY not in saved.extra
+    assert saved.step == 0 and saved.intent is None
     world.router.live = replace(world.router.live, status="InService")
     controller.tick()
     assert world.router.updates[-1] == {"neuron": 50.0, "gpu": 50.0}

@@ -18,7 +18,7 @@ import pytest
 
 from routing import lambda_handler
 from routing.clock import ManualClock
-from routing.controller import INTENT_KEY, build_controller
+from routing.controller import build_controller
 from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, create_table
 from routing.stores import open_store
 from tests.routing._aws import create_endpoint, feed_split
@@ -244,7 +244,7 @@ def test_a_crash_after_the_endpoint_update_is_repaired_without_repeating_or_skip
     assert crashed
     assert world.share() == 50.0  # the update reached the endpoint
     stored = world.store("x").load()
-    assert stored.extra.get(INTENT_KEY)  # ...but the state still carries the intent, not the outcome
+    assert stored.intent is not None  # ...but the state still carries the intent, not the outcome
 
     # The next schedule comes while the dead tick's lease has not expired: it stands aside.
     world.feed()
@@ -257,7 +257,7 @@ def test_a_crash_after_the_endpoint_update_is_repaired_without_repeating_or_skip
     recovery = world.records()[-1]
     assert any("reached the endpoint before the crash; kept, not sent again" in n for n in recovery["notes"])
     assert not recovered["stood_aside"]
-    assert not world.store("x").load().extra.get(INTENT_KEY)
+    assert world.store("x").load().intent is None
 
     shares = [world.share()]
     _ramp(world, shares)

@@ -33,29 +33,21 @@ def _clients(cfg: Any, endpoint_url: str | None, profile: str | None, *names: st
     """boto3 clients in the config's region; refuses other accounts when `account` is set (as `route`)."""
     import boto3
 
-    from toolkit.errors import AwsError, UserError
+    from routing.adapters.aws import check_account
 
     session = boto3.session.Session(region_name=cfg.region, profile_name=profile)
     if cfg.account:
-        try:
-            account = session.client("sts", endpoint_url=endpoint_url).get_caller_identity()["Account"]
-        except Exception as error:
-            raise AwsError(f"GetCallerIdentity: {error}") from None
-        if account != cfg.account:
-            raise UserError(
-                f"credentials are for account {account}, but the config is for account {cfg.account}: "
-                f"use --profile for the right account"
-            )
+        check_account(session.client("sts", endpoint_url=endpoint_url), cfg.account)
     return [session.client(name, endpoint_url=endpoint_url) for name in names]
 
 
 def _load(config: str) -> Any:
     """The config, with a relative state_dir taken relative to the config file (as `route` does)."""
+    from routing.adapters.json_store import resolve_state_dir
+
     cfg = load(config)
-    state = Path(cfg.state_dir)
-    if not state.is_absolute():
-        cfg = cfg.model_copy(update={"state_dir": str(Path(config).resolve().parent / state)})
-    return cfg
+    state = resolve_state_dir(cfg, None, base=Path(config).resolve().parent)
+    return cfg if str(state) == cfg.state_dir else cfg.model_copy(update={"state_dir": str(state)})
 
 
 def _warn(message: str) -> None:

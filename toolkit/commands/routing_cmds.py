@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load, to_jsonable
-from toolkit.errors import EXIT_OK, AwsError, UserError
+from toolkit.errors import EXIT_OK, UserError
 
 EndpointUrlOption = typer.Option(
     None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS); env AWS_ENDPOINT_URL also works."
@@ -59,45 +59,15 @@ def _controller(config_path: str, endpoint_url: str | None, profile: str | None,
                             clock=clock, settle_seconds=settle_seconds, store=store)
 
 
-def _lease_holder(controller: Any) -> str | None:
-    """Take the store's lease when it has one (DynamoDB); the holder's description if it is taken.
-
-    The store gives the lease back after the tick's record (or we do, on an error).
-    """
-    acquire = getattr(controller.store, "acquire", None)
-    if acquire is None or acquire():
-        return None
-    return str(controller.store.holder_text())
-
-
-def _release(controller: Any) -> None:
-    release = getattr(controller.store, "release", None)
-    if release is not None:
-        release()
-
-
-def _leased_run(controller: Any, name: str | None, dry_run: bool) -> Any:
-    """One tick (name None) or command under the store's lease; None when a tick stood aside."""
-    holder = _lease_holder(controller)
-    if holder is not None:
-        if name is not None:
-            raise AwsError(f"cannot {name} now: {holder}; another controller is ticking, try again shortly")
-        return None
-    try:
-        return controller.tick(dry_run=dry_run) if name is None else controller.command(name, dry_run=dry_run)
-    except BaseException:
-        _release(controller)
-        raise
-
-
-def _stood_aside(controller: Any, output: Output) -> None:
-    holder = getattr(controller.store, "holder_text", lambda: "another controller holds the lease")()
-    record_aside = getattr(controller.store, "record_standing_aside", None)
-    if record_aside is not None:  # the loser leaves a record in the table, as the Lambda does
-        record_aside(controller.clock.now(), source="cli")
+def _stood_aside(controller: Any, result: Any, output: Output) -> None:
+    """Another controller held the lease (Controller.tick_leased left the stand-aside record)."""
     emit({"endpoint": controller.endpoint, "stood_aside": True, "action": "none",
-          "reason": f"stood aside: {holder}", "exit_code": EXIT_OK}, output,
+          "reason": result.record.get("reason", "stood aside"), "exit_code": EXIT_OK}, output,
          lambda data: sys.stdout.write(f"{data['endpoint']}: {data['reason']}\n"))
+
+
+def _lease_lost(result: Any) -> bool:
+    return bool(result.stood_aside and result.decision is None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,7 +192,7 @@ def register(app: typer.Typer) -> None:
     def _command(name: str, config: str, output: Output, dry_run: bool, endpoint_url: str | None,
                  profile: str | None, region: str | None, state_dir: str | None, now: str | None) -> None:
         controller = _controller(config, endpoint_url, profile, region, state_dir, now)
-        result = _leased_run(controller, name, dry_run)
+        result = controller.tick_leased(name, dry_run=dry_run)
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
 
@@ -267,9 +237,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One evaluation: read the endpoint and metrics, decide, apply, record (what a scheduler runs)."""
         controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
-        result = _leased_run(controller, None, dry_run)
-        if result is None:
-            _stood_aside(controller, output)
+        result = controller.tick_leased(dry_run=dry_run)
+        if _lease_lost(result):
+            _stood_aside(controller, result, output)
             raise typer.Exit(EXIT_OK)
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
@@ -285,51 +255,23 @@ def register(app: typer.Typer) -> None:
         settle_seconds: int = SettleOption,
     ) -> None:
         """Tick every --interval seconds until holding (exit 0) or a fallback/abort (exit 1). Ctrl-C stops."""
-        from routing.model import Phase
+        from routing.controller import run_loop
 
         controller = _controller(config, endpoint_url, profile, region, state_dir, now, settle_seconds)
         manual = now is not None  # a pinned clock moves by --interval per tick
-        ticks = 0
-        code = EXIT_OK
-        failures = 0  # consecutive ticks that could not reach SageMaker
-        try:
-            while True:
-                try:
-                    result = _leased_run(controller, None, dry_run)
-                except AwsError as error:
-                    # A loop outlives a transient AWS error (retries already ran inside boto3);
-                    # a persistent one ends it with exit 3 after fallback.max_unknown_ticks ticks.
-                    failures += 1
-                    if failures >= controller.config.fallback.max_unknown_ticks:
-                        raise
-                    sys.stderr.write(f"warning: tick failed ({failures}/"
-                                     f"{controller.config.fallback.max_unknown_ticks}): {error}\n")
-                    _wait(controller, manual, interval)
-                    continue
-                failures = 0
-                ticks += 1
-                if result is None:  # another controller is ticking: wait for the next interval
-                    _stood_aside(controller, output)
-                    if max_ticks is not None and ticks >= max_ticks:
-                        break
-                    _wait(controller, manual, interval)
-                    continue
-                if output == Output.json:  # one JSON object per line per tick (JSON Lines)
-                    sys.stdout.write(json.dumps(result.record, default=to_jsonable) + "\n")
-                    sys.stdout.flush()
-                else:
-                    _render_record(result.record)
-                code = result.exit_code
-                if code != EXIT_OK:
-                    break
-                if result.phase == Phase.HOLDING and not forever:
-                    break
-                if max_ticks is not None and ticks >= max_ticks:
-                    break
-                _wait(controller, manual, interval)
-        except KeyboardInterrupt:
-            # State and records are saved at the end of each tick: stopping between ticks loses nothing.
-            pass
+
+        def show(result: Any) -> None:
+            if _lease_lost(result):  # another controller is ticking: wait for the next interval
+                _stood_aside(controller, result, output)
+            elif output == Output.json:  # one JSON object per line per tick (JSON Lines)
+                sys.stdout.write(json.dumps(result.record, default=to_jsonable) + "\n")
+                sys.stdout.flush()
+            else:
+                _render_record(result.record)
+
+        code = run_loop(controller, wait=lambda: _wait(controller, manual, interval), on_result=show,
+                        on_warning=lambda text: sys.stderr.write(f"warning: {text}\n"), dry_run=dry_run,
+                        max_ticks=max_ticks, forever=forever)
         raise typer.Exit(code)
 
     @route_app.command("log")

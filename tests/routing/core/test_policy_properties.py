@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing.model import Decision, Phase
-from tests.routing.test_policy_world import Behaviour, World, make_config
+from tests.routing.core.policy_world import Behaviour, World, make_config
 from toolkit.config import GPU, NEURON
 
 CONFIG = make_config()
@@ -71,7 +71,7 @@ def drive(script: list[Step], checked: list[int] | None = None) -> World:
     for step in script:
         world.status = step.status
         world.apply = step.applied
-        before_phase, before_share, before_since = world.phase(), world.share(), world.state.extra.get("breach_since")
+        before_phase, before_share, before_since = world.phase(), world.share(), world.state.memory.breach_since
         gpu_live = world.endpoint().variants[GPU].current_instance_count
         decision = world.tick()
         check_valid(world, decision)
@@ -110,7 +110,8 @@ def check_valid(world: World, decision: Decision) -> None:
 def effective_neuron_weight(world: World, decision: Decision) -> float:
     if decision.target is not None:
         return decision.target.weights[NEURON]
-    return decision.state.extra.get("live_share", 0.0)
+    share = decision.state.memory.live_share
+    return share if share is not None else 0.0
 
 
 def check_breach(world: World, decision: Decision, before: Phase, live_share: float, since: str | None,
@@ -128,7 +129,7 @@ def check_breach(world: World, decision: Decision, before: Phase, live_share: fl
     last = world.history[NEURON][-2:]
     if len(last) < 2:
         return False
-    if since is not None and any(m.start.isoformat() < since for m in last):
+    if since is not None and any(m.start < since for m in last):
         return False  # a fallback already acted on these minutes
     far = all(m.has_data and m.latency_p99_ms is not None and m.latency_p99_ms >= 3 * SLO
               and (m.invocations or 0) >= 100 for m in last)

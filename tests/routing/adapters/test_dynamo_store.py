@@ -9,7 +9,7 @@ import pytest
 
 from routing.clock import ManualClock
 from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, LeaseHeld, create_table
-from routing.model import ConcurrentModification, ControllerState, Phase
+from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore, dumps
 from routing.stores import open_store, table_for
 from toolkit.local.server import patched_mock_aws
@@ -35,7 +35,7 @@ def test_state_round_trips_with_the_version_as_stored(ddb):
     store = _store(ddb, clock, "a")
     assert store.load() is None
     state = ControllerState(endpoint="ep", phase=Phase.RAMPING, step=1, steps=(10.0, 50.0), phase_since=T0,
-                            extra={"intent": {"target": {"weights": {"neuron": 50.0}}}})
+                            intent=Intent.from_dict({"target": {"weights": {"neuron": 50.0}}}))
     saved = store.save(state, None)
     assert saved.version == 1
     loaded = store.load()

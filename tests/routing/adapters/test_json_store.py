@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from routing.model import ConcurrentModification, ControllerState, Phase
+from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore
 
 
@@ -25,7 +25,7 @@ def test_save_round_trips_and_bumps_version(tmp_path):
     store = JsonFileStateStore(tmp_path, "ep")
     when = datetime(2026, 1, 1, 10, tzinfo=UTC)
     first = store.save(_state(phase=Phase.RAMPING, step=2, steps=(5.0, 10.0, 100.0), phase_since=when,
-                              extra={"intent": {"target": {"weights": {"neuron": 10.0}}}}), None)
+                              intent=Intent.from_dict({"target": {"weights": {"neuron": 10.0}}})), None)
     assert first.version == 1
     loaded = store.load()
     assert loaded == first

@@ -11,7 +11,7 @@ import pytest
 
 from routing import policy
 from routing.model import Action, ControllerState, Phase
-from tests.routing.test_policy_world import MINUTE, T0, Behaviour, World, make_config
+from tests.routing.core.policy_world import MINUTE, T0, Behaviour, World, make_config
 from toolkit.config import GPU, NEURON
 from toolkit.errors import UserError
 

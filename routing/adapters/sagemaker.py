@@ -1,0 +1,142 @@
+"""SageMaker router adapter: DescribeEndpoint is the truth; UpdateEndpointWeightsAndCapacities moves it.
+
+- describe(): DescribeEndpoint (status, Current/Desired weights and counts, FailureReason) plus
+  DescribeEndpointConfig for the instance types (DescribeEndpoint does not report them). Endpoint
+  configs are immutable, so the config is cached by name.
+- apply(target): only when the endpoint is InService (one update at a time), otherwise
+  EndpointBusy; sends the next stage toward the target (routing/staging.py: weights of all
+  variants, or the count of one variant) with percent weights directly as DesiredWeight
+  (SageMaker's weights are relative, so 30.0/70.0 is a 30 % / 70 % split; 0 is allowed), then
+  reads the endpoint again and returns it. Failure is asynchronous: the caller checks FailureReason and
+  Current* against Desired* on this and later reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from routing.core.model import EndpointLive, Target, VariantLive
+from routing.core.staging import next_update
+from toolkit.errors import AwsError, UserError
+
+
+class EndpointBusy(Exception):
+    """The endpoint is not InService (Updating, RollingBack, ...): no update may be sent now."""
+
+    def __init__(self, endpoint: str, status: str) -> None:
+        super().__init__(f"endpoint busy: {endpoint} is {status}, not InService; the update waits for a later tick")
+        self.status = status
+
+
+def _code(error: Exception) -> str:
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class SageMakerRouter:
+    """Router over the SageMaker control plane for one endpoint."""
+
+    def __init__(self, sagemaker: Any, endpoint: str, variants: Sequence[str] = ("neuron", "gpu")) -> None:
+        self._sm = sagemaker
+        self.endpoint = endpoint
+        self.variants = tuple(variants)
+        self._config_cache: dict[str, dict[str, str]] = {}
+        self.api_calls = 0
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _instance_types(self, config_name: str) -> dict[str, str]:
+        if config_name not in self._config_cache:
+            self.api_calls += 1
+            config = self._sm.describe_endpoint_config(EndpointConfigName=config_name)
+            self._config_cache[config_name] = {
+                v["VariantName"]: v.get("InstanceType", "") for v in config.get("ProductionVariants", [])
+            }
+        return self._config_cache[config_name]
+
+    def describe(self) -> EndpointLive:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.api_calls += 1
+            data = self._sm.describe_endpoint(EndpointName=self.endpoint)
+            types = self._instance_types(data["EndpointConfigName"]) if data.get("EndpointConfigName") else {}
+        except ClientError as error:
+            message = str(error.response.get("Error", {}).get("Message", error))
+            if _code(error) in ("ValidationException", "ResourceNotFound") and "find" in message.lower():
+                raise UserError(
+                    f"endpoint {self.endpoint!r} does not exist in this region/account (check `name` and `region` "
+                    f"in hybrid.yaml, or deploy it with `hybrid deploy`)"
+                ) from None
+            raise AwsError(f"DescribeEndpoint {self.endpoint}: {message}") from None
+        except BotoCoreError as error:
+            raise AwsError(f"DescribeEndpoint {self.endpoint}: {error}") from None
+        variants: dict[str, VariantLive] = {}
+        for v in data.get("ProductionVariants", []):
+            name = v["VariantName"]
+            current_weight = float(v.get("CurrentWeight", 0.0))
+            current_count = int(v.get("CurrentInstanceCount", 0))
+            variants[name] = VariantLive(
+                name=name,
+                instance_type=types.get(name, ""),
+                current_weight=current_weight,
+                desired_weight=float(v.get("DesiredWeight", current_weight)),
+                current_instance_count=current_count,
+                desired_instance_count=int(v.get("DesiredInstanceCount", current_count)),
+            )
+        missing = [name for name in self.variants if name not in variants]
+        if missing:
+            have = ", ".join(sorted(variants)) or "none"
+            raise UserError(
+                f"endpoint {self.endpoint!r} has no production variant named {', '.join(missing)} "
+                f"(it has: {have}); the toolkit expects variants 'neuron' and 'gpu'"
+            )
+        return EndpointLive(
+            name=self.endpoint,
+            status=str(data.get("EndpointStatus", "")),
+            variants=variants,
+            failure_reason=data.get("FailureReason") or None,
+        )
+
+    # -- changing --------------------------------------------------------------------------------
+
+    def request(self, target: Target, live: EndpointLive) -> dict[str, Any] | None:
+        """The next UpdateEndpointWeightsAndCapacities request toward target (routing/staging.py), or None."""
+        update = next_update(live, target)
+        if update is None:
+            return None
+        for entry in update.entries():
+            if any(isinstance(v, (int, float)) and v < 0 for v in entry.values()):
+                raise ValueError(f"invalid target entry {entry}")
+        return {"EndpointName": self.endpoint, "DesiredWeightsAndCapacities": update.entries()}
+
+    def apply(self, target: Target) -> EndpointLive:
+        """Send the next stage toward target (one request; the controller re-applies until it matches)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        live = self.describe()
+        if not live.in_service:
+            raise EndpointBusy(self.endpoint, live.status)
+        request = self.request(target, live)
+        if request is None:
+            return live
+        try:
+            self.api_calls += 1
+            self._sm.update_endpoint_weights_and_capacities(**request)
+        except ClientError as error:
+            code = _code(error)
+            message = str(error.response.get("Error", {}).get("Message", error))
+            if code == "ResourceLimitExceeded":
+                counts = ", ".join(f"{e['VariantName']}={e['DesiredInstanceCount']}" for e in request["DesiredWeightsAndCapacities"]
+                                   if "DesiredInstanceCount" in e)
+                raise AwsError(
+                    f"UpdateEndpointWeightsAndCapacities {self.endpoint}: instance quota exceeded ({counts}): "
+                    f"request a SageMaker endpoint-usage quota increase for the instance type "
+                    f"(many accounts start at 0 for ml.inf2): {message}"
+                ) from None
+            if code == "ValidationException" and ("in-progress" in message or "status" in message.lower()):
+                raise EndpointBusy(self.endpoint, "not InService") from None
+            raise AwsError(f"UpdateEndpointWeightsAndCapacities {self.endpoint}: {code}: {message}") from None
+        except BotoCoreError as error:
+            raise AwsError(f"UpdateEndpointWeightsAndCapacities {self.endpoint}: {error}") from None
+        return self.describe()

@@ -1,0 +1,819 @@
+"""The decision core: state + observation + live endpoint + time in, one Decision out. Pure.
+
+One tick, in order (each a small function):
+  1. track_live_share  remember since when the live neuron share has been what it is now;
+  2. measure           the judged minutes (closed minutes since that share went live), traffic,
+                       cost per 1K per variant;
+  3. assess            the gates of routing/gates.py over those minutes;
+  4. guard             safety first: a breach (or too many ticks without metrics) falls back NOW,
+                       in any phase where neuron carries traffic, even while the endpoint updates;
+  5. the phase handler (ramping, holding, ...) decides the next step;
+  6. finish            attach gates, cost and statistics; stamp the tick.
+
+Weights are percent (neuron + gpu = 100). Targets always carry both variants' instance counts;
+gpu is never below its min_count. See docs/routing.md for the formulas and the timing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from routing.core.costs import cost_per_1k
+from routing.core.errors import UserError
+from routing.core.gates import (
+    NOISE_WINDOW,
+    Assessment,
+    Silence,
+    Window,
+    assess,
+    confirmed_above,
+    fmt_cost,
+    fmt_ms,
+    window_from,
+)
+from routing.core.model import (
+    Action,
+    ControllerState,
+    Decision,
+    EndpointLive,
+    Gate,
+    MinuteMetrics,
+    Observation,
+    Phase,
+    Target,
+)
+from routing.core.stats import StepTotals, instances_for
+from routing.core.transitions import GUARDED, Event, allows, transition
+from routing.core.variants import GPU, NEURON
+
+if TYPE_CHECKING:  # the settings model is only read here; its module (pydantic, YAML) stays out of the core
+    from toolkit.config import HybridConfig
+
+SHARE_EPSILON = 0.05  # percentage points: the live share "is" the goal within this
+DEGRADE_FRACTION = 0.9  # holding: neuron p99 above 90% of the SLO (noise rule) steps share back to gpu
+RECOVER_FRACTION = 0.8  # holding: a clean minute has p99 <= 80% of the SLO (hysteresis band)
+RECOVER_UTILIZATION = 0.8  # ...and load <= 80% of the saturation level
+MAX_WINDOW_MINUTES = 60
+MINUTE = timedelta(minutes=1)
+
+COMMANDS = ("start", "pause", "resume", "abort", "promote")
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def ceil_minute(moment: datetime) -> datetime:
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + MINUTE
+
+
+def _holding_goal(state: ControllerState, target_share: float) -> float:
+    """The share holding holds at: the one it last moved to, else the canary's target."""
+    return state.memory.holding_share if state.memory.holding_share is not None else float(target_share)
+
+
+def _minutes_between(start: datetime | None, end: datetime) -> float:
+    return (end - start).total_seconds() / 60.0 if start else 0.0
+
+
+def _pct(value: float) -> str:
+    return f"{value:g}%"
+
+
+def _weights(neuron_share: float) -> dict[str, float]:
+    neuron = round(min(100.0, max(0.0, neuron_share)), 4)
+    return {NEURON: neuron, GPU: round(100.0 - neuron, 4)}
+
+
+def _asked_counts(endpoint: EndpointLive) -> dict[str, int]:
+    """Counts already asked for (desired), so a target never cancels a scale-up in flight."""
+    return {name: max(v.desired_instance_count, v.current_instance_count) for name, v in endpoint.variants.items()}
+
+
+def _bounded_counts(config: HybridConfig, counts: Mapping[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for variant in (NEURON, GPU):
+        vc = config.variant(variant)
+        out[variant] = max(vc.min_count, min(vc.max_count, int(counts.get(variant, vc.initial_count))))
+    out[GPU] = max(out[GPU], config.variants.gpu.min_count, 1)
+    return out
+
+
+def cooldown_for(config: HybridConfig, fallbacks: int) -> timedelta:
+    """cooldown_minutes x cooldown_backoff^(fallbacks-1), capped at max_cooldown_minutes."""
+    fb = config.fallback
+    minutes = fb.cooldown_minutes * fb.cooldown_backoff ** max(0, fallbacks - 1)
+    return timedelta(minutes=min(minutes, fb.max_cooldown_minutes))
+
+
+def neuron_needed(config: HybridConfig, share: float, total_rps: float) -> int:
+    """Neuron instances to carry share% of total_rps (at least one as soon as it has weight).
+
+    Sized so the load stays at or below holding.saturation_utilization of the per-instance
+    capacity: sizing at 100% puts each step at the edge where latency climbs (queueing) and the
+    regression gate trips on a healthy model, and holding would step back at once anyway.
+    """
+    vc = config.variants.neuron
+    low = max(vc.min_count, 1 if share > 0 else 0)
+    return instances_for(share / 100.0 * total_rps, vc.capacity_rps_per_instance, low, vc.max_count,
+                         1.0 / config.holding.saturation_utilization)
+
+
+def gpu_needed(config: HybridConfig, share: float, total_rps: float) -> int:
+    """Gpu instances to carry share% of total_rps with the fallback headroom; never below min_count."""
+    vc = config.variants.gpu
+    return instances_for(share / 100.0 * total_rps, vc.capacity_rps_per_instance, max(vc.min_count, 1), vc.max_count,
+                         config.fallback.gpu_headroom)
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API
+
+
+def initial_state(config: HybridConfig, endpoint_name: str) -> ControllerState:
+    return ControllerState(endpoint=endpoint_name, phase=Phase.IDLE, steps=tuple(config.canary.resolved_steps()))
+
+
+def window_minutes(config: HybridConfig, state: ControllerState) -> int:
+    """Closed minutes to fetch each tick: enough for a whole step (max bake) and the holding evidence."""
+    del state  # the same window in every phase keeps the metrics call identical and cacheable
+    wanted = max(config.canary.max_bake_minutes, config.holding.return_after_good_minutes, NOISE_WINDOW + 2)
+    return min(MAX_WINDOW_MINUTES, wanted + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1-2. Track the live share, measure
+
+
+def track_live_share(state: ControllerState, endpoint: EndpointLive, now: datetime) -> ControllerState:
+    """Remember since when the live neuron share has been what it is (judged minutes start there)."""
+    live = endpoint.share(NEURON) if NEURON in endpoint.variants else 0.0
+    known = state.memory.live_share
+    if known is None or abs(known - live) > SHARE_EPSILON or state.memory.live_since is None:
+        return state.remember(live_share=live, live_since=now)
+    return state
+
+
+@dataclass(frozen=True)
+class Measurement:
+    neuron_share: float
+    gpu_share: float
+    step: Window  # judged minutes: closed minutes since the live share went live (within the metrics window)
+    recent: Window  # closed minutes since the last fallback or start: where breaches are looked for
+    totals: StepTotals  # the same minutes added up since the share went live, across ticks
+    total_rps: float | None  # newest estimate of the whole endpoint's traffic
+    sizing_rps: float  # what capacity is planned for: the recent peak, or the last known traffic
+    silence: Silence  # the newest minutes neuron served nothing in, and what it should have served
+    cost_per_1k: dict[str, float | None]  # observed: instance count x $/h over invocations
+    projected_cost_per_1k: dict[str, float | None]  # right-sized fleet at the current traffic
+
+
+def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_share: float,
+                   gpu_share: float, since: datetime | None) -> list[tuple[datetime, float | None]]:
+    """Total invocations per minute; since the live share went live, a silent side is inferred from
+    the other side's share (before that the share was different, so minutes are plainly added)."""
+    n_by = {m.start: m for m in minutes.get(NEURON, ())}
+    g_by = {m.start: m for m in minutes.get(GPU, ())}
+    out: list[tuple[datetime, float | None]] = []
+    for start in sorted(set(n_by) | set(g_by)):
+        n = n_by[start].invocations if start in n_by else None
+        g = g_by[start].invocations if start in g_by else None
+        if (n and g) or since is None or start < since:
+            total: float | None = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
+        elif g and gpu_share > 0:
+            total = g / (gpu_share / 100.0)  # neuron silent: what it should have had
+        elif n and neuron_share > 0:
+            total = n / (neuron_share / 100.0)
+        elif n is None and g is None:
+            total = None
+        else:
+            total = (n or 0.0) + (g or 0.0)
+        out.append((start, total))
+    return out
+
+
+def silence_of(observation: Observation, since: datetime | None, neuron_share: float, gpu_share: float,
+               last_rps: float) -> Silence:
+    """The run of newest judged minutes in which neuron served nothing, and what it should have served.
+
+    Expected traffic per minute comes from the gpu side on the same minute (gpu invocations / gpu
+    share): if gpu is quiet too, little was expected. When gpu has no weight it cannot tell; the last
+    known total stands in, and two silent minutes are needed (one missing datapoint is not an outage).
+    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute.
+    """
+    if neuron_share <= 0 or since is None:
+        return Silence(0, 0.0, 0.0, 1)
+    first = ceil_minute(since)
+    end = observation.window_end.replace(second=0, microsecond=0)
+    count = max(0, int((end - first).total_seconds() // 60))
+    n_by = {m.start: m for m in observation.minutes.get(NEURON, ())}
+    g_by = {m.start: m for m in observation.minutes.get(GPU, ())}
+    silent, expected, served = 0, 0.0, 0.0
+    for i in range(count):
+        start = end - MINUTE * (i + 1)
+        invocations = n_by[start].invocations if start in n_by else None
+        if invocations:
+            served = invocations
+            break
+        silent += 1
+        if gpu_share > 0:
+            gpu = g_by[start].invocations if start in g_by else None
+            expected += (gpu or 0.0) / (gpu_share / 100.0) * neuron_share / 100.0
+        else:
+            expected += last_rps * 60.0 * neuron_share / 100.0
+    return Silence(silent, expected, served, 1 if gpu_share > 0 else 2, judged_minutes=count)
+
+
+def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, observation: Observation,
+            prices: Mapping[str, float]) -> Measurement:
+    neuron_share = endpoint.share(NEURON) if NEURON in endpoint.variants else 0.0
+    gpu_share = 100.0 - neuron_share
+    since = state.memory.live_since
+    step = window_from(observation.minutes, ceil_minute(since) if since else None)
+    reset = state.memory.breach_since
+    recent = window_from(observation.minutes, ceil_minute(reset) if reset else None)
+    totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
+    known = [t for _, t in totals if t is not None]
+    last_rps = float(state.memory.total_rps or 0.0)
+    total_rps = known[-1] / 60.0 if known else None
+    sizing_rps = max(known[-3:]) / 60.0 if known else last_rps
+
+    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps)
+    if silence.minutes and neuron_share > 0:
+        # A silent neuron makes the newest totals read 0: size (e.g. the gpu taking over) on what was known.
+        sizing_rps = max(sizing_rps, last_rps)
+
+    counts = endpoint.counts()
+    observed: dict[str, float | None] = {}
+    projected: dict[str, float | None] = {}
+    minutes = step if (step.neuron or step.gpu) else window_from(observation.minutes, None)
+    for variant in (NEURON, GPU):
+        vc = config.variant(variant)
+        live = endpoint.variants.get(variant)
+        instance_type = live.instance_type if live else vc.instance_type
+        price = prices.get(instance_type, prices.get(vc.instance_type))
+        if price is None:
+            observed[variant] = projected[variant] = None
+            continue
+        items = minutes.neuron if variant == NEURON else minutes.gpu
+        per_minute = sum(m.invocations or 0.0 for m in items) / len(items) if items else 0.0
+        observed[variant] = cost_per_1k(counts.get(variant, 0), price, per_minute)
+        rps = total_rps if total_rps else vc.capacity_rps_per_instance  # idle endpoint: cost at capacity
+        fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
+        projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
+    totals = _step_totals(state, step, observation)
+    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed, projected)
+
+
+def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
+    """The step's running totals plus the minutes closed since the last judged tick (each once)."""
+    memory = state.memory
+    prior = (memory.step_totals or StepTotals()) if memory.totals_since == memory.live_since else StepTotals()
+    if not observation.known:
+        return prior
+    seen = state.last_window_end
+    fresh = [m for m in step.neuron if seen is None or m.start >= seen], [m for m in step.gpu if seen is None or m.start >= seen]
+    return prior.add(*fresh)
+
+
+# ------------------------------------------------------------------------------------------------
+# The tick context and decision builders
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A handler's answer when the phase changed immediately: the tick goes on in the new phase."""
+
+    state: ControllerState
+
+
+@dataclass(frozen=True)
+class Tick:
+    config: HybridConfig
+    state: ControllerState
+    endpoint: EndpointLive
+    observation: Observation
+    now: datetime
+    measured: Measurement
+    assessed: Assessment
+
+    @property
+    def live(self) -> float:
+        return self.measured.neuron_share
+
+    def step_label(self, step: int | None = None) -> str:
+        k = self.state.step if step is None else step
+        return f"step {k + 1}/{len(self.state.steps)}"
+
+
+def _decision(t: Tick, state: ControllerState, action: Action, reason: str, target: Target | None = None,
+              extra_stats: Mapping[str, Any] | None = None) -> Decision:
+    return Decision(state=state, action=action, reason=reason, target=target, gates=t.assessed.gates,
+                    cost_per_1k=dict(t.measured.cost_per_1k), statistics=dict(extra_stats or {}))
+
+
+def evidence(a: Assessment, cfg: HybridConfig) -> str:
+    """The numbers behind a verdict, in one clause each (latency; errors; sample; cost)."""
+    parts: list[str] = []
+    slo, reg = a.gate(Gate.LATENCY_SLO), a.gate(Gate.LATENCY_REGRESSION)
+    if slo is not None and slo.value is not None:
+        text = f"neuron p99 {fmt_ms(slo.value)} {'<=' if slo.passed else 'vs'} {cfg.slo.p99_latency_ms:g} ms"
+        if reg is not None and reg.threshold is not None:
+            gpu = a.statistics.get("gpu_p99_ms")
+            text += f" and {'<=' if reg.passed else 'vs'} {1 + cfg.slo.max_regression:g} x gpu {fmt_ms(gpu)}"
+        parts.append(text)
+    for name in (Gate.ERRORS, Gate.SAMPLE):
+        gate = a.gate(name)
+        if gate is not None:
+            parts.append(gate.detail)
+    cost = a.gate(Gate.COST)
+    if cost is not None and cost.value is not None:
+        parts.append(f"{fmt_cost(cost.value)} vs {fmt_cost(cost.threshold)} per 1K")
+    return "; ".join(parts)
+
+
+# Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
+# and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
+# Silence (neuron serves nothing) moves everything at once.
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+
+
+def _gpu_carry_share(t: Tick) -> float:
+    """Share of the traffic gpu's IN-SERVICE instances carry within their capacity (never below its live share)."""
+    total = t.measured.sizing_rps
+    gpu_live = 100.0 - t.live
+    if total <= 0:
+        return 100.0
+    capacity = t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+    return min(100.0, max(gpu_live, math.floor(1000.0 * capacity / total) / 10.0))
+
+
+def _fallback_target(t: Tick, gradual: bool = False) -> Target:
+    """Weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything.
+
+    gradual (neuron is slow or fails some requests, but answers): gpu takes now what its in-service
+    instances carry within capacity, and more each tick as its new instances come into service.
+    Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX for
+    everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
+    """
+    asked = _asked_counts(t.endpoint)
+    gpu = max(gpu_needed(t.config, 100.0, t.measured.sizing_rps), asked.get(GPU, 0))
+    counts = _bounded_counts(t.config, {NEURON: asked.get(NEURON, t.config.variants.neuron.min_count), GPU: gpu})
+    neuron_share = 100.0 - _gpu_carry_share(t) if gradual else 0.0
+    return Target(weights=_weights(neuron_share), instance_counts=counts)
+
+
+def _gpu_text(target: Target) -> str:
+    share = target.weights[GPU]
+    how = "100%" if share >= 100.0 else f"{_pct(round(share, 1))} now (what its live instances carry), the rest as they come"
+    return f"gpu takes {how} on {target.instance_counts[GPU]} instances"
+
+
+def fall_back(t: Tick, why: str, gradual: bool = False) -> Decision:
+    """Breach: gpu takes everything in this tick (or all it can carry, for latency); then cool down or abort."""
+    fallbacks = t.state.fallbacks + 1
+    limit = t.config.fallback.max_fallbacks
+    target = _fallback_target(t, gradual)
+    common = dict(fallbacks=fallbacks, step_started_at=None, last_change_at=t.now, phase_since=t.now,
+                  unknown_ticks=0, good_minutes=0, paused_phase=None)
+    memory = replace(t.state.memory, last_fallback_cause=why.split("; ")[0], breach_since=t.now,
+                     fallback_gradual=gradual)
+    if fallbacks >= limit:
+        target = _fallback_target(t, False)  # aborting: nothing stays on neuron
+        memory = replace(memory, fallback_gradual=False)
+        state = transition(t.state, Event.BREACH_LIMIT, cooldown_until=None, memory=memory, **common)
+        reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; aborted"
+    else:
+        until = t.now + cooldown_for(t.config, fallbacks)
+        state = transition(t.state, Event.BREACH, cooldown_until=until, memory=memory, **common)
+        minutes = cooldown_for(t.config, fallbacks).total_seconds() / 60
+        reason = f"fallback {fallbacks}/{limit}: {why}; {_gpu_text(target)}; re-ramp after a {minutes:g} min cool-down"
+    stats = {"sizing_rps": t.measured.sizing_rps, "gpu_in_service": t.endpoint.variants[GPU].current_instance_count,
+             "gradual": memory.fallback_gradual}
+    return _decision(t, state, Action.FALLBACK, reason, target, stats)
+
+
+def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str, detail: str = "") -> Decision:
+    """Move the neuron share to goal, capacity first.
+
+    If neuron lacks the instances for the new share: SCALE (counts up, weights unchanged), and the
+    shift happens on a later tick once the endpoint is InService with them. Moving share TO gpu
+    never waits (it is the safe side, and gpu keeps its warm minimum). The gpu (donor) shrinks one
+    step late: to what it needs for the share it carried during the step just baked (100 - live),
+    with the fallback headroom, never below min_count.
+    """
+    rps = t.measured.sizing_rps
+    asked = _asked_counts(t.endpoint)
+    live_counts = t.endpoint.counts()
+    need_n = neuron_needed(t.config, goal, rps)
+    counts = dict(asked)
+    counts[NEURON] = max(asked.get(NEURON, 0), need_n)
+    stats = {"goal_share": goal, "neuron_needed": need_n, "sizing_rps": rps}
+    if goal > t.live and live_counts.get(NEURON, 0) < need_n:
+        have = live_counts.get(NEURON, 0)
+        target = Target(weights=_weights(t.live), instance_counts=_bounded_counts(t.config, counts))
+        if asked.get(NEURON, 0) >= need_n:
+            reason = (f"{why}: waiting for neuron capacity before {_pct(goal)} "
+                      f"({have} of {need_n} instances in service for {rps:.1f} req/s)")
+            return _decision(t, state, Action.HOLD, reason, None, stats)
+        reason = (f"{why}: scaling neuron {have} -> {need_n} instances before moving to {_pct(goal)} "
+                  f"({rps:.1f} req/s x {_pct(goal)} / {t.config.variants.neuron.capacity_rps_per_instance:g} per instance)")
+        return _decision(t, state, Action.SCALE, reason, target, stats)
+    if goal < t.live:
+        counts[GPU] = max(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - goal, rps))
+    else:
+        counts[GPU] = min(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - t.live, rps))
+    target = Target(weights=_weights(goal), instance_counts=_bounded_counts(t.config, counts))
+    new_state = state.evolve(last_change_at=t.now, step_started_at=None, good_minutes=0)
+    reason = f"{why} -> {_pct(goal)}" + (f": {detail}" if detail else "")
+    return _decision(t, new_state, action, reason, target, stats)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Safety first
+
+
+def guard(t: Tick) -> Decision | None:
+    """Fall back on a breach or after too many unknown ticks; hold on an unknown tick. None: carry on."""
+    state = t.state
+    if not t.observation.known:
+        unknown = state.unknown_ticks + 1
+        limit = t.config.fallback.max_unknown_ticks
+        if t.live > 0 and unknown >= limit:
+            return fall_back(replace(t, state=state.evolve(unknown_ticks=unknown)),
+                             f"no metrics for {unknown} ticks ({t.observation.error})")
+        reason = f"metrics unavailable ({t.observation.error}): holding, unknown tick {unknown}/{limit}"
+        return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
+    if t.live > 0 and t.assessed.breaches:
+        why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
+        latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
+        if state.phase == Phase.FALLING_BACK:
+            if latency_only:
+                return None  # the same slow neuron the fallback is already draining (on_falling_back)
+            # Errors or silence while draining gradually: everything to gpu now, same fallback.
+            return _decision(t, state.remember(fallback_gradual=False), Action.FALLBACK,
+                             f"falling back: {why}; {_gpu_text(_fallback_target(t))}", _fallback_target(t))
+        return fall_back(t, why, gradual=latency_only)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Phase handlers
+
+
+def _not_in_service(t: Tick) -> Decision:
+    reason = f"endpoint {t.endpoint.status}: holding at {_pct(round(t.live, 2))} until InService"
+    if t.endpoint.failure_reason:
+        reason += f" ({t.endpoint.failure_reason})"
+    return _decision(t, t.state, Action.HOLD, reason)
+
+
+def on_idle(t: Tick) -> Decision:
+    return _decision(t, t.state, Action.NONE, f"no canary started; neuron at {_pct(round(t.live, 2))}")
+
+
+def on_ramping(t: Tick) -> Decision:
+    state, cfg = t.state, t.config
+    steps = state.steps or tuple(cfg.canary.resolved_steps())
+    state = state.evolve(steps=steps)
+    k = min(state.step, len(steps) - 1)
+    goal = steps[k]
+    label = t.step_label(k)
+    if not t.endpoint.in_service:
+        return _not_in_service(t)
+    if abs(t.live - goal) > SHARE_EPSILON:
+        return shift(t, state, goal, Action.PROGRESS, label)
+    if state.step_started_at is None:
+        since = state.memory.live_since or t.now
+        state = state.evolve(step_started_at=since)
+    baked = _minutes_between(state.step_started_at, t.now)
+    stats = {"baked_minutes": baked, "min_bake_minutes": cfg.canary.min_bake_minutes,
+             "max_bake_minutes": cfg.canary.max_bake_minutes}
+    sample = t.assessed.gate(Gate.SAMPLE)
+    cost = t.assessed.gate(Gate.COST)
+    if t.assessed.step_passes and baked >= cfg.canary.min_bake_minutes:
+        if k + 1 >= len(steps):
+            new = transition(state, Event.RAMP_DONE, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
+            return _decision(t, new, Action.HOLD,
+                             f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.assessed, cfg)}", None, stats)
+        nxt = state.evolve(step=k + 1)
+        return shift(t, nxt, steps[k + 1], Action.PROGRESS, t.step_label(k + 1),
+                     f"{label} passed after {baked:.0f} min: {evidence(t.assessed, cfg)}")
+    if cost is not None and cost.passed is False:
+        return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
+    waiting = [g for g in t.assessed.gates if g.passed is not True]
+    if sample is not None and sample.passed is None:
+        waiting = [sample]  # the other gates are inconclusive for the same reason: too few requests
+    if baked >= cfg.canary.max_bake_minutes:
+        short = "not enough sample" if sample is not None and sample.passed is None else "gates inconclusive"
+        reason = (f"{label} at {_pct(goal)}: max bake {cfg.canary.max_bake_minutes} min reached with {short} "
+                  f"({'; '.join(g.detail for g in waiting)}); holding until it arrives (this does not fail); "
+                  f"promote or abort to decide now")
+        return _decision(t, state, Action.HOLD, reason, None, stats)
+    if not waiting:
+        reason = (f"{label} at {_pct(goal)}: baking {baked:.0f} of {cfg.canary.min_bake_minutes} min; "
+                  f"{evidence(t.assessed, cfg)}")
+    else:
+        reason = f"{label} at {_pct(goal)}: baking {baked:.0f} min, waiting for {'; '.join(g.detail for g in waiting)}"
+    return _decision(t, state, Action.HOLD, reason, None, stats)
+
+
+def _holding_minutes(t: Tick) -> list[tuple[MinuteMetrics, float | None]]:
+    """Neuron minutes with data since the last change, with load per instance per second."""
+    count = max(t.endpoint.counts().get(NEURON, 0), 1)
+    out = []
+    for m in t.measured.step.neuron:
+        if not m.has_data:
+            continue
+        per_instance = m.invocations_per_instance if m.invocations_per_instance is not None else (m.invocations or 0) / count
+        out.append((m, per_instance / 60.0))
+    return out
+
+
+def holding_health(t: Tick) -> tuple[bool, int, str]:
+    """(degraded, trailing clean minutes, detail) for the holding split, with hysteresis bands."""
+    cfg = t.config
+    slo = cfg.slo.p99_latency_ms
+    cap = cfg.variants.neuron.capacity_rps_per_instance
+    saturation = cfg.holding.saturation_utilization * cap
+    rows = _holding_minutes(t)
+    latency_points = [(m.latency_p99_ms, DEGRADE_FRACTION * slo, m.latency_samples or m.invocations or 0.0)
+                      for m, _ in rows if m.latency_p99_ms is not None]
+    load_points = [(load, saturation, 1.0) for _, load in rows if load is not None]
+    degraded_latency = confirmed_above(latency_points, 0)  # type: ignore[arg-type]
+    saturated = confirmed_above(load_points, 0)  # type: ignore[arg-type]
+
+    def clean(m: MinuteMetrics, load: float | None) -> bool:
+        errors_ok = (m.errors_5xx / m.invocations) <= cfg.slo.max_error_rate if m.invocations else False
+        return (m.latency_p99_ms is not None and m.latency_p99_ms <= RECOVER_FRACTION * slo and errors_ok
+                and (load is None or load <= RECOVER_UTILIZATION * saturation))
+
+    good = 0
+    for m, load in reversed(rows):
+        if not clean(m, load):
+            break
+        good += 1
+    detail = []
+    if degraded_latency:
+        detail.append(f"neuron p99 above {DEGRADE_FRACTION:.0%} of {slo:g} ms in the last minutes")
+    if saturated:
+        last = rows[-1][1] if rows else 0.0
+        detail.append(f"neuron saturated: {last:.1f} req/s per instance > {saturation:.1f} "
+                      f"({cfg.holding.saturation_utilization:.0%} of {cap:g})")
+    return degraded_latency or saturated, good, "; ".join(detail)
+
+
+def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
+    """Holding: once the split has been stable for the dwell, gpu sheds what its share no longer needs."""
+    asked = _asked_counts(t.endpoint)
+    needed = gpu_needed(t.config, 100.0 - goal, t.measured.sizing_rps)
+    if not dwell_ok or asked.get(GPU, 0) <= needed:
+        return None
+    counts = _bounded_counts(t.config, {**asked, GPU: needed})
+    target = Target(weights=_weights(t.live), instance_counts=counts)
+    reason = (f"holding at {_pct(goal)}: gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances for its "
+              f"{_pct(round(100.0 - goal, 2))} share of {t.measured.sizing_rps:.1f} req/s (warm minimum "
+              f"{t.config.variants.gpu.min_count})")
+    return _decision(t, state, Action.SCALE, reason, target)
+
+
+def on_holding(t: Tick) -> Decision:
+    cfg, state = t.config, t.state
+    target_share = cfg.canary.target_neuron_percent
+    goal = _holding_goal(state, target_share)
+    if not t.endpoint.in_service:
+        return _not_in_service(t)
+    if abs(t.live - goal) > SHARE_EPSILON:
+        action = Action.RETURN if goal > t.live else Action.STEP_BACK
+        return shift(t, state, goal, action, f"holding: moving to {_pct(goal)}")
+    if not cfg.holding.enabled:  # the split stays put; the breach guard still applies
+        return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)} (holding.enabled is false: no step back "
+                         f"or return): {evidence(t.assessed, cfg)}")
+    degraded, good, detail = holding_health(t)
+    state = state.evolve(good_minutes=good)
+    dwell = _minutes_between(state.last_change_at, t.now) if state.last_change_at else math.inf
+    dwell_ok = dwell >= cfg.fallback.min_dwell_minutes
+    stats = {"good_minutes": good, "dwell_minutes": None if math.isinf(dwell) else dwell,
+             "min_dwell_minutes": cfg.fallback.min_dwell_minutes}
+    if degraded and goal > 0:
+        if not dwell_ok:
+            return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)}: {detail}; within the "
+                             f"{cfg.fallback.min_dwell_minutes} min dwell since the last change, waiting", None, stats)
+        new_goal = max(0.0, round(goal - cfg.holding.step_back_percent, 4))
+        new_state = state.remember(holding_share=new_goal)
+        return shift(t, new_state, new_goal, Action.STEP_BACK,
+                     f"holding: {detail}; stepping back {_pct(cfg.holding.step_back_percent)}")
+    shrink = shrink_donor(t, state, goal, dwell_ok)
+    if shrink is not None:
+        return shrink
+    cost = t.assessed.gate(Gate.COST)
+    cheaper = cost is not None and cost.passed is True
+    if goal < target_share and dwell_ok and cheaper:
+        no_evidence_possible = goal <= 0 and dwell >= cfg.holding.return_after_good_minutes
+        if good >= cfg.holding.return_after_good_minutes or no_evidence_possible:
+            new_goal = min(target_share, round(goal + cfg.holding.return_percent, 4))
+            new_state = state.remember(holding_share=new_goal)
+            basis = (f"{good} clean minutes" if good else f"{dwell:.0f} min without neuron traffic (probe)")
+            return shift(t, new_state, new_goal, Action.RETURN,
+                         f"holding: {basis} >= {cfg.holding.return_after_good_minutes}, returning "
+                         f"{_pct(cfg.holding.return_percent)} to neuron")
+    reason = f"holding at {_pct(goal)}: {evidence(t.assessed, cfg)}"
+    if goal < target_share:
+        reason += f"; {good}/{cfg.holding.return_after_good_minutes} clean minutes toward a return"
+    return _decision(t, state, Action.HOLD, reason, None, stats)
+
+
+def _reassert(t: Tick, action: Action, what: str) -> Decision | None:
+    """Level-triggered: if neuron still has live weight where it must have none, ask again."""
+    if t.live <= SHARE_EPSILON:
+        return None
+    # Returned even while the endpoint updates: the controller applies it as soon as it can.
+    target = _fallback_target(t, t.state.memory.fallback_gradual and action == Action.FALLBACK)
+    return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}; {_gpu_text(target)}",
+                     target)
+
+
+def on_falling_back(t: Tick) -> Decision | Moved:
+    again = _reassert(t, Action.FALLBACK, "falling back")
+    if again is not None:
+        return again
+    # The cool-down counts from the moment neuron is drained (a gradual fallback drains over minutes).
+    until = max(t.state.cooldown_until or t.now, t.now + cooldown_for(t.config, max(1, t.state.fallbacks)))
+    return Moved(transition(t.state, Event.DRAINED, phase_since=t.now, cooldown_until=until))
+
+
+def on_cooling_down(t: Tick) -> Decision | Moved:
+    again = _reassert(t, Action.FALLBACK, "cooling down")
+    if again is not None:
+        return again
+    until = t.state.cooldown_until or t.now
+    if t.now < until or not t.observation.known:
+        left = (until - t.now).total_seconds() / 60
+        reason = (f"cooling down after fallback {t.state.fallbacks}/{t.config.fallback.max_fallbacks}: "
+                  f"{left:.0f} min left ({t.state.memory.last_fallback_cause or 'breach'})")
+        return _decision(t, t.state, Action.NONE, reason)
+    # The re-ramp is judged on its own minutes only: the fault's minutes were acted on already.
+    return Moved(transition(t.state, Event.COOLED, step=0, step_started_at=None, phase_since=t.now,
+                            cooldown_until=None).remember(breach_since=t.now))
+
+
+def on_paused(t: Tick) -> Decision:
+    was = t.state.paused_phase.value if t.state.paused_phase else "unknown"
+    return _decision(t, t.state, Action.NONE,
+                     f"paused (was {was}) at neuron {_pct(round(t.live, 2))}; resume, promote or abort")
+
+
+def on_aborted(t: Tick) -> Decision:
+    again = _reassert(t, Action.ABORT, "aborted")
+    if again is not None:
+        return again
+    return _decision(t, t.state, Action.NONE, "aborted: all traffic on gpu; `canary start` to try again")
+
+
+HANDLERS: dict[Phase, Callable[[Tick], Decision | Moved]] = {
+    Phase.IDLE: on_idle,
+    Phase.RAMPING: on_ramping,
+    Phase.HOLDING: on_holding,
+    Phase.FALLING_BACK: on_falling_back,
+    Phase.COOLING_DOWN: on_cooling_down,
+    Phase.PAUSED: on_paused,
+    Phase.ABORTED: on_aborted,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# decide
+
+
+def _finish(t: Tick, decision: Decision) -> Decision:
+    memory = decision.state.memory
+    # Silence is not evidence of no traffic: while neuron has weight and is silent, the last known
+    # traffic stays the expectation (otherwise an outage at 100% neuron reads as "nothing expected").
+    silent = t.measured.silence.minutes > 0 and t.measured.neuron_share > 0 and not t.measured.total_rps
+    if t.measured.total_rps is not None and not silent:
+        memory = replace(memory, total_rps=round(t.measured.total_rps, 4))
+    if memory.live_since == t.state.memory.live_since:
+        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since)
+    known = t.observation.known
+    state = decision.state.evolve(
+        last_tick_at=t.now,
+        last_window_end=t.observation.window_end if known else decision.state.last_window_end,
+        unknown_ticks=0 if known else decision.state.unknown_ticks,
+        memory=memory,
+    )
+    statistics = {
+        **t.assessed.statistics,
+        "neuron_share": round(t.measured.neuron_share, 4),
+        "total_rps": t.measured.total_rps,
+        "sizing_rps": t.measured.sizing_rps,
+        "projected_cost_per_1k": t.measured.projected_cost_per_1k,
+        "unknown_ticks": state.unknown_ticks,
+        "percentiles_available": t.observation.percentiles_available,
+        **decision.statistics,
+    }
+    return replace(decision, state=state, statistics=statistics)
+
+
+def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, observation: Observation,
+           now: datetime, prices: Mapping[str, float]) -> Decision:
+    """One tick of the controller, pure. See the module docstring for the order of things."""
+    state = track_live_share(state, endpoint, now)
+    m = measure(config, state, endpoint, observation, prices)
+    phase_for_gates = state.paused_phase if state.phase == Phase.PAUSED else state.phase
+    a = assess(config, m.step, m.recent, m.totals, m.neuron_share, m.gpu_share, m.silence, m.projected_cost_per_1k,
+               m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING,
+               percentiles_available=observation.percentiles_available)
+    t = Tick(config, state, endpoint, observation, now, m, a)
+    decision = guard(t) if state.phase in GUARDED else None
+    if decision is None:
+        if not observation.known:  # nothing at risk in these phases; the handlers need no metrics
+            t = replace(t, state=state.evolve(unknown_ticks=state.unknown_ticks + 1))
+        decision = _run_handlers(t)
+    return _finish(t, decision)
+
+
+def _run_handlers(t: Tick) -> Decision:
+    """The phase's handler decides; after an immediate transition (Moved) the new phase's handler
+    decides in the same tick. The one place where phases follow each other within a tick."""
+    for _ in range(len(Phase)):
+        out = HANDLERS[t.state.phase](t)
+        if isinstance(out, Decision):
+            return out
+        t = replace(t, state=out.state)
+    raise RuntimeError(f"immediate transitions did not settle (last phase {t.state.phase.value})")
+
+
+# ------------------------------------------------------------------------------------------------
+# Manual commands
+
+
+def _command_tick(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, now: datetime) -> Tick:
+    state = track_live_share(state, endpoint, now)
+    empty = Observation(window_start=now, window_end=now)
+    m = measure(config, state, endpoint, empty, {})
+    return Tick(config, state, endpoint, empty, now, m, Assessment((), ()))
+
+
+def apply_command(config: HybridConfig, state: ControllerState, command: str, endpoint: EndpointLive,
+                  now: datetime) -> Decision:
+    """A human's command as a Decision the controller applies and records like any tick.
+
+    Raises UserError (one line) for an unknown command or a transition that makes no sense.
+    """
+    if command not in COMMANDS:
+        raise UserError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
+    t = _command_tick(config, state, endpoint, now)
+    phase = state.phase
+    if command == "start":
+        if not allows(phase, Event.START):
+            raise UserError(f"canary already {phase.value}: pause, promote or abort it first")
+        steps = tuple(config.canary.resolved_steps())
+        # Start from the first step at or above the live share: a canary never begins by moving back.
+        first = next((i for i, s in enumerate(steps) if s >= t.live - SHARE_EPSILON), len(steps) - 1)
+        new = transition(t.state, Event.START, step=first, steps=steps, step_started_at=None, phase_since=now,
+                             fallbacks=0, cooldown_until=None, unknown_ticks=0, good_minutes=0, paused_phase=None,
+                             memory=t.state.memory.restarted(now))
+        plan = ", ".join(_pct(s) for s in steps)
+        return _decision(t, new, Action.HOLD,
+                         f"canary started: {len(steps)} steps ({plan}); step {first + 1} moves once neuron has "
+                         f"the capacity")
+    if command == "pause":
+        if not allows(phase, Event.PAUSE):
+            raise UserError(f"cannot pause: the canary is {phase.value}")
+        new = transition(t.state, Event.PAUSE, paused_phase=phase, phase_since=now)
+        return _decision(t, new, Action.NONE, f"paused during {phase.value} at neuron {_pct(round(t.live, 2))}; weights stay")
+    if command == "resume":
+        if not allows(phase, Event.RESUME):
+            raise UserError(f"cannot resume: the canary is {phase.value}, not paused")
+        new = transition(t.state, Event.RESUME, paused_phase=None, phase_since=now)
+        back = new.phase
+        return _decision(t, new, Action.NONE, f"resumed {back.value} at neuron {_pct(round(t.live, 2))}")
+    if command == "abort":
+        if not allows(phase, Event.ABORT):
+            raise UserError(f"nothing to abort: the canary is {phase.value}")
+        new = transition(t.state, Event.ABORT, paused_phase=None, phase_since=now, last_change_at=now,
+                             step_started_at=None, cooldown_until=None)
+        target = _fallback_target(t)
+        return _decision(t, new, Action.ABORT,
+                         f"aborted by a human during {phase.value}: gpu takes 100% on {target.instance_counts[GPU]} instances",
+                         target)
+    # promote
+    goal = config.canary.target_neuron_percent
+    if phase == Phase.HOLDING and abs(_holding_goal(state, goal) - goal) <= SHARE_EPSILON \
+            and abs(t.live - goal) <= SHARE_EPSILON:
+        raise UserError(f"already promoted: holding at neuron {_pct(goal)}")
+    steps = state.steps or tuple(config.canary.resolved_steps())
+    new = transition(t.state, Event.PROMOTE, steps=steps, step=len(steps) - 1, paused_phase=None, phase_since=now,
+                         cooldown_until=None).remember(holding_share=goal)
+    decision = shift(t, new, goal, Action.PROMOTE, f"promoted by a human from {phase.value}")
+    if decision.action == Action.SCALE:
+        # Capacity first even for a human: the weights follow on the next tick once neuron is InService.
+        decision = replace(decision, action=Action.PROMOTE, state=new)
+    elif decision.action == Action.HOLD:
+        decision = replace(decision, action=Action.PROMOTE, state=new)
+    return decision
