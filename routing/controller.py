@@ -44,6 +44,7 @@ from typing import Any
 
 from routing.adapters.json_store import resolve_state_dir
 from routing.adapters.sagemaker import EndpointBusy
+from routing.core import versions  # issue 17: model versions
 from routing.core.model import (
     VARIANTS,
     Action,
@@ -296,6 +297,10 @@ class Controller:
         elif command is not None:
             decision = self.policy.apply_command(self.config, state, command, live, now)
         else:
+            # issue 17: a changed neuron model goes back to the first step (routing/core/versions.py)
+            versioned = versions.check(state, live, now)
+            state = versioned.state
+            notes.extend(versioned.notes)
             minutes = int(self.policy.window_minutes(self.config, state))
             observation = self.metrics.observe(self.endpoint, VARIANTS, now, minutes)
             if observation.error:
@@ -303,6 +308,7 @@ class Controller:
             if not observation.percentiles_available:
                 warnings.append("ModelLatency percentiles were empty: Average/Maximum stand in for p50/p99")
             decision = self.policy.decide(self.config, state, live, observation, now, self.prices_for(live))
+            decision = versions.guard_unjudged(self.config, decision, live, now, versioned)  # issue 17
 
         new_state = decision.state.evolve(last_tick_at=now)
         target = decision.target

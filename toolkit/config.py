@@ -391,6 +391,17 @@ class CompileSettings(Strict):
         )
 
 
+class OnlineParity(Strict):
+    """Online parity during the canary: the client mirrors some neuron answers to gpu and compares them."""
+
+    mirror_fraction: float = Field(
+        0.0, ge=0, le=0.5, description="Share of neuron-served requests HybridClient also sends to gpu to compare (0: off, no parity gate)."
+    )
+    min_sample: int = Field(200, ge=1, description="Comparisons a canary step needs before the parity gate passes.")
+    max_per_second: float = Field(5.0, gt=0, description="Budget: at most this many mirrored requests per second per client.")
+    max_in_flight: int = Field(4, ge=1, le=64, description="Mirrored requests in flight at once per client; more are dropped, never queued behind the caller.")
+
+
 class Parity(Strict):
     """How `hybrid parity` compares neuron's outputs with gpu's for the same inputs (toolkit.parity)."""
 
@@ -411,6 +422,7 @@ class Parity(Strict):
     max_inputs: int = Field(1000, ge=1, description="At most this many inputs per run.")
     max_seconds: float = Field(600.0, gt=0, description="At most this long per run.")
     worst: int = Field(5, ge=0, description="Worst inputs reported with their diffs.")
+    online: OnlineParity = Field(default_factory=OnlineParity, description="Online parity during the canary (HybridClient mirroring; a canary gate).")
 
     @model_validator(mode="after")
     def _comparator_settings(self) -> Parity:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from routing.core.model import EndpointLive, Target, VariantLive
+from routing.core.model import EndpointLive, ModelVersion, Target, VariantLive
 from routing.core.staging import next_update
 from toolkit.errors import AwsError, UserError
 
@@ -41,6 +41,8 @@ class SageMakerRouter:
         self.endpoint = endpoint
         self.variants = tuple(variants)
         self._config_cache: dict[str, dict[str, str]] = {}
+        self._model_names: dict[str, dict[str, str]] = {}  # endpoint config -> variant -> ModelName
+        self._model_cache: dict[str, dict[str, ModelVersion]] = {}
         self.api_calls = 0
 
     # -- reading ---------------------------------------------------------------------------------
@@ -52,7 +54,34 @@ class SageMakerRouter:
             self._config_cache[config_name] = {
                 v["VariantName"]: v.get("InstanceType", "") for v in config.get("ProductionVariants", [])
             }
+            self._model_names[config_name] = {
+                v["VariantName"]: v["ModelName"] for v in config.get("ProductionVariants", []) if v.get("ModelName")
+            }
         return self._config_cache[config_name]
+
+    def _models(self, config_name: str) -> dict[str, ModelVersion]:
+        """Which model each variant serves (issue 17): the config's ModelName, then DescribeModel's
+        artifact (model package ARN, else model data URL) and image. Cached per endpoint config
+        (immutable, and a new model means a new endpoint config). A DescribeModel this role may not
+        call leaves the name alone: versions are then told apart by name."""
+        if config_name in self._model_cache:
+            return self._model_cache[config_name]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        out: dict[str, ModelVersion] = {}
+        for variant, model_name in self._model_names.get(config_name, {}).items():
+            try:
+                self.api_calls += 1
+                model = self._sm.describe_model(ModelName=model_name)
+            except (ClientError, BotoCoreError):
+                out[variant] = ModelVersion(model_name)
+                continue
+            container = model.get("PrimaryContainer") or next(iter(model.get("Containers") or []), {}) or {}
+            source = ((container.get("ModelDataSource") or {}).get("S3DataSource") or {}).get("S3Uri")
+            artifact = container.get("ModelPackageName") or container.get("ModelDataUrl") or source
+            out[variant] = ModelVersion(model_name, artifact or None, container.get("Image") or None)
+        self._model_cache[config_name] = out
+        return out
 
     def describe(self) -> EndpointLive:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -61,6 +90,7 @@ class SageMakerRouter:
             self.api_calls += 1
             data = self._sm.describe_endpoint(EndpointName=self.endpoint)
             types = self._instance_types(data["EndpointConfigName"]) if data.get("EndpointConfigName") else {}
+            models = self._models(data["EndpointConfigName"]) if data.get("EndpointConfigName") else {}
         except ClientError as error:
             message = str(error.response.get("Error", {}).get("Message", error))
             if _code(error) in ("ValidationException", "ResourceNotFound") and "find" in message.lower():
@@ -96,6 +126,7 @@ class SageMakerRouter:
             status=str(data.get("EndpointStatus", "")),
             variants=variants,
             failure_reason=data.get("FailureReason") or None,
+            models=models,
         )
 
     # -- changing --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from routing.core.model import Gate, GateResult, MinuteMetrics
+from routing.core.parity_gate import assess_parity  # issue 17
 from routing.core.stats import (
     ProportionTest,
     StepTotals,
@@ -307,6 +308,11 @@ def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotal
     cost = cost_gate(projected, observed, config.canary.migrate_even_if_costlier)
     gates = (sample, slo, regression, errors, data, cost)
     safety = [data, slo, errors] + ([regression] if regression_is_breach else [])
+    # --- issue 17: output parity (routing/core/parity_gate.py); no gate when online parity is off ---
+    parity = assess_parity(config, step.neuron, recent.neuron)
+    if parity is not None:
+        gates, safety = (*gates, parity[0]), [*safety, parity[0]]
+    # --- end issue 17 ---
     breaches = tuple(g for g in safety if g.passed is False) if neuron_share > 0 else ()
     pair_neuron, pair_gpu = totals.pair_p99s
     statistics = {
@@ -321,5 +327,6 @@ def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotal
         "expected_neuron_invocations": silence.expected,
         "errors": error_stats,
         "noise_rule": f"{NOISE_BREACHES} of {NOISE_WINDOW} minutes and aggregate",
+        **({"parity": parity[1]} if parity is not None else {}),  # issue 17
     }
     return Assessment(gates, breaches, statistics)

@@ -36,6 +36,10 @@ class Phase(StrEnum):
 CLIENT_METRICS_NAMESPACE = "HybridRouting/Client"
 TARGETED_METRIC = "TargetedInvocations"  # every request sent with TargetVariant (incl. fallback retries)
 FALLBACK_METRIC = "FallbackInvocations"  # the subset that were gpu retries after a neuron failure
+# Online parity (issue 17): the client mirrors some neuron-served requests to gpu and compares the
+# answers; it publishes both counts with VariantName=neuron, the controller's gate reads them.
+PARITY_COMPARED_METRIC = "ParityCompared"  # mirrored neuron answers compared with gpu's
+PARITY_AGREED_METRIC = "ParityAgreed"  # ...of which agreed within the configured comparator
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,6 +62,8 @@ class MinuteMetrics:
     latency_max_ms: float | None = None
     latency_samples: float = 0.0  # ModelLatency SampleCount
     invocations_per_instance: float | None = None
+    parity_compared: float = 0.0  # neuron rows: client-mirrored answers compared with gpu's this minute
+    parity_agreed: float = 0.0  # ...of which agreed
 
     @property
     def has_data(self) -> bool:
@@ -76,6 +82,12 @@ class Observation:
     percentiles_available: bool = True  # False: p99 came back empty and Average/Maximum stand in (warned)
 
     @property
+    def parity_counts(self) -> tuple[float, float]:
+        """(compared, agreed) of neuron's answers over the whole window (per minute: MinuteMetrics)."""
+        rows = self.minutes.get(NEURON, ())
+        return sum(m.parity_compared for m in rows), sum(m.parity_agreed for m in rows)
+
+    @property
     def known(self) -> bool:
         return self.error is None
 
@@ -85,6 +97,37 @@ class Observation:
 
 # ------------------------------------------------------------------------------------------------
 # The live endpoint (the truth, read every tick)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """Which model a variant serves: the SageMaker model name and what it runs (DescribeModel).
+
+    artifact: the model package ARN, else the model data URL (S3), else None when not read.
+    image: the container image. Two versions are the same model when what they run is the same
+    (a re-created model with a new name and the same artifact and image is not a new version).
+    """
+
+    name: str
+    artifact: str | None = None
+    image: str | None = None
+
+    def same_as(self, other: ModelVersion) -> bool:
+        if self.artifact is not None and other.artifact is not None:
+            return (self.artifact, self.image) == (other.artifact, other.image)
+        return self.name == other.name
+
+    def text(self) -> str:
+        return self.name + (f" ({self.artifact})" if self.artifact else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "artifact": self.artifact, "image": self.image}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ModelVersion | None:
+        if not data or not data.get("name"):
+            return None
+        return cls(str(data["name"]), data.get("artifact"), data.get("image"))
 
 
 @dataclass(frozen=True)
@@ -103,6 +146,7 @@ class EndpointLive:
     status: str  # InService | Updating | RollingBack | Failed | Creating | ...
     variants: Mapping[str, VariantLive]
     failure_reason: str | None = None
+    models: Mapping[str, ModelVersion] = field(default_factory=dict)  # per variant; empty when not read
 
     @property
     def in_service(self) -> bool:
@@ -143,6 +187,7 @@ class Gate(StrEnum):
     ERRORS = "errors"  # neuron 5XX rate: capped and not significantly worse than gpu's
     DATA = "data"  # neuron serves what its share should bring (silence is an outage)
     COST = "cost"  # neuron cheaper per 1K inferences (or migrating anyway, by config)
+    PARITY = "parity"  # neuron's answers agree with gpu's (online parity; only when the client mirrors)
 
 
 @dataclass(frozen=True)
@@ -289,6 +334,11 @@ class ControllerState:
     memory: PolicyMemory = field(default_factory=PolicyMemory)
     intent: Intent | None = None  # an update saved before it is sent; cleared once confirmed
     unrecorded: Mapping[str, Any] | None = None  # this tick's record, saved before it is appended; cleared next tick
+    # Model versions (issue 17, routing/core/versions.py): what the canary judged, and whether the
+    # neuron model now serving has yet to pass the first step (then it never gets more than that share).
+    neuron_model: ModelVersion | None = None
+    gpu_model: ModelVersion | None = None
+    neuron_model_unjudged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -299,6 +349,9 @@ class ControllerState:
             "memory": self.memory.to_dict(),
             "intent": self.intent.to_dict() if self.intent is not None else None,
             "unrecorded": dict(self.unrecorded) if self.unrecorded is not None else None,
+            "neuron_model": self.neuron_model.to_dict() if self.neuron_model else None,
+            "gpu_model": self.gpu_model.to_dict() if self.gpu_model else None,
+            "neuron_model_unjudged": self.neuron_model_unjudged,
         }
         return out
 
@@ -317,6 +370,9 @@ class ControllerState:
         values["phase"] = Phase(data.get("phase", Phase.IDLE.value))
         values["paused_phase"] = Phase(data["paused_phase"]) if data.get("paused_phase") else None
         values["steps"] = tuple(data.get("steps", ()))
+        values["neuron_model"] = ModelVersion.from_dict(data.get("neuron_model"))
+        values["gpu_model"] = ModelVersion.from_dict(data.get("gpu_model"))
+        values["neuron_model_unjudged"] = bool(data.get("neuron_model_unjudged", False))
         return cls(**values, memory=memory, intent=Intent.from_dict(intent) if intent else None,
                    unrecorded=dict(unrecorded) if unrecorded else None)
 

@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from routing.core.model import CLIENT_METRICS_NAMESPACE as CLIENT_NAMESPACE
-from routing.core.model import FALLBACK_METRIC, TARGETED_METRIC, MinuteMetrics, Observation
+from routing.core.model import (
+    FALLBACK_METRIC,
+    PARITY_AGREED_METRIC,
+    PARITY_COMPARED_METRIC,
+    TARGETED_METRIC,
+    MinuteMetrics,
+    Observation,
+)
 
 NAMESPACE = "AWS/SageMaker"
 Series = Mapping[str, Mapping[datetime, float]]  # query id ("<key>_<variant index>") -> minute start -> value
@@ -49,7 +56,11 @@ QUERIES: tuple[_Query, ...] = (
     _Query("latency_samples", NAMESPACE, "ModelLatency", "SampleCount"),
     _Query("targeted", CLIENT_NAMESPACE, TARGETED_METRIC, "Sum"),
     _Query("fallback", CLIENT_NAMESPACE, FALLBACK_METRIC, "Sum"),
+    # Online parity (issue 17): published by the client with VariantName=neuron; per-minute fields of the rows.
+    _Query("parity_compared", CLIENT_NAMESPACE, PARITY_COMPARED_METRIC, "Sum"),
+    _Query("parity_agreed", CLIENT_NAMESPACE, PARITY_AGREED_METRIC, "Sum"),
 )
+PARITY_KEYS = ("parity_compared", "parity_agreed")  # client-namespace queries that land in MinuteMetrics
 
 
 def floor_minute(when: datetime) -> datetime:
@@ -102,6 +113,7 @@ def observation_from(series: Series, variants: Sequence[str], start: datetime,
                     latency_max_ms=values["latency_max_ms"],
                     latency_samples=samples,
                     invocations_per_instance=values["invocations_per_instance"],
+                    **{key: get(key, ts) or 0.0 for key in PARITY_KEYS},
                 )
             )
         per_variant[variant] = tuple(rows)

@@ -33,6 +33,7 @@ class Event(StrEnum):
     RAMP_DONE = "ramp_done"  # the last canary step passed
     DRAINED = "drained"  # immediate: neuron carries no weight any more
     COOLED = "cooled"  # immediate: the cool-down is over and metrics are known
+    NEW_MODEL = "new_model"  # the neuron variant's model changed under the canary: re-validate (versions.py)
 
 
 RESUMED = "resumed"  # target of (PAUSED, RESUME): the phase the canary was paused in
@@ -53,6 +54,9 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase | str] = {
     (Phase.RAMPING, Event.RAMP_DONE): Phase.HOLDING,
     (Phase.FALLING_BACK, Event.DRAINED): Phase.COOLING_DOWN,
     (Phase.COOLING_DOWN, Event.COOLED): Phase.RAMPING,
+    # issue 17: a new neuron model is judged again from the first step (falling back / cooling down
+    # re-ramp from the first step anyway; idle and aborted run no canary to restart).
+    **{(phase, Event.NEW_MODEL): Phase.RAMPING for phase in (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)},
 }
 
 

@@ -115,6 +115,11 @@ def test_update_request_shape_is_exact():
     with Stubber(client) as stubber:
         stubber.add_response("describe_endpoint", DESCRIBE, {"EndpointName": EP})
         stubber.add_response("describe_endpoint_config", CONFIG, {"EndpointConfigName": "cfg"})
+        for name in ("m1", "m2"):  # which model each variant serves (issue 17), read once per endpoint config
+            stubber.add_response("describe_model", {
+                "ModelName": name, "ModelArn": f"arn:aws:sagemaker:us-east-1:123456789012:model/{name}",
+                "CreationTime": "2026-01-01T00:00:00Z", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/r",
+                "PrimaryContainer": {"Image": "img", "ModelDataUrl": f"s3://b/{name}.tar.gz"}}, {"ModelName": name})
         stubber.add_response(
             "update_endpoint_weights_and_capacities",
             {"EndpointArn": DESCRIBE["EndpointArn"]},
@@ -128,7 +133,9 @@ def test_update_request_shape_is_exact():
         after = router.apply(Target(weights={"neuron": 9.1, "gpu": 90.9}, instance_counts={"neuron": 1, "gpu": 2}))
         stubber.assert_no_pending_responses()
     assert after.status == "Updating"
-    assert router.api_calls == 4  # the endpoint config was read once (cached: configs are immutable)
+    # the endpoint config and its two models were read once (cached: configs are immutable)
+    assert router.api_calls == 6
+    assert after.models["neuron"].artifact == "s3://b/m1.tar.gz"
 
 
 def test_instance_quota_error_names_the_quota():
