@@ -14,7 +14,14 @@ handles what weights cannot:
   and its success closes the breaker;
 - accounting: requests sent with `TargetVariant` skew the per-variant CloudWatch metrics the
   controller reads, so they are counted per variant and published (batched, no background
-  thread) as `HybridRouting/Client` `TargetedInvocations` / `FallbackInvocations`.
+  thread) as `HybridRouting/Client` `TargetedInvocations` / `FallbackInvocations`;
+- online parity (issue 17, off by default): `parity_fraction` of the answers neuron served are sent
+  again to gpu (`TargetVariant="gpu"`) on a small background pool, within a per-second budget and a
+  cap on requests in flight (over either, the mirror is dropped, never queued behind the caller);
+  the two answers are compared with the configured comparator (toolkit/parity.py) and the counts
+  published as `ParityCompared` / `ParityAgreed` (VariantName=neuron) for the controller's parity
+  gate. The caller's answer is returned before the mirror is sent; a mirror's failure is counted,
+  never raised.
 
 Failure attribution: an untargeted request's variant is known only from the response
 (`InvokedProductionVariant`, header `x-Amzn-Invoked-Production-Variant`). SageMaker does not
@@ -30,17 +37,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 # The controller's metrics adapter reads exactly these names (defined once, in the core).
-from routing.core.model import CLIENT_METRICS_NAMESPACE, FALLBACK_METRIC, TARGETED_METRIC
+from routing.core.model import (  # issue 17: online parity
+    CLIENT_METRICS_NAMESPACE,
+    FALLBACK_METRIC,
+    PARITY_AGREED_METRIC,
+    PARITY_COMPARED_METRIC,
+    TARGETED_METRIC,
+)
 from toolkit.config import GPU, NEURON, HybridConfig, load_config
 from toolkit.errors import UserError
 
@@ -118,9 +134,16 @@ class ClientSettings:
     unknown_failures_are_neuron: bool = True
     read_timeout_seconds: float = 60.0  # SageMaker's own container timeout is 60 s
     connect_timeout_seconds: float = 5.0
+    # Online parity (issue 17; hybrid.yaml parity.online): mirror this share of neuron's answers to gpu.
+    parity_fraction: float = 0.0  # 0: off
+    parity_max_per_second: float = 5.0  # mirrors started per second, at most (budget)
+    parity_max_in_flight: int = 4  # mirrors running at once, at most (the pool's size)
 
     def __post_init__(self) -> None:
         problems = []
+        if not 0 <= self.parity_fraction <= 1 or self.parity_max_per_second <= 0 or self.parity_max_in_flight < 1:
+            problems.append("parity_fraction must lie in 0..1, parity_max_per_second be > 0 and "
+                            "parity_max_in_flight >= 1")
         if self.sequence_length is not None and self.sequence_length < 1:
             problems.append("sequence_length must be >= 1 (or None)")
         if self.tokens_per_word <= 0:
@@ -159,6 +182,23 @@ class RetryBudget:
         self.tokens = min(self.capacity, self.tokens + self.ratio)
 
     def try_spend(self) -> bool:
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RateBudget:
+    """Token bucket refilled at `per_second` (capacity one second's worth): the mirrors' budget."""
+
+    def __init__(self, per_second: float, now: float) -> None:
+        self.rate = per_second
+        self.tokens = per_second
+        self.stamp = now
+
+    def try_take(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
@@ -307,6 +347,10 @@ class ClientStats:
     failures: dict[str, int] = field(default_factory=dict)  # by FailureKind
     budget_exhausted: int = 0
     metrics_publish_errors: int = 0
+    parity_compared: int = 0  # online parity (issue 17): mirrored answers compared...
+    parity_agreed: int = 0  # ...agreeing
+    parity_dropped: int = 0  # mirrors not sent: over the budget or the in-flight cap
+    parity_errors: int = 0  # mirrors whose gpu request failed (not a disagreement: nothing to compare)
 
 
 class HybridClient:
@@ -324,8 +368,14 @@ class HybridClient:
         tokenizer: Callable[[str], int] | None = None,
         must_use_gpu: Callable[[Any, str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parity_compare: Callable[[Any, Any], Any] | None = None,
+        rng: Callable[[], float] = random.random,
+        metrics_time: Callable[[], datetime] | None = None,
         **overrides: Any,
     ) -> None:
+        """parity_compare: `(neuron_output, gpu_output) -> Comparison | bool` over decoded JSON (from_config
+        builds it from hybrid.yaml's parity section); rng picks the mirrored requests; metrics_time,
+        when given, timestamps published datums (otherwise CloudWatch stamps them on receipt)."""
         if not endpoint_name:
             raise UserError("HybridClient: endpoint_name is required")
         known = {f.name for f in fields(ClientSettings)}
@@ -350,6 +400,13 @@ class HybridClient:
         self._pending: dict[tuple[str, str], int] = {}  # (metric, variant) -> count not yet published
         self._last_flush = clock()
         self._closed = False
+        self._parity_compare = parity_compare
+        self._rng = rng
+        self._metrics_time = metrics_time
+        self._mirror_budget = RateBudget(s.parity_max_per_second, clock())
+        self._mirrors_in_flight = 0
+        self._mirror_idle = threading.Condition(self._lock)
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -359,6 +416,14 @@ class HybridClient:
         cfg = path_or_config if isinstance(path_or_config, HybridConfig) else load_config(path_or_config)
         overrides.setdefault("sequence_length", cfg.compile.sequence_length)
         overrides.setdefault("region", cfg.region)
+        online = cfg.parity.online
+        if online.mirror_fraction > 0:  # issue 17: the same comparator `hybrid parity` uses
+            from toolkit.parity import comparator
+
+            overrides.setdefault("parity_fraction", online.mirror_fraction)
+            overrides.setdefault("parity_max_per_second", online.max_per_second)
+            overrides.setdefault("parity_max_in_flight", online.max_in_flight)
+            overrides.setdefault("parity_compare", comparator(cfg.parity))
         return cls(cfg.name, **overrides)
 
     def _make_runtime(self) -> Any:
@@ -501,6 +566,8 @@ class HybridClient:
                     self.breaker.record_success(probe)
             if probe and served != s.neuron_variant:
                 self.breaker.release_probe()
+        if served == s.neuron_variant and attempts == 1:
+            self._maybe_mirror(params, data)  # issue 17: never blocks, never raises
         self._maybe_flush()
         return InvokeResult(
             body=data,
@@ -512,6 +579,74 @@ class HybridClient:
             target_variant=target,
             reason=reason,
         )
+
+    # -- online parity (issue 17) -----------------------------------------------------------------
+
+    def _maybe_mirror(self, params: Mapping[str, Any], neuron_body: bytes) -> None:
+        """Send this neuron-served request to gpu in the background, if picked and within budget."""
+        s = self.settings
+        if s.parity_fraction <= 0 or self._parity_compare is None or self._closed:
+            return
+        if self._rng() >= s.parity_fraction:
+            return
+        with self._lock:
+            if self._mirrors_in_flight >= s.parity_max_in_flight or not self._mirror_budget.try_take(self._clock()):
+                self.stats.parity_dropped += 1
+                return
+            self._mirrors_in_flight += 1
+            self._count(TARGETED_METRIC, s.gpu_variant)  # the mirror is gpu traffic the weights did not send
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=s.parity_max_in_flight, thread_name_prefix="hybrid-parity")
+            pool = self._pool
+        try:
+            pool.submit(self._mirror, {**params, "TargetVariant": s.gpu_variant}, neuron_body)
+        except RuntimeError:  # the pool is shutting down (close() raced us): drop it
+            with self._lock:
+                self._mirror_done()
+                self.stats.parity_dropped += 1
+
+    def _mirror_done(self) -> None:
+        """Caller holds the lock."""
+        self._mirrors_in_flight -= 1
+        self._mirror_idle.notify_all()
+
+    def _mirror(self, params: dict[str, Any], neuron_body: bytes) -> None:
+        try:
+            response = self._runtime.invoke_endpoint(**params)
+            raw = response.get("Body", b"")
+            gpu_body = raw.read() if hasattr(raw, "read") else bytes(raw)
+            agreed = self._agrees(neuron_body, gpu_body)
+        except Exception as error:  # a mirror must never surface anywhere but in the counts
+            log.debug("HybridClient: parity mirror failed: %s", error)
+            with self._lock:
+                self.stats.parity_errors += 1
+                self._mirror_done()
+            return
+        with self._lock:
+            self.stats.parity_compared += 1
+            self.stats.parity_agreed += int(agreed)
+            for metric, value in ((PARITY_COMPARED_METRIC, 1), (PARITY_AGREED_METRIC, int(agreed))):
+                key = (metric, self.settings.neuron_variant)
+                self._pending[key] = self._pending.get(key, 0) + value
+            self._mirror_done()
+        self._maybe_flush()
+
+    def _agrees(self, neuron_body: bytes, gpu_body: bytes) -> bool:
+        """Decoded JSON through the comparator; an answer without the expected shape disagrees."""
+        from toolkit.parity import Comparison, safe_compare
+
+        try:
+            neuron, gpu = json.loads(neuron_body), json.loads(gpu_body)
+        except (ValueError, UnicodeDecodeError):
+            return neuron_body == gpu_body  # not JSON: only identical bytes agree
+        assert self._parity_compare is not None
+        result = safe_compare(self._parity_compare, neuron, gpu)
+        return bool(result.ok) if isinstance(result, Comparison) else bool(result)
+
+    def wait_for_mirrors(self, timeout: float | None = None) -> bool:
+        """Block until no mirror is in flight (tests, shutdown); False on timeout."""
+        with self._lock:
+            return self._mirror_idle.wait_for(lambda: self._mirrors_in_flight == 0, timeout)
 
     # -- accounting and publishing -----------------------------------------------------------------
 
@@ -541,6 +676,8 @@ class HybridClient:
                 "breaker": self.breaker.state.value,
                 "breaker_opened": self.breaker.opened_count,
                 "retry_tokens": round(self.budget.tokens, 3),
+                "parity": {"compared": st.parity_compared, "agreed": st.parity_agreed,
+                           "dropped": st.parity_dropped, "errors": st.parity_errors},
             }
 
     def _maybe_flush(self) -> None:
@@ -578,6 +715,7 @@ class HybridClient:
                     ],
                     "Value": float(count),
                     "Unit": "Count",
+                    **({"Timestamp": self._metrics_time()} if self._metrics_time is not None else {}),
                 }
                 for (metric, variant), count in sorted(pending.items())
             ]
@@ -598,6 +736,8 @@ class HybridClient:
         """Publish what is pending. Safe to call twice."""
         if not self._closed:
             self._closed = True
+            if self._pool is not None:  # let mirrors in flight finish so their counts are published
+                self._pool.shutdown(wait=True)
             self.flush()
 
     def __enter__(self) -> HybridClient:
