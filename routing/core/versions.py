@@ -105,7 +105,8 @@ def drain_target(config: HybridConfig, live: EndpointLive, first: float, sizing_
         carry = 100.0
     else:
         capacity = live.variants[GPU].current_instance_count * config.variants.gpu.capacity_rps_per_instance
-        carry = min(100.0, max(100.0 - share, math.floor(1000.0 * capacity / sizing_rps) / 10.0))
+        # min() before floor(): a vanishing rps would make the ratio infinite (found by hypothesis)
+        carry = min(100.0, max(100.0 - share, math.floor(min(1000.0, 1000.0 * capacity / sizing_rps)) / 10.0))
     neuron = round(min(share, max(first, 100.0 - carry)), 4)
     return Target(weights={NEURON: neuron, GPU: round(100.0 - neuron, 4)}, instance_counts=_counts(config, asked, gpu))
 
