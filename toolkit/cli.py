@@ -74,6 +74,7 @@ def _root(
 COMMAND_MODULES = [
     "toolkit.commands.config_cmds",
     "toolkit.commands.routing_cmds",
+    "toolkit.commands.model_update_cmds",  # adds `canary prepare-model-update` to routing_cmds' group
     "toolkit.commands.pipeline_cmds",
     "toolkit.commands.benchmark_cmds",
     "toolkit.commands.demo_cmds",

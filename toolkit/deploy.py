@@ -531,12 +531,15 @@ def deploy_endpoint(
     dry_run: bool = False,
     show_progress: bool = True,
     autoscaling_client: Any | None = None,
+    before_neuron_update: Callable[[], Any] | None = None,
 ) -> DeployResult:
     """Create or update the endpoint `config.name`; see the module docstring.
 
     `s3_client` checks the config artifacts exist before anything is created; callers that cannot
     reach S3 must say so with `verify_artifacts=False` (no silent skip). `autoscaling_client`
     (Application Auto Scaling) lets an update change an autoscaled variant's instance type.
+    `before_neuron_update` runs before an UpdateEndpoint that changes the neuron model (the CLI
+    passes toolkit/model_update.py's prepare: neuron to the first canary step, gpu sized for the rest).
     """
     if not config.execution_role_arn:
         raise UserError("execution_role_arn is not set in hybrid.yaml: deploy needs the IAM role SageMaker runs the models with")
@@ -604,6 +607,9 @@ def deploy_endpoint(
     else:
         # SageMaker refuses an instance-type change on an autoscaled variant: deregister its
         # scalable target (and with it its policies) first, register it again after the update.
+        if before_neuron_update is not None and _neuron_model_changes(sagemaker_client, current, model_names):
+            # issue 17: RetainAllVariantProperties keeps neuron's weight; a new model must start at the first step.
+            before_neuron_update()
         saved = [suspend_autoscaling(autoscaling_client, endpoint_name, v) for v in retype]
         try:
             # Retain live weights (router) and instance counts (autoscaling) across the config swap.
@@ -626,6 +632,13 @@ def deploy_endpoint(
     final = wait_in_service(sagemaker_client, endpoint_name, poll=poll, timeout=timeout, sleep=sleep, clock=clock,
                             show_progress=show_progress)
     return _finish(endpoint_name, ec_name, action, source_used, model_names, final)
+
+
+def _neuron_model_changes(sagemaker_client: Any, current: Mapping[str, Any], model_names: Mapping[str, str]) -> bool:
+    """Does the update give the neuron variant another model (models are content-named) than it runs now?"""
+    live = sagemaker_client.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+    running = {v["VariantName"]: v.get("ModelName") for v in live.get("ProductionVariants", [])}
+    return running.get(NEURON) != model_names.get(NEURON)
 
 
 def _finish(endpoint_name: str, ec_name: str, action: Literal["created", "updated"], source_used: str,

@@ -104,8 +104,9 @@ class ModelVersion:
     """Which model a variant serves: the SageMaker model name and what it runs (DescribeModel).
 
     artifact: the model package ARN, else the model data URL (S3), else None when not read.
-    image: the container image. Two versions are the same model when what they run is the same
-    (a re-created model with a new name and the same artifact and image is not a new version).
+    image: the container image. Two versions are the same model only with the same name AND (where
+    read) the same artifact and image: a new name may carry a new environment (deploy names models
+    by content), and judging a model again costs time, never safety.
     """
 
     name: str
@@ -113,9 +114,10 @@ class ModelVersion:
     image: str | None = None
 
     def same_as(self, other: ModelVersion) -> bool:
-        if self.artifact is not None and other.artifact is not None:
-            return (self.artifact, self.image) == (other.artifact, other.image)
-        return self.name == other.name
+        if self.name != other.name:
+            return False
+        known = self.artifact is not None and other.artifact is not None
+        return not known or (self.artifact, self.image) == (other.artifact, other.image)
 
     def text(self) -> str:
         return self.name + (f" ({self.artifact})" if self.artifact else "")

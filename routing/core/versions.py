@@ -65,7 +65,7 @@ def check(state: ControllerState, live: EndpointLive, now: datetime) -> VersionC
     if old is None:
         return VersionCheck(state.evolve(neuron_model=neuron), False, tuple(notes))
     if not _changed(old, neuron):
-        if neuron != old:  # same artifact under a new name: keep the record current
+        if neuron != old:  # the artifact was not read before (or now): keep the record current
             state = state.evolve(neuron_model=neuron)
         return VersionCheck(state, False, tuple(notes))
     what = f"neuron model changed: {old.text()} -> {neuron.text()}"

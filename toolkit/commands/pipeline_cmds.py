@@ -163,6 +163,12 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = DryRunOption,
         endpoint_url: str | None = EndpointUrlOption,
         profile: str | None = ProfileOption,
+        prepare: bool = typer.Option(
+            True, "--prepare/--no-prepare",
+            help="A new neuron model: first pause the canary and bring neuron to its first step (gpu sized "
+            "for the rest), so the new model is judged again before it serves more.",
+        ),
+        state_dir: str | None = typer.Option(None, "--state-dir", help="Controller state (for --prepare)."),
     ) -> None:
         """Create or update the endpoint (new content-named endpoint config; live weights/counts retained)."""
         from toolkit.deploy import deploy_endpoint
@@ -173,10 +179,17 @@ def register(app: typer.Typer) -> None:
         cfg = _load(config)
         sagemaker, s3, autoscaling = _clients(cfg, endpoint_url, profile, "sagemaker", "s3",
                                               "application-autoscaling")
+
+        def before() -> None:  # issue 17: toolkit/model_update.py
+            from toolkit.commands.model_update_cmds import prepare as prepare_endpoint
+
+            prepare_endpoint(config, endpoint_url=endpoint_url, profile=profile, region=None, state_dir=state_dir,
+                             show_progress=output == Output.text)
+        hook = before if prepare and wait and not dry_run else None
         result = deploy_endpoint(cfg, sagemaker_client=sagemaker, s3_client=s3, wait=wait,
                                  source=source,  # type: ignore[arg-type]
                                  dry_run=dry_run, show_progress=output == Output.text,
-                                 autoscaling_client=autoscaling)
+                                 autoscaling_client=autoscaling, before_neuron_update=hook)
 
         def render(_: object) -> None:
             from rich.console import Console

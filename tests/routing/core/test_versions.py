@@ -54,11 +54,16 @@ def test_elsewhere_a_new_neuron_model_is_marked_unjudged_without_a_phase_change(
     assert any("neuron model changed" in n for n in result.notes)
 
 
-def test_the_same_artifact_under_a_new_model_name_is_not_a_new_version():
+def test_a_new_model_name_is_a_new_version_even_with_the_same_artifact():
+    # deploy names models by content: a new name may be a new environment on the same artifact
     renamed = ModelVersion("bert-neuron-recreated", V1.artifact, V1.image)
-    result = check(state(), live(neuron=renamed), T0)
-    assert not result.revalidate and result.state.phase == Phase.HOLDING
-    assert result.state.neuron_model == renamed and not result.state.neuron_model_unjudged
+    assert check(state(), live(neuron=renamed), T0).revalidate
+
+
+def test_the_same_name_with_an_artifact_read_only_now_is_the_same_version():
+    unread = ModelVersion(V1.name)
+    result = check(state(neuron_model=unread), live(neuron=V1), T0)
+    assert not result.revalidate and result.state.neuron_model == V1 and not result.state.neuron_model_unjudged
 
 
 def test_a_new_gpu_model_alone_is_recorded_and_restarts_nothing():
