@@ -45,7 +45,7 @@ def holding_at_full_neuron(tmp_path: Any) -> tuple[Any, Any, Controller]:
 
 
 def test_prepare_pauses_the_canary_and_brings_neuron_to_the_first_step_with_gpu_sized_first(aws, tmp_path):  # noqa: F811
-    _, sm, controller = holding_at_full_neuron(tmp_path)
+    _, _sm_client, controller = holding_at_full_neuron(tmp_path)
     waits: list[int] = []
     result = prepare_model_update(controller, wait_in_service=lambda: waits.append(1))
     assert result.paused and controller.store.load().phase == Phase.PAUSED
