@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from routing.model import EndpointLive, MinuteMetrics, Observation, VariantLive
-from toolkit.bench.baselines import FALLBACK, Alarm, FlaggerLike, GuardrailsLinear, Oracle, breaching
+from toolkit.bench.baselines import FALLBACK, Alarm, FlaggerLike, GuardrailsLinear, breaching
 from toolkit.bench.harness import run_policy
 from toolkit.config import GPU, NEURON
 from toolkit.sim.runner import memory_world, run
@@ -176,3 +179,18 @@ def test_policy_starts_nothing_before_the_canary_start(make_setup):
         world = memory_world(setup, setup.seed)
         rows = run(setup, world.simulator, BaselineController(policy, world, setup)).rows
         assert all(r.share[NEURON] == 0.0 for r in rows[:6]), policy.name
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), rps=st.sampled_from([5.0, 30.0, 90.0]),
+       fault=st.sampled_from([None, "latency", "errors", "outage"]))
+def test_no_policy_with_no_more_bad_requests_than_the_oracle_costs_less(make_setup, seed, rps, fault):
+    faults = [] if fault is None else [{"minute": 15, "variant": "neuron", "kind": fault, "duration_minutes": 8,
+                                        "magnitude": {"latency": 3.0, "errors": 0.2, "outage": 1.0}[fault]}]
+    setup = make_setup(seed=seed, duration_minutes=35, traffic={"rps": rps},
+                       config={"variants": {"gpu": {"initial_count": max(1, round(rps / 15))}}}, faults=faults)
+    oracle = run_policy(setup, "oracle")
+    for name in ("hybrid", "static-gpu", "static-neuron", "guardrails-linear", "flagger-like"):
+        other = run_policy(setup, name)
+        if other.bad_requests <= oracle.bad_requests:
+            assert other.cost >= oracle.cost - 1e-9, name
