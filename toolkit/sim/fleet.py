@@ -46,6 +46,7 @@ MAX_VALUES_PER_DATUM = 150  # CloudWatch PutMetricData limit for Values/Counts
 # Standard normal CDF on a fine table (np.interp is far cheaper than an erf per bin edge).
 _Z = np.linspace(-9.0, 9.0, 36001)
 _PHI = np.array([0.5 * (1.0 + math.erf(z / math.sqrt(2.0))) for z in _Z])
+_Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 _TAIL_Z = 5.5  # mass beyond 5.5 sigma (< 2e-8) is folded into the edge bins
 
 
@@ -208,7 +209,7 @@ def over_share(slo_ms: float, components: list[tuple[float, float]], sigma: floa
     out = 0.0
     for w, median in components:
         z = (math.log(slo_ms) - math.log(max(median, 1e-9))) / sigma
-        out += w * (1.0 - float(np.interp(z, _Z, _PHI)))
+        out += w * 0.5 * math.erfc(z / math.sqrt(2.0))  # the normal tail beyond z
     return out / total
 
 
@@ -361,10 +362,13 @@ class Fleet:
         if over(top) <= budget:
             rho = 0.99
         else:
-            lo, hi = 1.0, top
-            for _ in range(40):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if over(mid) <= budget else (lo, mid)
+            if noise:  # a mixture: solve for the queueing factor that puts 1 % over the SLO
+                lo, hi = 1.0, top
+                for _ in range(30):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if over(mid) <= budget else (lo, mid)
+            else:  # one lognormal: its p99 is median x exp(z99 x sigma), in closed form
+                lo = self.slo_ms / (median * math.exp(_Z99 * hw.sigma))
             rho = (lo - 1.0) / (hw.queue_weight + lo - 1.0) if hw.queue_weight > 0 else 0.99
         return min(rho, 0.99) * hw.capacity_rps_per_instance * 60.0
 

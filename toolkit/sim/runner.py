@@ -312,6 +312,7 @@ def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, Any]
 
 FAULT_GRACE_MINUTES = 5  # a rollback this soon before/after a harmful minute answers it
 SHARE_EPSILON = 0.05  # percent: "neuron carries nothing" tolerance
+SELF_ENDED_MINUTES = 2  # harm this short with no rollback ended before a decision could govern a minute
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,16 @@ class HarmEpisode:
     end: int  # last harmful minute
     decided: int | None  # onset -> the minute the first rollback decision governs (0: already falling back)
     effective: int | None  # onset -> first minute after the decision where neuron's share caused no bad request
+
+    @property
+    def scored(self) -> bool:
+        """False for harm that stopped by itself before any decision could govern a minute.
+
+        A minute closes, is judged a minute later (the settle delay) and the decision governs the
+        minute after: harm that lasted at most SELF_ENDED_MINUTES minutes with no rollback (a fault
+        ending as neuron re-ramps into its last minute) cannot be answered; it is not scored as a miss.
+        """
+        return self.decided is not None or self.end - self.onset + 1 > SELF_ENDED_MINUTES
 
 
 def harm_episodes(rows: list[Row], events: list[int] | None = None) -> list[HarmEpisode]:
@@ -352,7 +363,7 @@ def harm_episodes(rows: list[Row], events: list[int] | None = None) -> list[Harm
             effective = next((r.minute - onset for r in rows[max(onset, governs - 1):]
                               if r.neuron_fault_bad < 1.0 or r.share[NEURON] <= SHARE_EPSILON), None)
         out.append(HarmEpisode(onset, end, decided, effective))
-    return out
+    return [e for e in out if e.scored]
 
 
 def false_rollback_count(rows: list[Row], events: list[int] | None = None) -> int:

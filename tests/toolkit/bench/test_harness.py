@@ -200,3 +200,13 @@ def test_cli_bench_rejects_a_missing_scenario_with_exit_2(tmp_path, capsys):
     from toolkit.cli import run
 
     assert run(["bench", "--scenario", str(tmp_path / "none.yaml"), "--no-aws-check", "--plot", ""]) == 2
+
+
+def test_harm_that_stops_by_itself_before_any_decision_could_land_is_not_a_miss(make_setup):
+    setup = make_setup(duration_minutes=20)
+    # A re-ramp into a fault's last minute: one harmful minute, over before a decision could govern one.
+    rows = [_row(m, 5.0, "hold", harmful=m == 8, fault_bad=20.0 if m == 8 else 0.0) for m in range(20)]
+    out = figures(setup, rows, "x")
+    assert out.harmful_onsets == 0 and out.minutes_to_fallback_decided is None
+    longer = [_row(m, 5.0, "hold", harmful=8 <= m <= 10, fault_bad=20.0 if 8 <= m <= 10 else 0.0) for m in range(20)]
+    assert figures(setup, longer, "x").harmful_onsets == 1
