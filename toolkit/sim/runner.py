@@ -312,6 +312,7 @@ def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, Any]
 
 FAULT_GRACE_MINUTES = 5  # a rollback this soon before/after a harmful minute answers it
 SHARE_EPSILON = 0.05  # percent: "neuron carries nothing" tolerance
+SHED_ACTIONS = ("step_back",)  # a decision that moves share off neuron without a rollback (hybrid's holding)
 SELF_ENDED_MINUTES = 2  # harm this short with no rollback ended before a decision could govern a minute
 
 
@@ -326,7 +327,7 @@ class HarmEpisode:
 
     onset: int  # first harmful minute
     end: int  # last harmful minute
-    decided: int | None  # onset -> the minute the first rollback decision governs (0: already falling back)
+    decided: int | None  # onset -> the minute the first decision shedding neuron governs (0: already shedding)
     effective: int | None  # onset -> first minute after the decision where neuron's share caused no bad request
 
     @property
@@ -354,9 +355,12 @@ def harm_episodes(rows: list[Row], events: list[int] | None = None) -> list[Harm
                 continue
         spans.append([row.minute, row.minute])
     out = []
+    # Any decision that moves share off neuron answers harm (a rollback, or a step back while holding);
+    # only rollbacks count as rollbacks (and can be false).
+    decisions = sorted(set(events) | {r.minute for r in rows if r.action in SHED_ACTIONS})
     for onset, end in spans:
         # A decision at the tick after minute e governs minute e + 1.
-        governs = next((e + 1 for e in events if onset - FAULT_GRACE_MINUTES <= e + 1 <= end + 1), None)
+        governs = next((e + 1 for e in decisions if onset - FAULT_GRACE_MINUTES <= e + 1 <= end + 1), None)
         decided = None if governs is None else max(0, governs - onset)
         effective = None
         if governs is not None:

@@ -210,3 +210,11 @@ def test_harm_that_stops_by_itself_before_any_decision_could_land_is_not_a_miss(
     assert out.harmful_onsets == 0 and out.minutes_to_fallback_decided is None
     longer = [_row(m, 5.0, "hold", harmful=8 <= m <= 10, fault_bad=20.0 if 8 <= m <= 10 else 0.0) for m in range(20)]
     assert figures(setup, longer, "x").harmful_onsets == 1
+
+
+def test_a_step_back_answers_harm_without_counting_as_a_rollback(make_setup):
+    setup = make_setup(duration_minutes=20)
+    rows = [_row(m, 50.0 if m < 9 else 25.0, "step_back" if m == 7 else "hold", harmful=5 <= m < 9,
+                 fault_bad=10.0 if 5 <= m < 9 else 0.0) for m in range(20)]
+    out = figures(setup, rows, "x")
+    assert out.minutes_to_fallback_decided == 3 and out.rollbacks == 0 and out.false_rollbacks == 0
