@@ -451,7 +451,7 @@ def harmful_scenarios(runs: list[RunFigures]) -> set[str]:
 
 
 def judge(table: dict[str, Any], runs: list[RunFigures], scenarios: list[Scenario],
-          adaptive: tuple[str, str] | None, low_traffic: str | None = None) -> list[dict[str, Any]]:
+          adaptive: tuple[str, str] | None) -> list[dict[str, Any]]:
     """One entry per goal and scenario: goal, scenario, value, bound, met (None: not applicable / no data)."""
     goals: list[dict[str, Any]] = []
     harmful = harmful_scenarios(runs)

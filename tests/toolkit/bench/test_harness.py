@@ -218,3 +218,27 @@ def test_a_step_back_answers_harm_without_counting_as_a_rollback(make_setup):
                  fault_bad=10.0 if 5 <= m < 9 else 0.0) for m in range(20)]
     out = figures(setup, rows, "x")
     assert out.minutes_to_fallback_decided == 3 and out.rollbacks == 0 and out.false_rollbacks == 0
+
+
+def test_goals_judge_healthy_and_harmful_scenarios_from_the_truth(make_setup):
+    from toolkit.bench.harness import judge
+
+    healthy, harmful = make_setup().scenario, make_setup().scenario.model_copy(update={"name": "h"})
+    runs = []
+    for seed in range(20):
+        for policy, cost in (("oracle", 10.0), ("static-gpu", 30.0), ("hybrid", 20.0), ("flagger-like", 18.0)):
+            r = _figures(policy, seed, cost, "t")
+            r.false_rollbacks = 1 if policy == "hybrid" and seed == 3 else 0
+            runs.append(r)
+            h = _figures(policy, seed, cost, "h")
+            h.harmful_onsets = 1
+            h.minutes_to_fallback_decided = (1 if seed else 3) if policy == "hybrid" else None
+            h.bad_requests = 100 if policy == "hybrid" else 300
+            runs.append(h)
+    pair_with_oracle(runs)
+    goals = {(g["goal"], g["scenario"]): g for g in judge(aggregate(runs), runs, [healthy, harmful], None)}
+    assert goals[("healthy: 0 false rollbacks over 20 seeds", "t")]["met"] is False
+    assert goals[("healthy: gap_closed >= every migrating baseline's", "t")]["met"] is False  # 0.5 vs 0.6
+    assert goals[("fault: bad_requests <= 0.5 x best migrating baseline", "h")]["met"] is True
+    decided = goals[("fault: fallback decided <= 2 min after every harmful onset", "h")]
+    assert decided["met"] is False and decided["value"] == 3  # the worst seed decides
