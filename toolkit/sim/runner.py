@@ -360,7 +360,10 @@ def harm_episodes(rows: list[Row], events: list[int] | None = None) -> list[Harm
     decisions = sorted(set(events) | {r.minute for r in rows if r.action in SHED_ACTIONS})
     for onset, end in spans:
         # A decision at the tick after minute e governs minute e + 1.
-        governs = next((e + 1 for e in decisions if onset - FAULT_GRACE_MINUTES <= e + 1 <= end + 1), None)
+        # The window matches the false-rollback rule: a decision up to FAULT_GRACE_MINUTES after the last
+        # harmful minute still answers it (the data arrives a minute late and is judged a minute later).
+        governs = next((e + 1 for e in decisions
+                        if onset - FAULT_GRACE_MINUTES <= e + 1 <= end + 1 + FAULT_GRACE_MINUTES), None)
         decided = None if governs is None else max(0, governs - onset)
         effective = None
         if governs is not None:
