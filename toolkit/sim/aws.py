@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from routing.core.model import PARITY_AGREED_METRIC, PARITY_COMPARED_METRIC
 from routing.metrics import CLIENT_NAMESPACE, NAMESPACE, TARGETED_METRIC
 from toolkit.config import VARIANT_NAMES
 from toolkit.sim.fleet import MinuteOutcome, metric_data
@@ -77,6 +78,26 @@ class AwsControlPlane:
     def settle(self, counts: dict[str, int]) -> None:
         self._settle_hook(self.endpoint, counts)
 
+    def deploy_model(self, variant: str, model: str) -> None:
+        """What `cdk deploy` / `hybrid deploy` do for a new model version: CreateModel (the same container
+        under a new name), a new endpoint config naming it, UpdateEndpoint(RetainAllVariantProperties)."""
+        self.calls += 4
+        data = self._sm.describe_endpoint(EndpointName=self.endpoint)
+        config = self._sm.describe_endpoint_config(EndpointConfigName=data["EndpointConfigName"])
+        variants = []
+        for v in config["ProductionVariants"]:
+            if v["VariantName"] == variant:
+                old = self._sm.describe_model(ModelName=v["ModelName"])
+                container = old.get("PrimaryContainer") or (old.get("Containers") or [{}])[0]
+                keep = {k: container[k] for k in ("Image", "ModelDataUrl", "Environment") if k in container}
+                self._sm.create_model(ModelName=model, ExecutionRoleArn=old["ExecutionRoleArn"], PrimaryContainer=keep)
+                v = {**v, "ModelName": model}
+            variants.append({k: v[k] for k in ("VariantName", "ModelName", "InstanceType", "InitialInstanceCount",
+                                               "InitialVariantWeight") if k in v})
+        name = f"{self.endpoint}-{model}"[:63]
+        self._sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants)
+        self._sm.update_endpoint(EndpointName=self.endpoint, EndpointConfigName=name, RetainAllVariantProperties=True)
+
 
 class CloudWatchPublisher:
     """The fleet's metrics into CloudWatch, as SageMaker publishes them."""
@@ -100,6 +121,14 @@ class CloudWatchPublisher:
                                    {"Name": "VariantName", "Value": vm.variant}],
                     "_namespace": CLIENT_NAMESPACE,
                 })
+            if vm.parity_compared and vm.published:  # the client's online parity counts (issue 17)
+                entries.extend({
+                    "MetricName": metric, "Timestamp": timestamp, "Value": float(value),
+                    "Dimensions": [{"Name": "EndpointName", "Value": self.endpoint},
+                                   {"Name": "VariantName", "Value": vm.variant}],
+                    "_namespace": CLIENT_NAMESPACE,
+                } for metric, value in ((PARITY_COMPARED_METRIC, vm.parity_compared),
+                                        (PARITY_AGREED_METRIC, vm.parity_agreed)))
             self._queue.extend((outcome.minute + vm.publish_delay, entry) for entry in entries)
         self.flush(outcome.minute)
 

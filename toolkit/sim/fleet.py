@@ -132,11 +132,15 @@ class VariantMinute:
     overhead: np.ndarray | None = None  # OverheadLatency histogram
     published: bool = True  # False in an outage: SageMaker publishes nothing for the variant
     publish_delay: int = 0  # minutes late (metric_delay fault)
+    wrong_answers: int = 0  # answered (fast, 200 OK) with an output that differs from gpu's (wrong_outputs fault)
+    parity_compared: int = 0  # neuron: answers the client mirrored to gpu and compared (parity.online)...
+    parity_agreed: int = 0  # ...of which agreed
 
     @property
     def bad_requests(self) -> int:
-        """Requests a user saw go wrong: served over the SLO, or failed (5XX, dropped at capacity, outage)."""
-        return self.over_slo + self.errors_5xx
+        """Requests a user saw go wrong: served over the SLO, failed (5XX, dropped at capacity, outage), or
+        answered wrongly (a wrong answer may also be slow: counted once, the harm is the same request)."""
+        return self.over_slo + self.errors_5xx + self.wrong_answers
 
     @property
     def latency_samples(self) -> int:
@@ -178,6 +182,10 @@ class MinuteOutcome:
     @property
     def bad_requests(self) -> int:
         return sum(v.bad_requests for v in self.variants.values())
+
+    @property
+    def wrong_answers(self) -> int:
+        return sum(v.wrong_answers for v in self.variants.values())
 
 
 @dataclass
@@ -330,6 +338,26 @@ class Fleet:
             factor *= fault.factor(minute)
         return factor
 
+    def _wrong_outputs(self, vm: VariantMinute, name: str, minute: int, answered: int, faults: list[str]) -> float:
+        """Wrong answers (wrong_outputs faults) and, on neuron, the client's online parity comparisons.
+
+        Draws from the fleet's stream only when a wrong_outputs fault or online parity is on, so a
+        scenario without them keeps exactly the random stream (and the results) it had. Mirrored
+        requests add load on gpu in reality (parity.online caps them); that load is not simulated.
+        """
+        share = min(1.0, sum(f.magnitude for f in self.setup.fault_list(name, "wrong_outputs", minute)))
+        if share > 0:
+            faults.append(f"{name}:wrong_outputs")
+            vm.wrong_answers = int(self.rng.binomial(answered, share))
+        online = self.setup.config.parity.online
+        if name == NEURON and online.mirror_fraction > 0 and answered > 0:
+            compared = min(int(self.rng.binomial(answered, online.mirror_fraction)), int(online.max_per_second * 60))
+            # the mirrored answers are a random sample of the answered ones: wrong ones among them alike
+            disagreed = int(self.rng.hypergeometric(vm.wrong_answers, answered - vm.wrong_answers, compared)) \
+                if compared > 0 else 0
+            vm.parity_compared, vm.parity_agreed = compared, compared - disagreed
+        return share
+
     def fault_error_rate(self, name: str, minute: int) -> float:
         return sum(f.magnitude for f in self.setup.fault_list(name, "errors", minute))
 
@@ -478,6 +506,7 @@ class Fleet:
         vm.latency = latency
         vm.overhead = overhead
         vm.over_slo = int(latency[self.slo_ms < VALUES_MS].sum())
+        wrong_share = self._wrong_outputs(vm, name, minute, samples, faults)
         # The truth about harm: what the faults alone added, at the load this variant carried.
         # Queueing is in both terms, so a capacity shortfall (the policy's doing) is not the fault's.
         slo = setup.config.slo
@@ -488,9 +517,9 @@ class Fleet:
             with_fault = over_share(self.slo_ms, medians_ms, hw.sigma)
             without = over_share(self.slo_ms, [(w, m / fault_factor) for w, m in medians_ms], hw.sigma)
             latency_harm = max(0.0, with_fault - without) * samples
-        vm.fault_bad = error_harm + latency_harm
+        vm.fault_bad = error_harm + latency_harm + vm.wrong_answers
         breach = (fault_errors > 0 and hw.error_rate + fault_errors > slo.max_error_rate) or \
-            (samples > 0 and latency_harm / samples > 0.01)
+            (samples > 0 and latency_harm / samples > 0.01) or wrong_share > 1.0 - setup.config.parity.min_agreement
         vm.harmful = breach and vm.fault_bad >= 1.0
         return vm
 

@@ -24,6 +24,7 @@ from routing.model import (
     ControllerState,
     EndpointLive,
     MinuteMetrics,
+    ModelVersion,
     Observation,
     Target,
     VariantLive,
@@ -44,6 +45,7 @@ class PlaneState:
     current_counts: dict[str, int]
     desired_counts: dict[str, int]
     instance_types: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # variant -> the model it serves (issue 17)
 
 
 class MemoryControlPlane:
@@ -68,6 +70,10 @@ class MemoryControlPlane:
     def scale(self, variant: str, count: int) -> bool:
         return self.update(counts={variant: count})
 
+    def deploy_model(self, variant: str, model: str) -> None:
+        """A new model version on `variant` (UpdateEndpoint retaining weights and counts: only the model changes)."""
+        self.state.models[variant] = model
+
     def settle(self, counts: dict[str, int]) -> None:
         """The update finished: current := desired, InService."""
         self.state.current_weights = dict(self.state.desired_weights)
@@ -90,6 +96,7 @@ def live_from(name: str, plane: PlaneState) -> EndpointLive:
             )
             for v in VARIANT_NAMES
         },
+        models={v: ModelVersion(m) for v, m in plane.models.items()},
     )
 
 
@@ -144,6 +151,8 @@ def minute_metrics(start: datetime, vm: VariantMinute, percentiles: bool = True)
         latency_max_ms=mx,
         latency_samples=samples,
         invocations_per_instance=vm.invocations_per_instance,
+        parity_compared=float(vm.parity_compared),
+        parity_agreed=float(vm.parity_agreed),
     )
 
 

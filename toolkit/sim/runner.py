@@ -60,6 +60,8 @@ class ControlPlane(Protocol):
 
     def settle(self, counts: dict[str, int]) -> None: ...
 
+    def deploy_model(self, variant: str, model: str) -> None: ...
+
 
 class Sink(Protocol):
     def publish_minute(self, outcome: MinuteOutcome) -> None: ...
@@ -133,9 +135,22 @@ class Simulator:
         self.minute = 0
         self.events: list[str] = []
         clock.at_minute(0, TICK_OFFSET_SECONDS)
+        self.model_versions = {name: 1 for name in VARIANT_NAMES}
+
+    def _deploy_models(self, minute: int) -> list[str]:
+        """Scenario events: a new model version on a variant this minute (weights and counts retained)."""
+        out = []
+        for event in self.setup.scenario.events:
+            if event.minute == minute and event.kind == "new_model":
+                self.model_versions[event.variant] += 1
+                version = self.model_versions[event.variant]
+                self.plane.deploy_model(event.variant, model_name(self.setup, event.variant, version))
+                out.append(f"{event.variant}: new model v{version} deployed")
+        return out
 
     def step(self) -> MinuteOutcome:
         minute = self.minute
+        deployed = self._deploy_models(minute)
         state = self.plane.read()
         if state.status == "Updating":
             self.fleet.set_counts(minute, state.desired_counts)
@@ -146,7 +161,7 @@ class Simulator:
             self.fleet.promote(minute)
         outcome = self.fleet.serve(minute, state.current_weights)
         self.sink.publish_minute(outcome)
-        self.events = self.autoscaler.after_minute(outcome, self.plane)
+        self.events = deployed + self.autoscaler.after_minute(outcome, self.plane)
         self.minute += 1
         self.clock.at_minute(self.minute, TICK_OFFSET_SECONDS)
         return outcome
@@ -176,7 +191,15 @@ def initial_plane(setup: Setup) -> MemoryControlPlane:
     weights = {NEURON: float(config.initial_weights.neuron), GPU: float(config.initial_weights.gpu)}
     counts = {name: setup.hardware[name].initial_count for name in VARIANT_NAMES}
     types = {name: setup.hardware[name].instance_type for name in VARIANT_NAMES}
-    return MemoryControlPlane(weights, counts, types)
+    plane = MemoryControlPlane(weights, counts, types)
+    for name in VARIANT_NAMES:
+        plane.deploy_model(name, model_name(setup, name, 1))
+    return plane
+
+
+def model_name(setup: Setup, variant: str, version: int) -> str:
+    """The simulated model of `variant`, version `version` (scenario `events` deploy the next one)."""
+    return f"{setup.config.name}-{variant}-v{version}"
 
 
 def memory_world(setup: Setup, seed: int | None = None, settle_seconds: int = DEPLOYED_SETTLE_SECONDS) -> MemoryWorld:

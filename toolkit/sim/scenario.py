@@ -217,11 +217,12 @@ class Fault(Strict):
 
     minute: int = Field(ge=0)
     variant: Literal["neuron", "gpu"]
-    kind: Literal["latency", "errors", "outage", "metric_delay"]
+    kind: Literal["latency", "errors", "outage", "metric_delay", "wrong_outputs"]
     magnitude: float = Field(
         1.0,
         description="latency: latency factor (3 = 3x slower); errors: extra 5XX share (0.2 = 20%); "
-        "metric_delay: minutes late; outage: unused.",
+        "metric_delay: minutes late; wrong_outputs: share of answered requests whose answer differs from "
+        "gpu's (0.05 = 5%; fast and 200 OK, seen only by output parity); outage: unused.",
     )
     duration_minutes: int = Field(ge=1)
     ramp_minutes: int = Field(
@@ -233,8 +234,8 @@ class Fault(Strict):
     def _magnitude(self) -> Fault:
         if self.kind == "latency" and self.magnitude <= 0:
             raise ValueError(f"latency fault magnitude is a factor > 0, got {self.magnitude}")
-        if self.kind == "errors" and not 0 <= self.magnitude <= 1:
-            raise ValueError(f"errors fault magnitude is a share in 0..1, got {self.magnitude}")
+        if self.kind in ("errors", "wrong_outputs") and not 0 <= self.magnitude <= 1:
+            raise ValueError(f"{self.kind} fault magnitude is a share in 0..1, got {self.magnitude}")
         if self.ramp_minutes and self.kind != "latency":
             raise ValueError(f"ramp_minutes applies to latency faults only, not {self.kind}")
         if self.kind == "metric_delay" and (self.magnitude < 1 or self.magnitude != int(self.magnitude)):
@@ -250,6 +251,14 @@ class Fault(Strict):
             return self.magnitude
         done = min(1.0, (minute - self.minute + 1) / self.ramp_minutes)
         return 1.0 + (self.magnitude - 1.0) * done
+
+
+class ModelEvent(Strict):
+    """A new model version deployed on a variant (UpdateEndpoint with a new endpoint config, weights retained)."""
+
+    minute: int = Field(ge=0)
+    kind: Literal["new_model"] = "new_model"
+    variant: Literal["neuron", "gpu"] = "neuron"
 
 
 class Scenario(Strict):
@@ -270,6 +279,8 @@ class Scenario(Strict):
         description="Overrides merged into hybrid.yaml (e.g. slo, canary, fallback, holding, variants).",
     )
     faults: list[Fault] = Field(default_factory=list)
+    events: list[ModelEvent] = Field(
+        default_factory=list, description="Model versions deployed mid-run (e.g. a new neuron model while holding).")
 
     @field_validator("hardware")
     @classmethod
@@ -290,6 +301,9 @@ class Scenario(Strict):
         for i, fault in enumerate(self.faults):
             if fault.minute >= self.duration_minutes:
                 raise ValueError(f"faults[{i}].minute ({fault.minute}) is past duration_minutes ({self.duration_minutes})")
+        for i, event in enumerate(self.events):
+            if event.minute >= self.duration_minutes:
+                raise ValueError(f"events[{i}].minute ({event.minute}) is past duration_minutes ({self.duration_minutes})")
         return self
 
 
