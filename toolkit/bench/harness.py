@@ -138,6 +138,7 @@ class RunFigures:
     gap_closed: float | None = None
     cost_vs_oracle_after_migration: float | None = None  # from the full-migration minute to the end
     full_migration_minute: int | None = None
+    wrong_answers: int = 0  # answered wrongly (wrong_outputs faults; also inside bad_requests)
     cost_by_minute: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def figures(setup: Setup, rows: list[Row], policy: str, *, mode: str = "in-memor
         scenario=setup.scenario.name, policy=policy, seed=setup.seed, mode=mode, minutes=len(rows),
         requests=sum(r.offered for r in rows), cost=sum(r.cost for r in rows),
         requests_over_slo=sum(r.over_slo for r in rows), errors=sum(r.errors for r in rows),
-        bad_requests=sum(r.bad_requests for r in rows),
+        bad_requests=sum(r.bad_requests for r in rows), wrong_answers=sum(r.wrong_answers for r in rows),
         minutes_to_full_migration=max(0, full - start) if full is not None else None,
         harmful_onsets=len(episodes), fault_onset_minute=episodes[0].onset if episodes else None,
         minutes_to_fallback=worst([e.effective for e in episodes]),
@@ -365,7 +366,7 @@ def execute(jobs: list[Job], workers: int = 2, progress: Callable[[RunFigures], 
 
 
 FIGURES = ("cost", "cost_vs_oracle", "gap_closed", "cost_vs_oracle_after_migration", "bad_requests",
-           "requests_over_slo", "errors", "minutes_to_full_migration", "minutes_to_fallback_decided",
+           "requests_over_slo", "errors", "wrong_answers", "minutes_to_full_migration", "minutes_to_fallback_decided",
            "minutes_to_fallback", "harmful_onsets", "rollbacks", "false_rollbacks",
            "metrics_calls_per_tick", "update_calls_per_tick")
 HARM_FIGURES = ("minutes_to_fallback_decided", "minutes_to_fallback")  # scored only on runs with a harmful onset

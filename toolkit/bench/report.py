@@ -12,6 +12,7 @@ COLUMNS = (
     ("bad req", "bad_requests", 0),
     ("over SLO", "requests_over_slo", 0),
     ("5XX", "errors", 0),
+    ("wrong", "wrong_answers", 0),
     ("min to full", "minutes_to_full_migration", 1),
     ("fallback decided", "minutes_to_fallback_decided", 1),
     ("fallback effective", "minutes_to_fallback", 1),

@@ -231,7 +231,10 @@ class Row:
     over_slo: int
     errors: int
     faults: list[str]
-    bad_requests: int = 0  # over the SLO + failed (5XX, dropped at capacity, outage): the users' view
+    bad_requests: int = 0  # over the SLO + failed (5XX, dropped at capacity, outage) + answered wrongly: the users' view
+    wrong_answers: int = 0  # answered with an output that differs from gpu's (wrong_outputs fault, truth)
+    parity_compared: int = 0  # neuron answers the client mirrored and compared (what online parity saw)...
+    parity_agreed: int = 0  # ...of which agreed
     harmful: bool = False  # truth: a fault on neuron made it breach the SLO at the share it carried
     neuron_fault_bad: float = 0.0  # expected bad requests the neuron faults caused this minute
     phase: str = ""
@@ -261,6 +264,8 @@ def row_from(outcome: MinuteOutcome, events: list[str]) -> Row:
         true_p99_ms=outcome.true_p99_ms, cost=outcome.cost, cost_per_1k=per_1k,
         over_slo=outcome.over_slo, errors=outcome.errors, faults=outcome.faults, events=list(events),
         bad_requests=outcome.bad_requests, harmful=outcome.variants[NEURON].harmful,
+        wrong_answers=outcome.wrong_answers, parity_compared=outcome.variants[NEURON].parity_compared,
+        parity_agreed=outcome.variants[NEURON].parity_agreed,
         neuron_fault_bad=outcome.variants[NEURON].fault_bad,
     )
 
@@ -436,6 +441,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
     cost = sum(r.cost for r in rows)
     over_slo = sum(r.over_slo for r in rows)
     errors = sum(r.errors for r in rows)
+    wrong = sum(r.wrong_answers for r in rows)
+    compared = sum(r.parity_compared for r in rows)
+    agreed = sum(r.parity_agreed for r in rows)
     target = setup.config.canary.target_neuron_percent
     full = next((r.minute for r in rows if r.share[NEURON] >= target - 0.05), None)
     events = fallback_events(rows)
@@ -459,7 +467,10 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "cost_per_1k": round(cost / requests * 1000.0, 6) if requests else None,
         "requests_over_slo": over_slo,
         "errors_served": errors,
-        "bad_requests": over_slo + errors,
+        "bad_requests": over_slo + errors + wrong,
+        "wrong_answers": wrong,
+        "parity": {"compared": compared, "agreed": agreed,
+                   "agreement": round(agreed / compared, 4) if compared else None},
         "worst_minute_true_p99_ms": round(p99s[-1], 2) if p99s else None,
         "final_neuron_share": round(rows[-1].share[NEURON], 2) if rows else None,
         "minutes_to_full_migration": max(0, full - setup.scenario.canary_start_minute) if full is not None else None,
