@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 
+from routing.env import DEFAULT_SETTLE_SECONDS
 from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load, to_jsonable
 from toolkit.errors import EXIT_OK, UserError
 
@@ -30,8 +31,9 @@ StateDirOption = typer.Option(
     None, "--state-dir", help="Controller state and records (default: the config's state_dir, next to the config)."
 )
 SettleOption = typer.Option(
-    0, "--settle-seconds", envvar="HYBRID_SETTLE_SECONDS", min=0, max=600,
-    help="Extra delay before a CloudWatch minute counts as closed (e.g. 60 on real AWS).",
+    DEFAULT_SETTLE_SECONDS, "--settle-seconds", envvar="HYBRID_SETTLE_SECONDS", min=0, max=600,
+    help="Extra delay before a CloudWatch minute counts as closed (60, as the Lambda: the newest minute "
+         "may still be aggregating; 0 judges every minute that has ended).",
 )
 NowOption = typer.Option(
     None, "--now", envvar="HYBRID_NOW", help="Pin the clock (ISO 8601 UTC) for tests and replays.", hidden=True
