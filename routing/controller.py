@@ -43,7 +43,7 @@ from types import ModuleType
 from typing import Any
 
 from routing.adapters.json_store import resolve_state_dir
-from routing.adapters.sagemaker import EndpointBusy
+from routing.adapters.sagemaker import EndpointBusy, stuck_remedy
 from routing.core.model import (
     VARIANTS,
     Action,
@@ -74,6 +74,9 @@ SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
 WEIGHT_TOLERANCE = 1e-6
 STATUS_RECORDS = 500  # status looks this far back for the last applied change
+# Notes of a tick that found the endpoint UpdateRollbackFailed/Failed: the first such tick alerts.
+STUCK_FIRST_NOTE = "alert: the first tick to find the endpoint"
+STUCK_AGAIN_NOTE = "still stuck: already reported by an earlier tick"
 
 
 @dataclass
@@ -286,6 +289,11 @@ class Controller:
             raise
         self._check_hardware(live)
         state = self._append_unrecorded(state)
+        remedy = stuck_remedy(live)
+        if remedy is not None:
+            # No update is possible until a human repairs the endpoint: decide nothing, keep the
+            # state, and say so loudly on every tick (exit 3) instead of waiting forever.
+            return self._stuck(now, command, state, live, remedy)
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
@@ -394,6 +402,23 @@ class Controller:
             self.store.append_record({**pending, "notes": [*pending.get("notes", []),
                                                            "appended by the next tick: the process died before writing it"]})
         return state.evolve(unrecorded=None)
+
+    def _stuck(self, now: datetime, command: str | None, state: ControllerState, live: EndpointLive,
+               remedy: str) -> TickResult:
+        previous = self.store.records(limit=1)
+        before = (previous[-1].get("before") or {}) if previous else {}
+        again = bool(previous) and previous[-1].get("exit_code") == EXIT_AWS and before.get("status") == live.status
+        record = DecisionRecord(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command or "tick",
+            phase_before=state.phase, phase=state.phase, action=Action.NONE, reason=remedy,
+            step=StepText.of(state, state.steps or tuple(self.config.canary.resolved_steps())),
+            before=live_summary(live), after=live_summary(live), state_version=state.version, errors=(remedy,),
+            notes=(STUCK_AGAIN_NOTE if again else f"{STUCK_FIRST_NOTE} {live.status}",
+                   "nothing decided or sent; the controller's state is kept for when the endpoint is repaired"),
+            exit_code=EXIT_AWS,
+        )
+        self.store.append_record(record.to_dict())
+        return TickResult(None, record.to_dict(), EXIT_AWS, state, live, errors=[remedy], typed=record)
 
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
         return DecisionRecord(

@@ -9,6 +9,9 @@
   (SageMaker's weights are relative, so 30.0/70.0 is a 30 % / 70 % split; 0 is allowed), then
   reads the endpoint again and returns it. Failure is asynchronous: the caller checks FailureReason and
   Current* against Desired* on this and later reads.
+- stuck_remedy(live): an endpoint that is `UpdateRollbackFailed` or `Failed` never becomes
+  InService by itself, so waiting for it is waiting forever: this names the status and what a
+  human must do. The controller records it every tick and exits 3; the Lambda sends a notice.
 """
 
 from __future__ import annotations
@@ -27,6 +30,29 @@ class EndpointBusy(Exception):
     def __init__(self, endpoint: str, status: str) -> None:
         super().__init__(f"endpoint busy: {endpoint} is {status}, not InService; the update waits for a later tick")
         self.status = status
+
+
+# Statuses that never return to InService without a human (SageMaker DescribeEndpoint EndpointStatus).
+STUCK_STATUSES: dict[str, str] = {
+    "UpdateRollbackFailed": (
+        "it serves a mix of the old and new configs and will not recover by itself; no weight or capacity "
+        "update is accepted until it is fixed: deploy a known-good config again (`hybrid deploy`, which calls "
+        "UpdateEndpoint) or delete the endpoint"
+    ),
+    "Failed": (
+        "it cannot serve and will not recover by itself: read FailureReason, fix the cause, then delete the "
+        "endpoint and deploy it again (`hybrid deploy`)"
+    ),
+}
+
+
+def stuck_remedy(live: EndpointLive) -> str | None:
+    """The status and the remedy when the endpoint cannot recover by itself; None otherwise."""
+    remedy = STUCK_STATUSES.get(live.status)
+    if remedy is None:
+        return None
+    reason = f" ({live.failure_reason})" if live.failure_reason else ""
+    return f"endpoint {live.name} is {live.status}{reason}: {remedy}"
 
 
 def _code(error: Exception) -> str:
