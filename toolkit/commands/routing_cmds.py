@@ -220,9 +220,16 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption, output: Output = OutputOption,
         endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
         region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+        watch: bool = typer.Option(False, "--watch", "-w", help="Live view: redraw every --interval s (Ctrl-C ends)."),
+        interval: float = typer.Option(5.0, "--interval", min=0.0, help="With --watch: seconds between refreshes."),
+        count: int | None = typer.Option(None, "--count", min=1, help="With --watch: stop after N refreshes."),
     ) -> None:
         """Phase, step k/n, live weights and counts, and the last judgement with its numbers."""
         controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        if watch:  # toolkit/commands/watch_cmds.py
+            from toolkit.commands.watch_cmds import watch_status
+
+            raise typer.Exit(watch_status(controller, output, interval, count))
         emit(controller.status(), output, _render_status)
 
     # `hybrid status` is the same view as `hybrid canary status`: one function, two names.
