@@ -176,3 +176,20 @@ def test_durations(text, seconds):
 def test_bad_durations_are_bad_input(text):
     with pytest.raises(UserError):
         parse_duration(text)
+
+
+def test_canary_wait_exits_3_when_the_controller_reports_the_endpoint_stuck(pipeline, capsys):
+    from moto.sagemaker.models import sagemaker_backends
+
+    assert pipeline.hybrid("canary", "start", capsys=capsys)[0] == 0
+    pipeline.sleep(60)  # step 1 applied
+    for account in sagemaker_backends.values():
+        for backend in account.values():
+            if pipeline.name in backend.endpoints:
+                backend.endpoints[pipeline.name].endpoint_status = "UpdateRollbackFailed"
+
+    code, outcome, err = pipeline.hybrid("canary", "wait", "--timeout", "1h", "--interval", "60", capsys=capsys)
+
+    assert code == 3 and outcome["outcome"] == "stuck" and "UpdateRollbackFailed" in outcome["reason"]
+    assert pipeline.lambda_ticks == 2  # it stopped at the first stuck record, not at the timeout
+    assert "hybrid deploy" in err

@@ -29,6 +29,7 @@ from typing import Any
 
 import typer
 
+from routing.adapters.sagemaker import STUCK_STATUSES
 from routing.core.model import Action, Phase, StateStore
 from toolkit.commands.common import ConfigOption, Output, OutputOption, emit, load, to_jsonable
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, UserError
@@ -131,8 +132,10 @@ def wait_for(
         if state.phase is Phase.HOLDING:
             return WaitOutcome(endpoint, "holding", state.phase.value, EXIT_OK, waited,
                                "the canary reached holding (ramp complete or promoted)", last)
-        stuck = next((r for r in reversed(fresh) if r.get("exit_code") == EXIT_AWS and not r.get("stood_aside")), None)
-        if stuck is not None and stuck is fresh[-1]:
+        # Only a stuck endpoint ends the wait with 3; a transient AWS error in one tick does not.
+        stuck = fresh[-1] if fresh else None
+        if stuck is not None and stuck.get("exit_code") == EXIT_AWS and \
+                (stuck.get("before") or {}).get("status") in STUCK_STATUSES:
             return WaitOutcome(endpoint, "stuck", state.phase.value, EXIT_AWS, waited, str(stuck.get("reason", "")),
                                stuck)
         if waited >= timeout:
