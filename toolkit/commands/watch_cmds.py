@@ -250,7 +250,7 @@ def register(app: typer.Typer) -> None:
     def wait(
         config: str = ConfigOption, output: Output = OutputOption,
         timeout: str = typer.Option(..., "--timeout", help="Give up after this long (90s, 30m, 2h, 1h30m): exit 4."),
-        interval: float = typer.Option(DEFAULT_POLL_SECONDS, "--interval", min=0.0,
+        interval: float = typer.Option(DEFAULT_POLL_SECONDS, "--interval", min=1.0,
                                        help="Seconds between reads of the controller's state."),
         state_dir: str | None = typer.Option(None, "--state-dir", help="Local state (default: the config's)."),
         endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="AWS endpoint URL (the embedded AWS)."),
