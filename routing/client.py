@@ -6,9 +6,12 @@ handles what weights cannot:
 - shape routing: a request the compiled neuron model cannot take (longer than
   `compile.sequence_length`, or anything a user predicate flags) goes to gpu with
   `TargetVariant="gpu"`;
-- fallback: a neuron failure (ModelError, 5XX, throttling, timeout) is retried once on gpu,
-  within a token-bucket retry budget so a neuron outage cannot double the endpoint's load;
-  4XX client errors are never retried (the same bad input fails on gpu too);
+- fallback: a neuron failure (a ModelError whose container answered 5XX, 5XX, throttling,
+  timeout) is retried once on gpu, within a token-bucket retry budget so a neuron outage cannot
+  double the endpoint's load; the caller's bad input is never retried, never counted by the
+  breaker and never spends the budget: 4XX client errors, and a ModelError (HTTP 424) whose
+  `OriginalStatusCode` is a 4XX other than 408/429 (the container rejected the input; the same
+  input fails on gpu too, and a stream of it must not open the breaker);
 - a circuit breaker for neuron: N neuron failures in a sliding window open it; while open every
   request targets gpu explicitly; after a cool-off one probe request targets neuron (half-open)
   and its success closes the breaker;
@@ -74,8 +77,13 @@ class FailureKind(StrEnum):
     THROTTLED = "throttled"  # ThrottlingException, ModelNotReadyException (429)
     TIMEOUT = "timeout"
     CLIENT_ERROR = "client_error"  # 4XX: the caller's fault, never retried
+    MODEL_CLIENT_ERROR = "model_client_error"  # ModelError with a 4XX OriginalStatusCode: the caller's input
 
 
+# The caller's fault: not retried, not a neuron failure for the breaker, no retry budget spent.
+CALLER_FAULT = frozenset({FailureKind.CLIENT_ERROR, FailureKind.MODEL_CLIENT_ERROR})
+# A container's 408/429 is the model being slow or overloaded, not bad input.
+_RETRYABLE_ORIGINAL_4XX = frozenset({408, 429})
 RETRYABLE = frozenset({FailureKind.MODEL_ERROR, FailureKind.SERVER_ERROR, FailureKind.THROTTLED, FailureKind.TIMEOUT})
 _THROTTLE_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "ModelNotReadyException", "RequestLimitExceeded"}
@@ -89,6 +97,11 @@ def classify_error(error: BaseException) -> FailureKind | None:
         code = str(response.get("Error", {}).get("Code", ""))
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code == "ModelError":
+            # botocore puts the modeled error's members (OriginalStatusCode, OriginalMessage,
+            # LogStreamArn) at the top level of the parsed error response.
+            original = _int_or_none(response.get("OriginalStatusCode"))
+            if original is not None and 400 <= original < 500 and original not in _RETRYABLE_ORIGINAL_4XX:
+                return FailureKind.MODEL_CLIENT_ERROR
             return FailureKind.MODEL_ERROR
         if code in _THROTTLE_CODES or status == 429:
             return FailureKind.THROTTLED
@@ -101,6 +114,13 @@ def classify_error(error: BaseException) -> FailureKind | None:
     if isinstance(error, TimeoutError):
         return FailureKind.TIMEOUT
     return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _variant_in_error(error: BaseException) -> str | None:
@@ -132,7 +152,8 @@ class ClientSettings:
     metrics_flush_seconds: float = 15.0
     publish_metrics: bool = True
     unknown_failures_are_neuron: bool = True
-    read_timeout_seconds: float = 60.0  # SageMaker's own container timeout is 60 s
+    # InvokeEndpoint docs: models answer within 60 s; set the SDK's read timeout to 70 s for them.
+    read_timeout_seconds: float = 70.0
     connect_timeout_seconds: float = 5.0
     # Online parity (issue 17; hybrid.yaml parity.online): mirror this share of neuron's answers to gpu.
     parity_fraction: float = 0.0  # 0: off
@@ -526,7 +547,7 @@ class HybridClient:
             retry = False
             with self._lock:
                 self.stats.failures[kind.value] = self.stats.failures.get(kind.value, 0) + 1
-                if kind is FailureKind.CLIENT_ERROR:
+                if kind in CALLER_FAULT:
                     if probe:
                         self.breaker.release_probe()
                 elif on_neuron:

@@ -43,7 +43,7 @@ from types import ModuleType
 from typing import Any
 
 from routing.adapters.json_store import resolve_state_dir
-from routing.adapters.sagemaker import EndpointBusy
+from routing.adapters.sagemaker import EndpointBusy, stuck_remedy
 from routing.core import versions  # issue 17: model versions
 from routing.core.model import (
     VARIANTS,
@@ -75,6 +75,9 @@ SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
 WEIGHT_TOLERANCE = 1e-6
 STATUS_RECORDS = 500  # status looks this far back for the last applied change
+# Notes of a tick that found the endpoint UpdateRollbackFailed/Failed: the first such tick alerts.
+STUCK_FIRST_NOTE = "alert: the first tick to find the endpoint"
+STUCK_AGAIN_NOTE = "still stuck: already reported by an earlier tick"
 
 
 @dataclass
@@ -287,6 +290,11 @@ class Controller:
             raise
         self._check_hardware(live)
         state = self._append_unrecorded(state)
+        remedy = stuck_remedy(live)
+        if remedy is not None:
+            # No update is possible until a human repairs the endpoint: decide nothing, keep the
+            # state, and say so loudly on every tick (exit 3) instead of waiting forever.
+            return self._stuck(now, command, state, live, remedy)
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
@@ -313,7 +321,7 @@ class Controller:
         new_state = decision.state.evolve(last_tick_at=now)
         target = decision.target
         # Already requested (e.g. reconciled after a crash): never send the same step twice.
-        target_needed = target is not None and not _matches(live, target)
+        target_needed = target is not None and not self._reached(live, target)
         applied = False
         stood_aside = False
         exit_override: int | None = None
@@ -343,6 +351,7 @@ class Controller:
                     if applied:
                         errors.extend(self._verify(live_after, target))
                     new_state = new_state.evolve(intent=None, last_tick_at=now)
+                exit_override = self._sync_scaling(new_state.phase, target, errors, notes, exit_override)
                 ahead = self._record(
                     now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
                     decision=decision, observation=observation, live_before=live_before, live_after=live_after,
@@ -376,6 +385,26 @@ class Controller:
         self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record
         return TickResult(decision, record.to_dict(), code, new_state, live_after, stood_aside, errors, typed=record)
 
+    def _reached(self, live: EndpointLive, target: Target) -> bool:
+        """Has the endpoint's part of `target` been requested? (Autoscaled variants' counts are not
+        the endpoint's: the router turns them into scalable-target floors, routing/adapters/autoscaling.py.)"""
+        part = getattr(self.router, "endpoint_part", None)
+        return _matches(live, part(target) if part is not None else target)
+
+    def _sync_scaling(self, phase: Phase, target: Target | None, errors: list[str], notes: list[str],
+                      exit_override: int | None) -> int | None:
+        """Every tick: the autoscaled variants' floors and scale-in switch for this phase (routers that have them)."""
+        sync = getattr(self.router, "sync_scaling", None)
+        if sync is None:
+            return exit_override
+        try:
+            notes.extend(sync(phase, target))
+        except AwsError as error:
+            # The endpoint update (a fallback included) is already done; the floor follows next tick.
+            errors.append(str(error))
+            return exit_override if exit_override is not None else EXIT_AWS
+        return exit_override
+
     def _check_hardware(self, live: EndpointLive) -> None:
         """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
         for name in VARIANTS:
@@ -401,6 +430,23 @@ class Controller:
                                                            "appended by the next tick: the process died before writing it"]})
         return state.evolve(unrecorded=None)
 
+    def _stuck(self, now: datetime, command: str | None, state: ControllerState, live: EndpointLive,
+               remedy: str) -> TickResult:
+        previous = self.store.records(limit=1)
+        before = (previous[-1].get("before") or {}) if previous else {}
+        again = bool(previous) and previous[-1].get("exit_code") == EXIT_AWS and before.get("status") == live.status
+        record = DecisionRecord(
+            time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command or "tick",
+            phase_before=state.phase, phase=state.phase, action=Action.NONE, reason=remedy,
+            step=StepText.of(state, state.steps or tuple(self.config.canary.resolved_steps())),
+            before=live_summary(live), after=live_summary(live), state_version=state.version, errors=(remedy,),
+            notes=(STUCK_AGAIN_NOTE if again else f"{STUCK_FIRST_NOTE} {live.status}",
+                   "nothing decided or sent; the controller's state is kept for when the endpoint is repaired"),
+            exit_code=EXIT_AWS,
+        )
+        self.store.append_record(record.to_dict())
+        return TickResult(None, record.to_dict(), EXIT_AWS, state, live, errors=[remedy], typed=record)
+
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
         return DecisionRecord(
             time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command=command or "tick",
@@ -424,7 +470,7 @@ class Controller:
             return state, version, None
         target, action, decided_at = intent.target, intent.action, intent.decided_at.isoformat()
         clean = state.evolve(intent=None)
-        if _matches(live, target):
+        if self._reached(live, target):
             notes.append(f"recovered: the {action.value} decided at {decided_at} reached the "
                          f"endpoint before the crash; kept, not sent again")
             return clean, version, None
@@ -443,7 +489,7 @@ class Controller:
         problems: list[str] = []
         if live.failure_reason:
             problems.append(f"endpoint FailureReason: {live.failure_reason}")
-        if not _matches(live, target):
+        if not self._reached(live, target):
             problems.append("endpoint Desired* weights/counts differ from the target after the update")
         if live.status not in ("InService", "Updating"):
             problems.append(f"endpoint status {live.status} after the update")
@@ -546,6 +592,7 @@ def build_controller(
     Refuses (exit 2) a --region that differs from the config's, and an account other than
     `account` in the config (checked with STS only when `account` is set).
     """
+    from routing.adapters.autoscaling import ScalableTargets
     from routing.adapters.aws import AwsClients
     from routing.adapters.clock import SystemClock
     from routing.adapters.cloudwatch import CloudWatchMetrics
@@ -553,10 +600,12 @@ def build_controller(
     from routing.adapters.sagemaker import SageMakerRouter
 
     clients = AwsClients.for_config(config, profile=profile, endpoint_url=endpoint_url, region=region)
+    # Variants with a scalable target are scaled by Application Auto Scaling; the router owns their floor.
+    autoscaling = ScalableTargets(clients.get("application-autoscaling"), config.name, VARIANTS)
     return Controller(
         config,
         metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
-        router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS),
+        router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS, autoscaling=autoscaling),
         store=store if store is not None else JsonFileStateStore(resolve_state_dir(config, state_dir), config.name),
         clock=clock or SystemClock(),
         policy=policy,

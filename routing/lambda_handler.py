@@ -36,13 +36,13 @@ from routing.adapters.dynamo_store import DynamoStateStore
 from routing.core.model import Action, Phase
 from routing.core.records import DecisionRecord
 from routing.env import CONFIG_JSON_ENV as CONFIG_ENV
-from routing.env import NOW_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV
+from routing.env import DEFAULT_SETTLE_SECONDS, NOW_ENV, SETTLE_ENV, TABLE_ENV, TOPIC_ENV
 from toolkit.errors import UserError
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
 
-SETTLE_SECONDS = 60  # what the stack sets on real AWS
+SETTLE_SECONDS = DEFAULT_SETTLE_SECONDS  # what the stack sets on real AWS (and the CLI default)
 NOTIFY_ACTIONS = (Action.FALLBACK, Action.ABORT, Action.PROMOTE)
 
 
@@ -80,6 +80,9 @@ def notice(record: DecisionRecord) -> tuple[str, str] | None:
     """(subject, message) when operators must hear about this tick: fallback, abort, promotion."""
     if record.stood_aside or record.dry_run:
         return None
+    stuck = _stuck_notice(record)
+    if stuck is not None:
+        return stuck
     ramp_done = record.phase_before == Phase.RAMPING and record.phase == Phase.HOLDING
     if record.action not in NOTIFY_ACTIONS and not ramp_done:
         return None
@@ -98,6 +101,19 @@ def notice(record: DecisionRecord) -> tuple[str, str] | None:
         "errors": list(record.errors),
     }
     return subject, json.dumps(message, indent=1, default=str)
+
+
+def _stuck_notice(record: DecisionRecord) -> tuple[str, str] | None:
+    """The endpoint is UpdateRollbackFailed/Failed (no update possible): alert on the first such tick."""
+    from routing.adapters.sagemaker import STUCK_STATUSES
+    from routing.controller import STUCK_FIRST_NOTE
+
+    status = (record.before or {}).get("status")
+    if status not in STUCK_STATUSES or not any(n.startswith(STUCK_FIRST_NOTE) for n in record.notes):
+        return None
+    message = {"endpoint": record.endpoint, "event": f"endpoint {status}", "time": record.time.isoformat(),
+               "phase": record.phase.value, "reason": record.reason, "errors": list(record.errors)}
+    return f"[hybrid] {record.endpoint}: endpoint {status}, action needed"[:100], json.dumps(message, indent=1)
 
 
 # A warm Lambda container serves many ticks: build the boto3 clients and the controller once

@@ -24,7 +24,8 @@ HELP_WIDTH = 100
 
 EPILOG = (
     "[bold]Exit codes[/bold]: 0 ok (progressed, held or promoted); 1 the canary fell back or was rolled back; "
-    "2 bad input (config, flag, name: nothing was changed); 3 AWS or disk error; 130 interrupted (Ctrl-C).\n\n"
+    "2 bad input (config, flag, name: nothing was changed); 3 AWS or disk error; 4 timed out (`canary wait`); "
+    "130 interrupted (Ctrl-C).\n\n"
     "[bold]Environment[/bold]: HYBRID_CONFIG (default for --config/-c); HYBRID_TABLE (keep controller state "
     "and decision records in this DynamoDB table instead of the local state_dir); AWS_ENDPOINT_URL (send every "
     "AWS call there, e.g. the embedded AWS); AWS_PROFILE, AWS_REGION (the usual AWS settings); HYBRID_NO_LIVE "
@@ -75,6 +76,7 @@ COMMAND_MODULES = [
     "toolkit.commands.config_cmds",
     "toolkit.commands.routing_cmds",
     "toolkit.commands.model_update_cmds",  # adds `canary prepare-model-update` to routing_cmds' group
+    "toolkit.commands.watch_cmds",
     "toolkit.commands.pipeline_cmds",
     "toolkit.commands.benchmark_cmds",
     "toolkit.commands.demo_cmds",

@@ -15,7 +15,9 @@ minute has SampleCount > 0 but no p99, Average stands in for p50 and Maximum for
 conservative stand-in) and the observation says percentiles_available=False.
 
 AWS errors never raise: they become Observation(error=...), and the policy holds (and fails
-safe after fallback.max_unknown_ticks).
+safe after fallback.max_unknown_ticks). The same for results CloudWatch marks InternalError or
+Forbidden, or still PartialData after the last page: an unknown observation with the reason
+(routing/core/observations.py `unreadable_reason`), never "no data" (which reads as silence).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from routing.core.observations import (  # noqa: F401
     PERIOD,
     QUERIES,
     TARGETED_METRIC,
+    QueryStatus,
     floor_minute,
     observation_from,
+    unreadable_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,7 @@ class CloudWatchMetrics:
         self.settle_seconds = settle_seconds
         self.api_calls = 0
         self.last_fallbacks: dict[str, float] = {}  # client fallback retries per variant, last window
+        self.last_statuses: dict[str, QueryStatus] = {}  # per query id, from the last fetch
 
     def observe(self, endpoint: str, variants: Sequence[str], now: datetime, minutes: int) -> Observation:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -89,14 +94,26 @@ class CloudWatchMetrics:
         except (ClientError, BotoCoreError) as error:
             log.warning("GetMetricData failed for %s: %s", endpoint, error)
             return Observation(window_start=start, window_end=end, error=f"GetMetricData: {error}")
+        reason = unreadable_reason(self.last_statuses)
+        if reason is not None:
+            log.warning("%s: %s", endpoint, reason)
+            self.last_fallbacks = {}
+            return Observation(window_start=start, window_end=end, error=reason)
         observation, self.last_fallbacks = observation_from(series, variants, start, end)
         if not observation.percentiles_available:
             log.warning("ModelLatency percentiles empty for %s: Average/Maximum stand in", endpoint)
         return observation
 
     def fetch(self, queries: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, dict[datetime, float]]:
-        """Every page of one GetMetricData: query id -> minute start -> value."""
+        """Every page of one GetMetricData: query id -> minute start -> value.
+
+        Each query's StatusCode goes to `last_statuses`: a PartialData page is followed by the
+        next (NextToken); InternalError/Forbidden on any page sticks (that query's data is not
+        all there, whatever the later pages say).
+        """
         series: dict[str, dict[datetime, float]] = {}
+        statuses: dict[str, QueryStatus] = {}
+        self.last_statuses = statuses
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -109,7 +126,15 @@ class CloudWatchMetrics:
                 kwargs["NextToken"] = token
             self.api_calls += 1
             response = self._cw.get_metric_data(**kwargs)
+            page_messages = tuple(f"{m.get('Code', '')}: {m.get('Value', '')}".strip(": ")
+                                  for m in response.get("Messages", []) or [])
             for result in response.get("MetricDataResults", []):
+                status = str(result.get("StatusCode") or "Complete")
+                messages = tuple(f"{m.get('Code', '')}: {m.get('Value', '')}".strip(": ")
+                                 for m in result.get("Messages", []) or []) or page_messages
+                previous = statuses.get(result["Id"])
+                if previous is None or previous.status not in ("InternalError", "Forbidden"):
+                    statuses[result["Id"]] = QueryStatus(status, messages)
                 points = series.setdefault(result["Id"], {})
                 for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
                     points[floor_minute(ts)] = float(value)

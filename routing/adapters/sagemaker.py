@@ -9,6 +9,16 @@
   (SageMaker's weights are relative, so 30.0/70.0 is a 30 % / 70 % split; 0 is allowed), then
   reads the endpoint again and returns it. Failure is asynchronous: the caller checks FailureReason and
   Current* against Desired* on this and later reads.
+- with autoscaling (routing/adapters/autoscaling.py): a variant that has a scalable target is
+  scaled by Application Auto Scaling, never by the router. `endpoint_part(target)` is the target
+  without those variants' counts (what UpdateEndpointWeightsAndCapacities still carries: weights,
+  and the counts of variants without a target); `sync_scaling(phase, target)` turns the policy's
+  counts into the targets' MinCapacity and suspends dynamic scale-in during a ramp and a fallback
+  episode. Capacity before traffic still holds: weights toward an autoscaled neuron wait until
+  its DesiredInstanceCount has reached the count (autoscaling scales out to the raised floor).
+- stuck_remedy(live): an endpoint that is `UpdateRollbackFailed` or `Failed` never becomes
+  InService by itself, so waiting for it is waiting forever: this names the status and what a
+  human must do. The controller records it every tick and exits 3; the Lambda sends a notice.
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from routing.core.model import EndpointLive, ModelVersion, Target, VariantLive
+from routing.adapters.autoscaling import ScalableTargets, VariantScaling, wanted_scaling
+from routing.core.model import EndpointLive, ModelVersion, Phase, Target, VariantLive
 from routing.core.staging import next_update
+from routing.core.variants import NEURON
 from toolkit.errors import AwsError, UserError
 
 
@@ -29,6 +41,29 @@ class EndpointBusy(Exception):
         self.status = status
 
 
+# Statuses that never return to InService without a human (SageMaker DescribeEndpoint EndpointStatus).
+STUCK_STATUSES: dict[str, str] = {
+    "UpdateRollbackFailed": (
+        "it serves a mix of the old and new configs and will not recover by itself; no weight or capacity "
+        "update is accepted until it is fixed: deploy a known-good config again (`hybrid deploy`, which calls "
+        "UpdateEndpoint) or delete the endpoint"
+    ),
+    "Failed": (
+        "it cannot serve and will not recover by itself: read FailureReason, fix the cause, then delete the "
+        "endpoint and deploy it again (`hybrid deploy`)"
+    ),
+}
+
+
+def stuck_remedy(live: EndpointLive) -> str | None:
+    """The status and the remedy when the endpoint cannot recover by itself; None otherwise."""
+    remedy = STUCK_STATUSES.get(live.status)
+    if remedy is None:
+        return None
+    reason = f" ({live.failure_reason})" if live.failure_reason else ""
+    return f"endpoint {live.name} is {live.status}{reason}: {remedy}"
+
+
 def _code(error: Exception) -> str:
     return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 
@@ -36,14 +71,22 @@ def _code(error: Exception) -> str:
 class SageMakerRouter:
     """Router over the SageMaker control plane for one endpoint."""
 
-    def __init__(self, sagemaker: Any, endpoint: str, variants: Sequence[str] = ("neuron", "gpu")) -> None:
+    def __init__(self, sagemaker: Any, endpoint: str, variants: Sequence[str] = ("neuron", "gpu"),
+                 autoscaling: ScalableTargets | None = None) -> None:
         self._sm = sagemaker
         self.endpoint = endpoint
         self.variants = tuple(variants)
         self._config_cache: dict[str, dict[str, str]] = {}
         self._model_names: dict[str, dict[str, str]] = {}  # endpoint config -> variant -> ModelName
         self._model_cache: dict[str, dict[str, ModelVersion]] = {}
-        self.api_calls = 0
+        self.api_calls = 0  # SageMaker calls (the bench's "update" budget is about these)
+        self.autoscaling = autoscaling
+        self.scaling: dict[str, VariantScaling] = {}  # as read by the last describe()
+
+    @property
+    def autoscaling_calls(self) -> int:
+        """Application Auto Scaling calls, counted apart from the SageMaker ones."""
+        return self.autoscaling.api_calls if self.autoscaling is not None else 0
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -84,6 +127,13 @@ class SageMakerRouter:
         return out
 
     def describe(self) -> EndpointLive:
+        """DescribeEndpoint (+ the variants' scalable targets once per call, when autoscaling is wired)."""
+        live = self._describe_endpoint()
+        if self.autoscaling is not None:
+            self.scaling = self.autoscaling.read()
+        return live
+
+    def _describe_endpoint(self) -> EndpointLive:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -131,9 +181,54 @@ class SageMakerRouter:
 
     # -- changing --------------------------------------------------------------------------------
 
+    def endpoint_part(self, target: Target) -> Target:
+        """The part of `target` the endpoint update owns: without the counts of autoscaled variants."""
+        if not self.scaling:
+            return target
+        return Target(weights=dict(target.weights),
+                      instance_counts={v: c for v, c in target.instance_counts.items() if v not in self.scaling})
+
+    def _capacity_first(self, target: Target, live: EndpointLive) -> bool:
+        """Weights toward an autoscaled neuron must wait until autoscaling has reached the asked count."""
+        count = target.instance_counts.get(NEURON)
+        if NEURON not in self.scaling or count is None or NEURON not in live.variants:
+            return False
+        grows = live.variants[NEURON].desired_instance_count < int(count)
+        total = sum(float(w) for w in target.weights.values())
+        live_total = sum(v.desired_weight for v in live.variants.values())
+        wanted = float(target.weights.get(NEURON, 0.0)) / total if total > 0 else 0.0
+        now = live.variants[NEURON].desired_weight / live_total if live_total > 0 else 0.0
+        return grows and wanted > now + 1e-4
+
+    def sync_scaling(self, phase: Phase, target: Target | None) -> list[str]:
+        """Floors from the policy's counts and scale-in per phase, on the variants that autoscale.
+
+        Returns one note per change made. Uses the targets read by this tick's describe().
+        """
+        if self.autoscaling is None or not self.scaling:
+            return []
+        notes = []
+        for variant, current in sorted(self.scaling.items()):
+            floor = target.instance_counts.get(variant) if target is not None else None
+            wanted = wanted_scaling(current, phase, floor)
+            if wanted == current:
+                continue
+            self.scaling[variant] = self.autoscaling.register(wanted)
+            changes = []
+            if wanted.min_capacity != current.min_capacity:
+                changes.append(f"MinCapacity {current.min_capacity} -> {wanted.min_capacity}")
+            if wanted.max_capacity != current.max_capacity:
+                changes.append(f"MaxCapacity {current.max_capacity} -> {wanted.max_capacity}")
+            if wanted.scale_in_suspended != current.scale_in_suspended:
+                changes.append("scale-in suspended" if wanted.scale_in_suspended else "scale-in restored")
+            notes.append(f"autoscaling {variant}: {', '.join(changes)} ({phase.value})")
+        return notes
+
     def request(self, target: Target, live: EndpointLive) -> dict[str, Any] | None:
         """The next UpdateEndpointWeightsAndCapacities request toward target (routing/staging.py), or None."""
-        update = next_update(live, target)
+        if self._capacity_first(target, live):
+            return None  # sync_scaling raises neuron's floor; the weights follow once it has scaled out
+        update = next_update(live, self.endpoint_part(target))
         if update is None:
             return None
         for entry in update.entries():
@@ -145,7 +240,7 @@ class SageMakerRouter:
         """Send the next stage toward target (one request; the controller re-applies until it matches)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        live = self.describe()
+        live = self._describe_endpoint()
         if not live.in_service:
             raise EndpointBusy(self.endpoint, live.status)
         request = self.request(target, live)
@@ -170,4 +265,4 @@ class SageMakerRouter:
             raise AwsError(f"UpdateEndpointWeightsAndCapacities {self.endpoint}: {code}: {message}") from None
         except BotoCoreError as error:
             raise AwsError(f"UpdateEndpointWeightsAndCapacities {self.endpoint}: {error}") from None
-        return self.describe()
+        return self._describe_endpoint()

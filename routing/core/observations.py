@@ -6,6 +6,13 @@ judgement made here: when a minute has ModelLatency samples but no p99 (SageMake
 list percentiles for ModelLatency; verify on a live endpoint), Average stands in for p50 and
 Maximum for p90/p99 (a conservative stand-in), and the observation says percentiles_available=False.
 ModelLatency arrives in MICROSECONDS and is converted to milliseconds here, once.
+
+A result is only data when CloudWatch says so: each MetricDataResult carries a StatusCode.
+`Complete` is data; `PartialData` means more pages follow (the adapter follows NextToken), and a
+PartialData still standing after the last page is an incomplete answer; `InternalError` and
+`Forbidden` mean CloudWatch could not answer that query, NOT that the variant was silent.
+`unreadable_reason` turns such statuses into the reason the observation is unknown (the policy
+then holds, and fails safe after fallback.max_unknown_ticks), never into missing minutes.
 """
 
 from __future__ import annotations
@@ -61,6 +68,43 @@ QUERIES: tuple[_Query, ...] = (
     _Query("parity_agreed", CLIENT_NAMESPACE, PARITY_AGREED_METRIC, "Sum"),
 )
 PARITY_KEYS = ("parity_compared", "parity_agreed")  # client-namespace queries that land in MinuteMetrics
+
+
+COMPLETE = "Complete"
+PARTIAL = "PartialData"
+UNREADABLE_STATUSES = ("InternalError", "Forbidden")
+
+
+@dataclass(frozen=True)
+class QueryStatus:
+    """One query's StatusCode after every page, with CloudWatch's messages for it (if any)."""
+
+    status: str
+    messages: tuple[str, ...] = ()
+
+
+def unreadable_reason(statuses: Mapping[str, QueryStatus]) -> str | None:
+    """Why these GetMetricData results cannot be read as data, or None when every query is Complete.
+
+    Pure. Statuses are keyed by query id. Unknown status codes count as unreadable too: a new
+    code must not silently become silence.
+    """
+    bad = {qid: st for qid, st in statuses.items() if st.status != COMPLETE}
+    if not bad:
+        return None
+    by_status: dict[str, list[str]] = {}
+    for qid in sorted(bad):
+        by_status.setdefault(bad[qid].status, []).append(qid)
+    parts = []
+    for status in sorted(by_status):
+        ids = by_status[status]
+        shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+        what = "incomplete after the last page" if status == PARTIAL else status
+        messages = sorted({m for qid in ids for m in bad[qid].messages})
+        parts.append(f"{what} for {shown}" + (f" ({'; '.join(messages[:2])})" if messages else ""))
+    hint = " (Forbidden: the role lacks cloudwatch:GetMetricData on a namespace or a KMS key)" \
+        if "Forbidden" in by_status else ""
+    return "GetMetricData answered without data: " + "; ".join(parts) + hint
 
 
 def floor_minute(when: datetime) -> datetime:

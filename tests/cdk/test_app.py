@@ -63,7 +63,7 @@ def test_bad_config_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert all(line.startswith(f"{bad}: ") for line in lines), lines
+    assert all(line.startswith(f"{bad}:") for line in lines), lines
     assert any("initial_weights.neuron" in line for line in lines)
     assert any("instance_typ: unknown key; did you mean 'instance_type'?" in line for line in lines)
     assert not (tmp_path / "cdk.out").exists() or not list((tmp_path / "cdk.out").glob("*.template.json"))

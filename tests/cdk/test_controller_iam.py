@@ -122,6 +122,13 @@ class World:
         self.sm, self.cw, self.ddb = (boto3.client(s, **kw) for s in ("sagemaker", "cloudwatch", "dynamodb"))
         sns, self.sqs = boto3.client("sns", **kw), boto3.client("sqs", **kw)
         create_endpoint(self.sm, self.name, neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
+        # Both variants autoscaled, as the stack registers them: the ticks then read the scalable
+        # targets and raise their floors / suspend scale-in (routing/adapters/autoscaling.py).
+        aas = boto3.client("application-autoscaling", **kw)
+        for variant in ("neuron", "gpu"):
+            aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=f"endpoint/{self.name}/variant/{variant}",
+                                         ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                                         MinCapacity=1, MaxCapacity=6)
         create_table(self.ddb, TABLE)
         self.topic = sns.create_topic(Name="notices")["TopicArn"]
         self.minute = T0
@@ -196,6 +203,7 @@ def test_the_role_grants_every_action_the_table_lists_and_nothing_else(role_acti
 def problems(world: World, summaries: list[dict[str, Any]]) -> list[str]:
     """What went wrong in ramp_fallback_pause (empty: the ramp, the fallback and the pause all worked)."""
     found = [f"tick errors: {s['reason']}" for s in summaries if "metrics unavailable" in str(s.get("reason"))]
+    found += [f"tick exit 3 at {s['time']}" for s in summaries if s["exit_code"] == 3]  # e.g. a denied floor raise
     if not any(s["phase"] == "holding" for s in summaries):
         found.append("the ramp never reached holding")
     fallback, paused = summaries[-2], summaries[-1]
@@ -221,6 +229,8 @@ def test_a_ramp_a_fallback_and_a_pause_run_with_only_the_roles_actions_under_enf
     "cloudwatch:GetMetricData",
     "dynamodb:UpdateItem",
     "sns:Publish",
+    "application-autoscaling:DescribeScalableTargets",  # issue 14, finding 6: one owner for counts
+    "application-autoscaling:RegisterScalableTarget",
 ])
 def test_without_one_action_the_ticks_fail_where_a_user_would(config_path, role_actions, missing):
     with enforced_world(config_path, role_actions - {missing}) as world:

@@ -187,6 +187,73 @@ def test_client_error_4xx_is_not_retried(runtime):
     assert hybrid.snapshot()["fallback"] == {} and hybrid.breaker_state is BreakerState.CLOSED
 
 
+def _model_error(stub: Stubber, original_status: int, variant: str = "neuron") -> None:
+    """A ModelError exactly as botocore parses it: HTTP 424, the modeled members at the top level."""
+    stub.add_client_error(
+        "invoke_endpoint", "ModelError", http_status_code=424, expected_params=expect(),
+        response_meta={"HTTPHeaders": {"x-amzn-invoked-production-variant": variant}},
+        modeled_fields={"OriginalStatusCode": original_status, "OriginalMessage": "bad input",
+                        "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x"},
+    )
+
+
+@pytest.mark.parametrize("original_status", [400, 413, 422])
+def test_model_error_with_4xx_original_status_is_the_callers_input_not_retried(runtime, original_status):
+    client, stub = runtime
+    _model_error(stub, original_status)  # no gpu response queued: a retry would fail the stubber
+    hybrid = make(client, retry_budget_floor=3)
+    with pytest.raises(ClientError) as caught:
+        hybrid.invoke(SHORT)
+    assert caught.value.response["OriginalStatusCode"] == original_status
+    snap = hybrid.snapshot()
+    assert snap["failures"] == {"model_client_error": 1} and snap["fallback"] == {}
+    assert snap["retry_tokens"] == 3.0  # floor 3, one deposit of 0.1 capped at capacity 3: nothing spent
+
+
+def test_a_stream_of_bad_inputs_opens_no_breaker_and_spends_no_retry_budget(runtime):
+    client, stub = runtime
+    for _ in range(12):
+        _model_error(stub, 400)
+    hybrid = make(client, breaker_failures=5, retry_budget_floor=2, retry_budget_ratio=0.0)
+    for _ in range(12):
+        with pytest.raises(ClientError):
+            hybrid.invoke(SHORT)
+    snap = hybrid.snapshot()
+    assert hybrid.breaker_state is BreakerState.CLOSED and snap["breaker_opened"] == 0
+    assert snap["retry_tokens"] == 2.0 and snap["budget_exhausted"] == 0
+
+
+@pytest.mark.parametrize("original_status", [500, 503, 429, 408])
+def test_model_error_with_5xx_or_overload_original_status_is_still_retried_on_gpu(runtime, original_status):
+    client, stub = runtime
+    _model_error(stub, original_status)
+    stub.add_response("invoke_endpoint", ok("gpu"), expect("gpu"))
+    hybrid = make(client)
+    result = hybrid.invoke(SHORT)
+    assert (result.served_by, result.fell_back) == ("gpu", True)
+    assert hybrid.snapshot()["failures"] == {"model_error": 1}
+
+
+def test_classify_model_error_by_original_status_code():
+    def model_error(original: Any) -> ClientError:
+        response: dict[str, Any] = {"Error": {"Code": "ModelError", "Message": "m"},
+                                    "ResponseMetadata": {"HTTPStatusCode": 424}}
+        if original is not None:
+            response["OriginalStatusCode"] = original
+        return ClientError(response, "InvokeEndpoint")  # type: ignore[arg-type]
+
+    assert classify_error(model_error(400)).value == "model_client_error"
+    assert classify_error(model_error(404)).value == "model_client_error"
+    assert classify_error(model_error(500)).value == "model_error"
+    assert classify_error(model_error(None)).value == "model_error"  # unknown: a neuron failure (safe side)
+
+
+def test_runtime_read_timeout_is_70_seconds_for_60_second_models():
+    assert ClientSettings().read_timeout_seconds == 70.0
+    hybrid = HybridClient(ENDPOINT, region="us-east-1", publish_metrics=False)
+    assert hybrid._runtime.meta.config.read_timeout == 70.0
+
+
 def test_gpu_failure_is_not_retried_on_gpu():
     fake = FakeRuntime([client_error("ServiceUnavailable", 503, variant="gpu")])
     with pytest.raises(ClientError):

@@ -367,3 +367,48 @@ def test_a_warm_container_reuses_its_controller_with_each_ticks_own_store_and_cl
     assert [v for k, v in lambda_handler._WARM.items() if k[0] == "controller"] == [controller]
     assert controller.store.owner == "tick-2" and controller.clock is world.clock
     assert not controller.store.holds_lease  # released with the tick's record
+
+
+def _set_status(name: str, status: str, failure_reason: str | None = None) -> None:
+    """What SageMaker shows after a failed update whose rollback failed too (moto cannot produce it)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    for account in sagemaker_backends.values():
+        for backend in account.values():
+            if name in backend.endpoints:
+                backend.endpoints[name].endpoint_status = status
+                if failure_reason is not None:
+                    backend.endpoints[name].failure_reason = failure_reason
+
+
+@pytest.mark.parametrize("status", ["UpdateRollbackFailed", "Failed"])
+def test_a_stuck_endpoint_is_recorded_every_tick_alerted_once_and_route_tick_exits_3(world, status):
+    assert world.cli("start").state.phase.value == "ramping"
+    world.feed()
+    world.invoke()
+    assert world.share() == 10.0
+    world.notices()  # drain
+    _set_status(world.name, status, "capacity error while rolling back")
+
+    summaries = []
+    for _ in range(3):
+        world.feed()
+        summaries.append(world.invoke())
+    assert [s["exit_code"] for s in summaries] == [3, 3, 3]  # never a quiet wait
+    assert all(status in s["reason"] and "hybrid deploy" in s["reason"] for s in summaries)
+    assert [s["notified"] for s in summaries] == [True, False, False]  # one alert, not one a minute
+    notices = world.notices()
+    assert len(notices) == 1 and notices[0]["subject"] == f"[hybrid] {world.name}: endpoint {status}, action needed"
+    assert "capacity error while rolling back" in notices[0]["reason"]
+    stuck = [r for r in world.records() if r["exit_code"] == 3]
+    assert len(stuck) == 3 and all(r["before"]["status"] == status and not r["applied"] for r in stuck)
+    assert world.share() == 10.0 and world.store("x").load().phase.value == "ramping"  # state kept for the repair
+
+    world.feed()
+    code, record = world.hybrid("route", "tick")
+    assert code == 3 and status in record["reason"] and record["errors"]
+
+    _set_status(world.name, "InService")  # repaired by a human: the ramp carries on where it was
+    world.feed()
+    summary = world.invoke()
+    assert summary["exit_code"] == 0 and "hybrid deploy" not in summary["reason"]

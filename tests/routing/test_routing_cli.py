@@ -59,7 +59,7 @@ def test_canary_ramps_then_a_regression_falls_back_in_one_tick_and_status_shows_
     for _ in range(30):
         feed_split(cw, name, minute, total=TOTAL_PER_MINUTE, neuron_share=_neuron_share(sm, name))
         minute += timedelta(minutes=1)
-        code, record = _cli(capsys, "route", "tick", "-c", cfg, now=minute + timedelta(seconds=10))
+        code, record = _cli(capsys, "route", "tick", "-c", cfg, "--settle-seconds", "0", now=minute + timedelta(seconds=10))
         assert code == 0, record["reason"]
         share = _neuron_share(sm, name)
         if not shares or shares[-1] != share:
@@ -73,7 +73,7 @@ def test_canary_ramps_then_a_regression_falls_back_in_one_tick_and_status_shows_
     for _ in range(2):
         feed_split(cw, name, minute, total=TOTAL_PER_MINUTE, neuron_share=100.0, neuron_p99_ms=400.0)
         minute += timedelta(minutes=1)
-    code, record = _cli(capsys, "route", "tick", "-c", cfg, now=minute + timedelta(seconds=10))
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, "--settle-seconds", "0", now=minute + timedelta(seconds=10))
     assert code == 1
     assert record["action"] == "fallback"
     assert _neuron_share(sm, name) == 0.0  # 100% of weighted traffic on gpu, in this one tick
@@ -93,7 +93,7 @@ def test_canary_ramps_then_a_regression_falls_back_in_one_tick_and_status_shows_
     # The next tick only cools down; the fallback's numbers stay visible as the last change.
     feed_split(cw, name, minute, total=TOTAL_PER_MINUTE, neuron_share=0.0)
     minute += timedelta(minutes=1)
-    code, record = _cli(capsys, "route", "tick", "-c", cfg, now=minute + timedelta(seconds=10))
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, "--settle-seconds", "0", now=minute + timedelta(seconds=10))
     assert record["phase"] == "cooling_down" and _neuron_share(sm, name) == 0.0
     code, status = _cli(capsys, "canary", "status", "-c", cfg, now=minute + timedelta(seconds=20))
     assert status["last_judgement"]["phase"] == "cooling_down"
@@ -244,3 +244,15 @@ def test_cli_drives_the_in_account_controllers_table_under_its_lease(setup, caps
     assert "lambda-request-1" in capsys.readouterr().err
     other.release()
     assert run(["canary", "pause", "-c", cfg]) == 0
+
+
+def test_route_tick_waits_60_seconds_for_a_minute_to_settle_by_default_like_the_lambda(setup, capsys, monkeypatch):
+    monkeypatch.delenv("HYBRID_SETTLE_SECONDS", raising=False)
+    cfg = setup["config"]
+    now = T0 + timedelta(minutes=5, seconds=10)
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, "--dry-run", now=now)
+    assert code == 0
+    # 10:05:10 - 60 s = 10:04:10: the minute 10:04 may still be aggregating, so the window ends at 10:04.
+    assert record["metrics"]["window_end"] == (T0 + timedelta(minutes=4)).isoformat()
+    code, record = _cli(capsys, "route", "tick", "-c", cfg, "--dry-run", "--settle-seconds", "0", now=now)
+    assert record["metrics"]["window_end"] == (T0 + timedelta(minutes=5)).isoformat()

@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 
+from routing.env import DEFAULT_SETTLE_SECONDS
 from toolkit.commands.common import ConfigOption, DryRunOption, Output, OutputOption, emit, load, to_jsonable
 from toolkit.errors import EXIT_OK, UserError
 
@@ -30,8 +31,9 @@ StateDirOption = typer.Option(
     None, "--state-dir", help="Controller state and records (default: the config's state_dir, next to the config)."
 )
 SettleOption = typer.Option(
-    0, "--settle-seconds", envvar="HYBRID_SETTLE_SECONDS", min=0, max=600,
-    help="Extra delay before a CloudWatch minute counts as closed (e.g. 60 on real AWS).",
+    DEFAULT_SETTLE_SECONDS, "--settle-seconds", envvar="HYBRID_SETTLE_SECONDS", min=0, max=600,
+    help="Extra delay before a CloudWatch minute counts as closed (60, as the Lambda: the newest minute "
+         "may still be aggregating; 0 judges every minute that has ended).",
 )
 NowOption = typer.Option(
     None, "--now", envvar="HYBRID_NOW", help="Pin the clock (ISO 8601 UTC) for tests and replays.", hidden=True
@@ -218,9 +220,16 @@ def register(app: typer.Typer) -> None:
         config: str = ConfigOption, output: Output = OutputOption,
         endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
         region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+        watch: bool = typer.Option(False, "--watch", "-w", help="Live view: redraw every --interval s (Ctrl-C ends)."),
+        interval: float = typer.Option(5.0, "--interval", min=0.0, help="With --watch: seconds between refreshes."),
+        count: int | None = typer.Option(None, "--count", min=1, help="With --watch: stop after N refreshes."),
     ) -> None:
         """Phase, step k/n, live weights and counts, and the last judgement with its numbers."""
         controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        if watch:  # toolkit/commands/watch_cmds.py
+            from toolkit.commands.watch_cmds import watch_status
+
+            raise typer.Exit(watch_status(controller, output, interval, count))
         emit(controller.status(), output, _render_status)
 
     # `hybrid status` is the same view as `hybrid canary status`: one function, two names.

@@ -192,3 +192,63 @@ def test_any_response_maps_onto_whole_closed_minutes_in_milliseconds(now, minute
     for i, m in enumerate(gpu):
         expected = inside.get(i)
         assert m.latency_p99_ms == (None if expected is None else pytest.approx(expected / 1000.0))
+
+
+# -- StatusCode: InternalError / Forbidden / PartialData are not silence ------------------------------
+
+ANY_PAGE = {"MetricDataQueries": ANY, "StartTime": ANY, "EndTime": ANY, "ScanBy": ANY}
+
+
+def _with_status(query_id: str, points: list[tuple[datetime, float]], status: str,
+                 messages: list[dict] | None = None) -> dict:
+    result = {**_result(query_id, points), "StatusCode": status}
+    if messages is not None:
+        result["Messages"] = messages
+    return result
+
+
+@pytest.mark.parametrize("status", ["InternalError", "Forbidden"])
+def test_an_unanswered_query_makes_the_observation_unknown_with_the_reason(cw_stubbed, status):
+    client, stubber = cw_stubbed
+    m = datetime(2026, 3, 1, 10, 6, tzinfo=UTC)
+    # The exact shape GetMetricData returns: a result with no points and a non-Complete StatusCode.
+    results = [_result("invocations_1", [(m, 100.0)]),
+               _with_status("invocations_0", [], status, [{"Code": status, "Value": "try again"}])]
+    stubber.add_response("get_metric_data", {"MetricDataResults": results, "Messages": []}, ANY_PAGE)
+    obs = CloudWatchMetrics(client).observe(EP, ("neuron", "gpu"), NOW, 1)
+    stubber.assert_no_pending_responses()
+    assert not obs.known  # not "neuron had no traffic": unknown
+    assert status in obs.error and "invocations_0" in obs.error and "try again" in obs.error
+
+
+def test_partial_data_follows_next_token_and_completes(cw_stubbed):
+    client, stubber = cw_stubbed
+    m = datetime(2026, 3, 1, 10, 6, tzinfo=UTC)
+    stubber.add_response("get_metric_data", {"MetricDataResults": [
+        _with_status("invocations_0", [(m - timedelta(minutes=1), 40.0)], "PartialData")], "NextToken": "more"},
+        ANY_PAGE)
+    stubber.add_response("get_metric_data", {"MetricDataResults": [
+        _with_status("invocations_0", [(m, 60.0)], "Complete")]}, {**ANY_PAGE, "NextToken": "more"})
+    metrics = CloudWatchMetrics(client)
+    obs = metrics.observe(EP, ("neuron", "gpu"), NOW, 2)
+    stubber.assert_no_pending_responses()
+    assert obs.known and metrics.api_calls == 2
+    assert [x.invocations for x in obs.for_variant("neuron")] == [40.0, 60.0]
+
+
+def test_partial_data_without_a_next_page_is_unknown_not_missing_minutes(cw_stubbed):
+    client, stubber = cw_stubbed
+    stubber.add_response("get_metric_data", {"MetricDataResults": [
+        _with_status("latency_p99_ms_0", [], "PartialData")]}, ANY_PAGE)
+    obs = CloudWatchMetrics(client).observe(EP, ("neuron", "gpu"), NOW, 1)
+    assert not obs.known and "incomplete" in obs.error and "latency_p99_ms_0" in obs.error
+
+
+def test_an_error_on_an_earlier_page_sticks_even_when_a_later_page_says_complete(cw_stubbed):
+    client, stubber = cw_stubbed
+    stubber.add_response("get_metric_data", {"MetricDataResults": [
+        _with_status("errors_5xx_0", [], "InternalError")], "NextToken": "p2"}, ANY_PAGE)
+    stubber.add_response("get_metric_data", {"MetricDataResults": [
+        _with_status("errors_5xx_0", [], "Complete")]}, {**ANY_PAGE, "NextToken": "p2"})
+    obs = CloudWatchMetrics(client).observe(EP, ("neuron", "gpu"), NOW, 1)
+    assert not obs.known and "InternalError" in obs.error

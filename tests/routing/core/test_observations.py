@@ -28,3 +28,18 @@ def test_without_percentiles_average_and_maximum_stand_in_and_the_observation_sa
     (minute,) = observation.minutes["neuron"]
     assert (minute.latency_p50_ms, minute.latency_p90_ms, minute.latency_p99_ms) == (40.0, 200.0, 200.0)
     assert observation.percentiles_available is False
+
+
+def test_unreadable_reason_names_each_bad_status_and_query() -> None:
+    from routing.core.observations import QueryStatus, unreadable_reason
+
+    assert unreadable_reason({"invocations_0": QueryStatus("Complete")}) is None
+    assert unreadable_reason({}) is None
+    reason = unreadable_reason({"invocations_0": QueryStatus("Forbidden", ("AccessDenied: no",)),
+                                "errors_5xx_1": QueryStatus("InternalError"),
+                                "latency_p99_ms_0": QueryStatus("PartialData"),
+                                "targeted_0": QueryStatus("SomethingNew")})
+    assert reason is not None
+    for part in ("Forbidden for invocations_0", "AccessDenied: no", "InternalError for errors_5xx_1",
+                 "incomplete after the last page for latency_p99_ms_0", "SomethingNew for targeted_0"):
+        assert part in reason

@@ -16,9 +16,9 @@ from toolkit.local.server import EmbeddedAws
 
 pytestmark = pytest.mark.slow
 
-# A short rollout: ramp to 100 % neuron, a neuron latency fault at minute 18 (the fallback), recovery.
+# A short rollout (55 min: the controller judges a minute 60 s after it closes): ramp to 100 % neuron, a neuron latency fault at minute 18 (the fallback), recovery.
 SCENARIO = {
-    "duration_minutes": 40, "canary_start_minute": 2, "traffic": {"rps": 60},
+    "duration_minutes": 55, "canary_start_minute": 2, "traffic": {"rps": 60},
     "config": {"canary": {"steps": [50, 100]}, "fallback": {"cooldown_minutes": 5},
                "execution_role_arn": "arn:aws:iam::123456789012:role/demo",
                "variants": {"gpu": {"initial_count": 4}, "neuron": {"initial_count": 2, "min_count": 2}}},
@@ -29,7 +29,7 @@ FALLBACK_TINT = np.array([252, 235, 236])  # FALLBACK_SHADE at alpha 0.10 over w
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
-    """Deploy, run the real controller against the embedded AWS for 40 minutes; yield while the AWS is up."""
+    """Deploy, run the real controller against the embedded AWS for 55 minutes (the controller judges minutes 60 s after they close, as deployed); yield while the AWS is up."""
     from routing.controller import build_controller
     from toolkit.config import load_config
     from toolkit.deploy import deploy_endpoint

@@ -1,0 +1,124 @@
+"""Application Auto Scaling adapter: the variants' scalable targets, read and (re)registered.
+
+One owner for instance counts (docs/infrastructure.md, "Who owns what"): when a variant has a
+scalable target, Application Auto Scaling owns its DesiredInstanceCount. The router never sets
+that count itself (target tracking would move it back, and each of its scaling activities puts
+the endpoint in `Updating`, which refuses the router's next update, a fallback included).
+Instead the router owns the target's FLOOR and its scale-in switch:
+
+- a count the policy asks for becomes the target's MinCapacity (RegisterScalableTarget on the
+  existing target; MaxCapacity is raised with it if needed): autoscaling itself scales out to it;
+- dynamic scale-in is suspended (SuspendedState.DynamicScalingInSuspended) while the canary ramps
+  and during a fallback episode (falling_back, cooling_down), so autoscaling cannot take away the
+  capacity a step or the fallback just asked for; it is restored in every other phase (holding,
+  paused, idle, aborted). Scale-out and scheduled scaling are left as the target has them.
+
+Calls: one DescribeScalableTargets per tick (both variants, filtered by resource id), and one
+RegisterScalableTarget per variant whose floor or switch must change (at most two per tick, most
+ticks none). They are counted in `api_calls`, apart from the router's SageMaker calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from routing.core.model import Phase
+from toolkit.errors import AwsError
+
+NAMESPACE = "sagemaker"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+# Phases in which autoscaling must not remove capacity the controller asked for.
+SCALE_IN_SUSPENDED_PHASES = frozenset({Phase.RAMPING, Phase.FALLING_BACK, Phase.COOLING_DOWN})
+MIN_FLOOR = 1  # Application Auto Scaling keeps a real-time variant at >= 1 instance
+
+
+def resource_id(endpoint: str, variant: str) -> str:
+    return f"endpoint/{endpoint}/variant/{variant}"
+
+
+@dataclass(frozen=True)
+class VariantScaling:
+    """A variant's scalable target as Application Auto Scaling has it."""
+
+    variant: str
+    min_capacity: int
+    max_capacity: int
+    scale_in_suspended: bool = False
+    scale_out_suspended: bool = False
+    scheduled_suspended: bool = False
+
+
+class ScalableTargets:
+    """The scalable targets of one endpoint's variants (those that have one)."""
+
+    def __init__(self, client: Any, endpoint: str, variants: Sequence[str]) -> None:
+        self._client = client
+        self.endpoint = endpoint
+        self.variants = tuple(variants)
+        self.api_calls = 0
+
+    def read(self) -> dict[str, VariantScaling]:
+        """Variant -> its scalable target; a variant without one is absent (the router then sets counts)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        ids = {resource_id(self.endpoint, v): v for v in self.variants}
+        out: dict[str, VariantScaling] = {}
+        kwargs: dict[str, Any] = {"ServiceNamespace": NAMESPACE, "ResourceIds": list(ids),
+                                  "ScalableDimension": DIMENSION}
+        try:
+            while True:
+                self.api_calls += 1
+                page = self._client.describe_scalable_targets(**kwargs)
+                for t in page.get("ScalableTargets", []):
+                    variant = ids.get(t.get("ResourceId", ""))
+                    if variant is None:
+                        continue
+                    suspended = t.get("SuspendedState") or {}
+                    out[variant] = VariantScaling(
+                        variant=variant, min_capacity=int(t["MinCapacity"]), max_capacity=int(t["MaxCapacity"]),
+                        scale_in_suspended=bool(suspended.get("DynamicScalingInSuspended", False)),
+                        scale_out_suspended=bool(suspended.get("DynamicScalingOutSuspended", False)),
+                        scheduled_suspended=bool(suspended.get("ScheduledScalingSuspended", False)),
+                    )
+                token = page.get("NextToken")
+                if not token:
+                    return out
+                kwargs["NextToken"] = token
+        except ClientError as error:
+            message = str(error.response.get("Error", {}).get("Message", error))
+            raise AwsError(f"DescribeScalableTargets {self.endpoint}: {message} (the controller needs "
+                           f"application-autoscaling:DescribeScalableTargets)") from None
+        except BotoCoreError as error:
+            raise AwsError(f"DescribeScalableTargets {self.endpoint}: {error}") from None
+
+    def register(self, wanted: VariantScaling) -> VariantScaling:
+        """RegisterScalableTarget on the existing target: floor, ceiling and the three suspend switches."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.api_calls += 1
+            self._client.register_scalable_target(
+                ServiceNamespace=NAMESPACE, ResourceId=resource_id(self.endpoint, wanted.variant),
+                ScalableDimension=DIMENSION, MinCapacity=wanted.min_capacity, MaxCapacity=wanted.max_capacity,
+                # All three switches: a member left out would be reset to false (a human's suspension lost).
+                SuspendedState={"DynamicScalingInSuspended": wanted.scale_in_suspended,
+                                "DynamicScalingOutSuspended": wanted.scale_out_suspended,
+                                "ScheduledScalingSuspended": wanted.scheduled_suspended},
+            )
+        except ClientError as error:
+            message = str(error.response.get("Error", {}).get("Message", error))
+            raise AwsError(f"RegisterScalableTarget {self.endpoint}/{wanted.variant}: {message}") from None
+        except BotoCoreError as error:
+            raise AwsError(f"RegisterScalableTarget {self.endpoint}/{wanted.variant}: {error}") from None
+        return wanted
+
+
+def wanted_scaling(current: VariantScaling, phase: Phase, floor: int | None) -> VariantScaling:
+    """What the router wants of a target: the policy's count as the floor (if any), scale-in per phase. Pure."""
+    wanted = replace(current, scale_in_suspended=phase in SCALE_IN_SUSPENDED_PHASES)
+    if floor is not None:
+        minimum = max(MIN_FLOOR, int(floor))
+        wanted = replace(wanted, min_capacity=minimum, max_capacity=max(current.max_capacity, minimum))
+    return wanted
