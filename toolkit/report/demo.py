@@ -90,6 +90,7 @@ def from_run(result: Any, summary: Mapping[str, Any] | None = None) -> ReportInp
     notes = [f"Simulated run ({mode}): the fleet is simulated; the deploy, the controller and its adapters are real.",
              "5XX are counted for the whole endpoint in the simulation (not per variant)."]
     notes += _fault_notes(summary or {})
+    notes += _parity_notes(summary or {})
     return ReportInput(
         title=title, subtitle=setup.scenario.description, start=setup.scenario.start, minutes=minutes,
         decisions=decisions,
@@ -116,6 +117,20 @@ def _fault_notes(summary: Mapping[str, Any]) -> list[str]:
         out.append(f"Requests over the SLO (true latency of every request): {summary['requests_over_slo']:,}; "
                    f"false rollbacks: {summary.get('false_rollbacks', 0)}.")
     return out
+
+
+def _parity_notes(summary: Mapping[str, Any]) -> list[str]:
+    """Output parity (issue 17): what the client's mirroring saw, and the wrong answers users got (truth)."""
+    parity = summary.get("parity") or {}
+    wrong = summary.get("wrong_answers") or 0
+    if not parity.get("compared") and not wrong:
+        return []
+    if parity.get("compared"):
+        seen = (f"Output parity: {parity['agreed']:,} of {parity['compared']:,} mirrored neuron answers agreed "
+                f"with gpu's ({parity['agreement']:.2%})")
+    else:
+        seen = "Output parity: off (no answers mirrored; the controller could not see wrong answers)"
+    return [f"{seen}; requests answered wrongly (truth): {wrong:,}."]
 
 
 __all__ = ["config_echo", "from_run"]
