@@ -309,7 +309,7 @@ def is_low_traffic(scenario: Scenario) -> bool:
 
 def is_steady(scenario: Scenario) -> bool:
     t = scenario.traffic
-    return t.rps is not None and not t.spikes and not scenario.faults
+    return t.rps is not None and not t.spikes and not scenario.faults and not scenario.events  # a new model is no steady state
 
 
 def plan(scenarios: list[Scenario], config: HybridConfig, policies: Iterable[str], seeds: int,
