@@ -85,9 +85,10 @@ def test_an_endpoint_whose_models_were_not_read_changes_nothing():
 
 def test_drain_is_capacity_aware_like_a_gradual_fallback():
     cfg = make_config()  # gpu carries 20 req/s per instance
-    # 100 req/s, neuron 100%, one gpu instance in service: gpu takes the 20% it carries now, sized for 90%.
+    # 100 req/s, neuron 100%, one gpu instance in service: gpu takes what it carries below saturation now
+    # (20 req/s / 1.2 headroom = 16.6%), sized for 90%.
     target = drain_target(cfg, live(100.0, gpu_count=1), 10.0, 100.0)
-    assert target.weights == {"neuron": 80.0, "gpu": 20.0}
+    assert target.weights == {"neuron": 83.4, "gpu": 16.6}
     assert target.instance_counts["gpu"] == 6  # 90 req/s x 1.2 headroom / 20, capped at max_count 8
     # once gpu has the instances in service, neuron goes to the first step
     assert drain_target(cfg, live(80.0, gpu_count=6), 10.0, 100.0).weights == {"neuron": 10.0, "gpu": 90.0}
