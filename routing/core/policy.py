@@ -340,7 +340,8 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
 # Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
 # and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
 # Silence (neuron serves nothing) moves everything at once.
-GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS,
+                           Gate.PARITY})  # issue 17: wrong answers on a share beat 5XX for everyone on a small gpu
 
 
 def _gpu_carry_share(t: Tick) -> float:
