@@ -143,6 +143,12 @@ class World:
         self.minute += timedelta(minutes=1)
         self.clock.set(self.minute + timedelta(seconds=10))
 
+    def judged_neuron_model(self) -> Any:
+        """The neuron model the controller recorded (issue 17): its image is read with DescribeModel."""
+        with signed_by(self.admin):
+            state = open_store(self.config, client=self.ddb, clock=self.clock).load()
+        return state.neuron_model if state else None
+
     def cli(self, command: str) -> Any:
         """`hybrid canary <command>` by an operator (admin keys), on the controller's table."""
         with signed_by(self.admin):
@@ -206,6 +212,9 @@ def problems(world: World, summaries: list[dict[str, Any]]) -> list[str]:
     found += [f"tick exit 3 at {s['time']}" for s in summaries if s["exit_code"] == 3]  # e.g. a denied floor raise
     if not any(s["phase"] == "holding" for s in summaries):
         found.append("the ramp never reached holding")
+    model = world.judged_neuron_model()
+    if model is None or model.image is None:  # DescribeModel denied: versions told apart by name only
+        found.append(f"the neuron model was not read with DescribeModel: {model}")
     fallback, paused = summaries[-2], summaries[-1]
     if not (fallback["action"] == "fallback" and fallback["applied"] and world.share() == 0.0):
         found.append(f"no fallback applied: {fallback}")
@@ -225,6 +234,7 @@ def test_a_ramp_a_fallback_and_a_pause_run_with_only_the_roles_actions_under_enf
 
 @pytest.mark.parametrize("missing", [
     "sagemaker:DescribeEndpointConfig",  # issue 14, finding 1: every cold start needs it
+    "sagemaker:DescribeModel",  # issue 17: model versions by artifact and image
     "sagemaker:UpdateEndpointWeightsAndCapacities",
     "cloudwatch:GetMetricData",
     "dynamodb:UpdateItem",

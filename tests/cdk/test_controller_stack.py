@@ -95,8 +95,12 @@ def test_endpoint_actions_are_scoped_to_the_endpoint_and_table_actions_to_the_ta
     on_endpoint = {a for s in by_service["sagemaker"] if s["Resource"] == endpoint for a in _actions(s)}
     assert on_endpoint == {"sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"}
     # The router reads the instance types from the endpoint's config on every cold start.
-    (configs,) = [s for s in by_service["sagemaker"] if s["Resource"] != endpoint]
+    configs, models = [s for s in by_service["sagemaker"] if s["Resource"] != endpoint]
     assert _actions(configs) == ["sagemaker:DescribeEndpointConfig"]
+    # ...and each variant's model once per endpoint config, to tell model versions apart (issue 17).
+    assert _actions(models) == ["sagemaker:DescribeModel"]
+    assert stack.stack.resolve(models["Resource"]) == {"Fn::Join": ["", [
+        "arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":model/*"]]}
     assert stack.stack.resolve(configs["Resource"]) == {"Fn::Join": ["", [
         "arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":endpoint-config/*"]]}
     dynamo = {a for s in by_service["dynamodb"] for a in _actions(s)}
@@ -120,6 +124,7 @@ def test_no_wildcard_actions_and_wildcard_resources_only_where_names_are_unknowa
         "application-autoscaling:RegisterScalableTarget",  # scalable-target/* of this account and region
         "cloudwatch:GetMetricData",  # no resource type
         "sagemaker:DescribeEndpointConfig",  # endpoint-config/* of this account and region
+        "sagemaker:DescribeModel",  # model/* of this account and region
     ]
 
 

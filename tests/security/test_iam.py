@@ -39,6 +39,7 @@ UNSCOPABLE: dict[str, str] = {
 # (by CloudFormation, `hybrid deploy` or the service) and unknown at synth.
 GENERATED: dict[str, str] = {
     "sagemaker:DescribeEndpointConfig": "endpoint-config",  # read-only; config names are generated
+    "sagemaker:DescribeModel": "model",  # read-only; model names are generated
     "application-autoscaling:RegisterScalableTarget": "scalable-target",  # target ids are generated
 }
 
