@@ -47,7 +47,7 @@ from routing.core.model import (
     Target,
 )
 from routing.core.stats import StepTotals, instances_for
-from routing.core.transitions import GUARDED, Event, allows, transition
+from routing.core.transitions import GUARD_PHASES, Event, allows, transition
 from routing.core.variants import GPU, NEURON
 
 if TYPE_CHECKING:  # the settings model is only read here; its module (pydantic, YAML) stays out of the core
@@ -58,6 +58,8 @@ DEGRADE_FRACTION = 0.9  # holding: neuron p99 above 90% of the SLO (noise rule) 
 RECOVER_FRACTION = 0.8  # holding: a clean minute has p99 <= 80% of the SLO (hysteresis band)
 RECOVER_UTILIZATION = 0.8  # ...and load <= 80% of the saturation level
 MAX_WINDOW_MINUTES = 60
+DEFAULT_SCALE_UP_MINUTES = 6.0  # until one neuron scale-up has been measured (ml.inf2: ~5-8 min)
+TREND_MINUTES = 6  # minutes of traffic the trend is fitted on
 MINUTE = timedelta(minutes=1)
 
 COMMANDS = ("start", "pause", "resume", "abort", "promote")
@@ -171,6 +173,9 @@ class Measurement:
     silence: Silence  # the newest minutes neuron served nothing in, and what it should have served
     cost_per_1k: dict[str, float | None]  # observed: instance count x $/h over invocations
     projected_cost_per_1k: dict[str, float | None]  # right-sized fleet at the current traffic
+    counted: tuple[datetime, ...] = ()  # the ledger after this tick: minute starts in totals
+    data_lag: float = 0.0  # minutes CloudWatch is behind (measured)
+    newest_minute: datetime | None = None
 
 
 def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_share: float,
@@ -197,19 +202,43 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     return out
 
 
+def reported_horizon(observation: Observation) -> datetime | None:
+    """The newest minute start any variant has a row for: CloudWatch has reported up to there."""
+    starts = [m.start for rows in observation.minutes.values() for m in rows if m.has_data]
+    return max(starts) if starts else None
+
+
+def data_lag(observation: Observation, previous_newest: datetime | None, previous_lag: float) -> float:
+    """How late minutes arrive, in minutes, measured when a new minute shows up.
+
+    While no new minute arrives the last measured lag stands: a stall is then seen as silence after
+    that lag (so an outage is still caught), while data that is merely late is waited for.
+    """
+    newest = reported_horizon(observation)
+    if newest is None or (previous_newest is not None and newest <= previous_newest):
+        return previous_lag
+    end = observation.window_end.replace(second=0, microsecond=0)
+    return max(0.0, (end - (newest + MINUTE)).total_seconds() / 60.0)
+
+
 def silence_of(observation: Observation, since: datetime | None, neuron_share: float, gpu_share: float,
-               last_rps: float) -> Silence:
+               last_rps: float, lag_minutes: float = 0.0) -> Silence:
     """The run of newest judged minutes in which neuron served nothing, and what it should have served.
 
     Expected traffic per minute comes from the gpu side on the same minute (gpu invocations / gpu
     share): if gpu is quiet too, little was expected. When gpu has no weight it cannot tell; the last
     known total stands in, and two silent minutes are needed (one missing datapoint is not an outage).
-    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute.
+    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute,
+    except the newest minutes CloudWatch has not reported yet: up to the measured lag (lag_minutes),
+    a minute no variant reported is late, not silent (late data delays the verdict by its lateness).
     """
     if neuron_share <= 0 or since is None:
         return Silence(0, 0.0, 0.0, 1)
     first = ceil_minute(since)
-    end = observation.window_end.replace(second=0, microsecond=0)
+    clock_end = observation.window_end.replace(second=0, microsecond=0)
+    horizon = reported_horizon(observation)
+    awaited = clock_end - MINUTE * math.ceil(lag_minutes - 1e-9)
+    end = min(clock_end, max(awaited, horizon + MINUTE)) if horizon is not None else awaited
     count = max(0, int((end - first).total_seconds() // 60))
     n_by = {m.start: m for m in observation.minutes.get(NEURON, ())}
     g_by = {m.start: m for m in observation.minutes.get(GPU, ())}
@@ -242,8 +271,12 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     last_rps = float(state.memory.total_rps or 0.0)
     total_rps = known[-1] / 60.0 if known else None
     sizing_rps = max(known[-3:]) / 60.0 if known else last_rps
+    lead = state.memory.scale_up_minutes if state.memory.scale_up_minutes is not None else DEFAULT_SCALE_UP_MINUTES
+    # Capacity ahead of traffic: plan for where the trend takes the traffic by the time a scale-up lands.
+    sizing_rps = max(sizing_rps, forecast_rps(known, lead))
 
-    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps)
+    lag = data_lag(observation, state.memory.newest_minute, state.memory.data_lag_minutes)
+    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps, lag)
     if silence.minutes and neuron_share > 0:
         # A silent neuron makes the newest totals read 0: size (e.g. the gpu taking over) on what was known.
         sizing_rps = max(sizing_rps, last_rps)
@@ -266,19 +299,61 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         rps = total_rps if total_rps else vc.capacity_rps_per_instance  # idle endpoint: cost at capacity
         fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
-    totals = _step_totals(state, step, observation)
-    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed, projected)
+    totals, counted = _step_totals(state, step, observation, neuron_share, gpu_share)
+    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed,
+                       projected, counted, lag, reported_horizon(observation) or state.memory.newest_minute)
 
 
-def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
-    """The step's running totals plus the minutes closed since the last judged tick (each once)."""
+def forecast_rps(per_minute_totals: list[float], lead_minutes: float) -> float:
+    """Traffic (req/s) lead_minutes ahead on the newest TREND_MINUTES' least-squares slope (growth only).
+
+    Only a rising trend raises the plan: a falling one never sizes below the recent peak.
+    """
+    ys = per_minute_totals[-TREND_MINUTES:]
+    if len(ys) < 3:
+        return 0.0
+    n = len(ys)
+    mean_x, mean_y = (n - 1) / 2.0, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in range(n))
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(ys)) / var
+    if slope <= 0:
+        return 0.0
+    return (ys[-1] + slope * lead_minutes) / 60.0
+
+
+LEDGER_GRACE = 2  # minutes: a minute still missing a side this far behind the newest reported minute is final
+
+
+def _step_totals(state: ControllerState, step: Window, observation: Observation, neuron_share: float,
+                 gpu_share: float) -> tuple[StepTotals, tuple[datetime, ...]]:
+    """The step's running totals plus every minute not yet counted, whenever it arrived (the ledger).
+
+    A minute is counted once, when it is complete: every variant with weight has reported it, or
+    it is LEDGER_GRACE minutes behind the newest reported minute (a side that reports nothing by
+    then is silent, not late; silence is judged by the data gate). The ledger (the counted minute
+    starts) keeps only minutes still inside the metrics window: older ones cannot come back.
+    """
     memory = state.memory
-    prior = (memory.step_totals or StepTotals()) if memory.totals_since == memory.live_since else StepTotals()
+    same_step = memory.totals_since == memory.live_since
+    prior = (memory.step_totals or StepTotals()) if same_step else StepTotals()
+    ledger = tuple(m for m in memory.counted_minutes if m >= observation.window_start) if same_step else ()
     if not observation.known:
-        return prior
-    seen = state.last_window_end
-    fresh = [m for m in step.neuron if seen is None or m.start >= seen], [m for m in step.gpu if seen is None or m.start >= seen]
-    return prior.add(*fresh)
+        return prior, ledger
+    horizon = reported_horizon(observation)
+    n_by = {m.start: m for m in step.neuron if m.has_data}
+    g_by = {m.start: m for m in step.gpu if m.has_data}
+    counted = set(ledger)
+    fresh: list[datetime] = []
+    for start in sorted(set(n_by) | set(g_by)):
+        if start in counted:
+            continue
+        complete = (start in n_by or neuron_share <= 0) and (start in g_by or gpu_share <= 0)
+        final = horizon is not None and start <= horizon - MINUTE * LEDGER_GRACE
+        if complete or final:
+            fresh.append(start)
+    keep = set(fresh)
+    totals = prior.add([m for m in step.neuron if m.start in keep], [m for m in step.gpu if m.start in keep])
+    return totals, tuple(sorted(counted | keep))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,10 +412,10 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
     return "; ".join(parts)
 
 
-# Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
-# and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
-# Silence (neuron serves nothing) moves everything at once.
-GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+# Breaches where neuron still answers within the SLO's reach (slow): gpu takes what its live instances
+# carry now and the rest as they come; overloading a warm gpu floor would fail more requests than it
+# saves. 5XX over the cap or silence (neuron fails or serves nothing): everything to gpu at once.
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION})
 
 
 def _gpu_carry_share(t: Tick) -> float:
@@ -441,6 +516,8 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
 def guard(t: Tick) -> Decision | None:
     """Fall back on a breach or after too many unknown ticks; hold on an unknown tick. None: carry on."""
     state = t.state
+    if state.phase == Phase.FALLING_BACK:
+        return _escalate(t)
     if not t.observation.known:
         unknown = state.unknown_ticks + 1
         limit = t.config.fallback.max_unknown_ticks
@@ -452,14 +529,33 @@ def guard(t: Tick) -> Decision | None:
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
         latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
-        if state.phase == Phase.FALLING_BACK:
-            if latency_only:
-                return None  # the same slow neuron the fallback is already draining (on_falling_back)
-            # Errors or silence while draining gradually: everything to gpu now, same fallback.
-            return _decision(t, state.remember(fallback_gradual=False), Action.FALLBACK,
-                             f"falling back: {why}; {_gpu_text(_fallback_target(t))}", _fallback_target(t))
         return fall_back(t, why, gradual=latency_only)
     return None
+
+
+def _escalate(t: Tick) -> Decision | None:
+    """Falling back gradually (neuron slow): 5XX, silence or metrics lost meanwhile send everything to gpu now.
+
+    None: nothing new (the handler keeps draining). The fallback count and cool-down stay those of
+    the fallback being drained.
+    """
+    state = t.state
+    if t.live <= SHARE_EPSILON or not state.memory.fallback_gradual:
+        return None
+    if not t.observation.known:
+        unknown = state.unknown_ticks + 1
+        if unknown < t.config.fallback.max_unknown_ticks:
+            return None
+        why = f"no metrics for {unknown} ticks ({t.observation.error})"
+    else:
+        worse = [g for g in t.assessed.breaches if g.name not in GRADUAL_GATES]
+        if not worse:
+            return None
+        why = "; ".join(f"{g.name} failed: {g.detail}" for g in worse)
+    target = _fallback_target(t)
+    new = transition(state, Event.ESCALATE, memory=replace(state.memory, fallback_gradual=False))
+    return _decision(t, new, Action.FALLBACK, f"falling back, escalated: {why}; {_gpu_text(target)}", target,
+                     {"escalated": True})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -698,7 +794,10 @@ def _finish(t: Tick, decision: Decision) -> Decision:
     if t.measured.total_rps is not None and not silent:
         memory = replace(memory, total_rps=round(t.measured.total_rps, 4))
     if memory.live_since == t.state.memory.live_since:
-        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since)
+        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since,
+                         counted_minutes=t.measured.counted)
+    if t.observation.known:
+        memory = replace(memory, data_lag_minutes=t.measured.data_lag, newest_minute=t.measured.newest_minute)
     known = t.observation.known
     state = decision.state.evolve(
         last_tick_at=t.now,
@@ -729,7 +828,7 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
                m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING,
                percentiles_available=observation.percentiles_available)
     t = Tick(config, state, endpoint, observation, now, m, a)
-    decision = guard(t) if state.phase in GUARDED else None
+    decision = guard(t) if state.phase in GUARD_PHASES else None
     if decision is None:
         if not observation.known:  # nothing at risk in these phases; the handlers need no metrics
             t = replace(t, state=state.evolve(unknown_ticks=state.unknown_ticks + 1))
