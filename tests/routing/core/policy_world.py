@@ -87,6 +87,7 @@ class World:
     neuron: Behaviour = field(default_factory=Behaviour)
     gpu: Behaviour = field(default_factory=lambda: Behaviour(p99_ms=38.0))
     metrics_error: str | Callable[[int], str | None] | None = None
+    delay: int | Callable[[int], int] = 0  # minutes CloudWatch publishes late (both variants)
     apply: bool = True
     state: ControllerState | None = None
     history: dict[str, list[MinuteMetrics]] = field(default_factory=lambda: {NEURON: [], GPU: []})
@@ -140,9 +141,12 @@ class World:
         start = self.now - MINUTE * minutes
         if error:
             return Observation(window_start=start, window_end=self.now, error=error)
+        delay = self.delay(self.tick_no) if callable(self.delay) else self.delay
+        visible = self.now - MINUTE * delay  # a minute shows once it closed `delay` minutes ago
         return Observation(
             window_start=start, window_end=self.now,
-            minutes={v: tuple(m for m in self.history[v] if m.start >= start) for v in (NEURON, GPU)},
+            minutes={v: tuple(m for m in self.history[v] if start <= m.start and m.start + MINUTE <= visible)
+                     for v in (NEURON, GPU)},
         )
 
     def _progress_scaling(self) -> None:

@@ -1,0 +1,93 @@
+"""Tick-by-tick tests of the judgement: late minutes, load vs fault, errors and escalation (issue 15)."""
+
+from __future__ import annotations
+
+from routing.core.model import Action, Phase
+from tests.routing.core.policy_world import Behaviour, World, make_config
+from toolkit.config import GPU, NEURON
+
+
+def _holding(world: World, limit: int = 300) -> int:
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING, limit=limit)
+    return world.tick_no
+
+
+# ------------------------------------------------------------------------------------------------
+# Every minute counts once, whenever it arrives
+
+
+def test_metrics_late_for_the_whole_run_still_migrate_within_their_lateness():
+    on_time = _holding(World(make_config(), rps=20).started())
+    late = World(make_config(), rps=20, delay=3).started()
+    ticks = _holding(late)
+    assert all(d.action != Action.FALLBACK for d in late.decisions)
+    # Each of the 4 steps waits for its minutes at most the lateness (3 min) longer.
+    assert ticks <= on_time + 4 * 3
+    assert late.weights == {NEURON: 100.0, GPU: 0.0}
+
+
+def test_a_minute_that_arrives_late_is_counted_exactly_once():
+    world = World(make_config(canary={"steps": [10, 100], "min_sample": 100000, "max_bake_minutes": 30}),
+                  rps=20, delay=lambda tick: 4 if 6 <= tick < 10 else 0).started()
+    world.run(16)
+    decision = world.decisions[-1]
+    since = world.state.memory.live_since
+    served = sum(m.invocations or 0.0 for m in world.history[NEURON]
+                 if m.start >= since and m.start + policy_minute() <= world.now)
+    assert decision.statistics["neuron_invocations"] == served
+    assert world.state.memory.counted_minutes  # the ledger is kept...
+    assert len(world.state.memory.counted_minutes) <= 61  # ...and bounded by the metrics window
+
+
+def policy_minute():
+    from routing.core.policy import MINUTE
+    return MINUTE
+
+
+def test_late_metrics_at_full_neuron_are_not_silence():
+    world = World(make_config(), rps=20, delay=3).started()
+    _holding(world)
+    decisions = world.run(15)
+    assert all(d.action != Action.FALLBACK for d in decisions)
+    data = next(g for g in decisions[-1].gates if g.name == "data")
+    assert data.passed is True
+
+
+def test_an_outage_at_full_neuron_is_still_caught_with_late_metrics():
+    world = World(make_config(), rps=20, delay=3).started()
+    _holding(world)
+    start = world.tick_no
+    world.neuron = Behaviour(silent=lambda tick: tick > start)
+    world.gpu = Behaviour(p99_ms=38.0, silent=lambda tick: tick > start)  # gpu has no weight: no rows either
+    decision = world.run_until(lambda d: d.action == Action.FALLBACK, limit=20)
+    assert decision.failed_gates[0].name == "data"
+    assert world.tick_no - start <= 3 + 3  # its lateness, then the two silent minutes data needs
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors: 100% gpu at once; escalation while draining
+
+
+def test_errors_over_the_cap_send_everything_to_gpu_in_the_first_fallback_tick():
+    # gpu's one live instance carries 20 req/s of 60: a latency fallback would drain gradually.
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}).started()
+    world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
+    world.neuron = Behaviour(error_rate=0.4)
+    decision = world.run_until(lambda d: d.action == Action.FALLBACK)
+    assert decision.target.weights[NEURON] == 0.0
+    assert decision.target.instance_counts[GPU] >= 4  # sized for the whole traffic with headroom
+
+
+def test_errors_while_a_latency_fallback_drains_escalate_to_gpu_at_once():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}, scale_ticks=4).started()
+    world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
+    world.neuron = Behaviour(p99_ms=400.0)
+    first = world.run_until(lambda d: d.action == Action.FALLBACK)
+    assert 0.0 < first.target.weights[NEURON] < 100.0  # slow but answering: gpu takes what it carries
+    assert world.phase() == Phase.FALLING_BACK
+    fallbacks = world.state.fallbacks
+    world.neuron = Behaviour(p99_ms=400.0, error_rate=0.5)
+    escalated = world.run_until(lambda d: d.statistics.get("escalated") is True, limit=5)
+    assert escalated.action == Action.FALLBACK and escalated.target.weights[NEURON] == 0.0
+    assert escalated.state.phase == Phase.FALLING_BACK and escalated.state.fallbacks == fallbacks
+    assert "escalated" in escalated.reason
