@@ -44,6 +44,7 @@ from routing.core.model import (
     MinuteMetrics,
     Observation,
     Phase,
+    PolicyMemory,
     Target,
 )
 from routing.core.stats import StepTotals, instances_for
@@ -529,8 +530,93 @@ def guard(t: Tick) -> Decision | None:
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
         latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
+        load = neuron_load(t)
+        loaded = all(g.name in LOAD_GATES for g in t.assessed.breaches)
+        if loaded and state.phase in (Phase.RAMPING, Phase.HOLDING) and load > saturation_level(t.config):
+            return overflow(t, _phase_goal(t), load, f"{why} at {load:.0%} of neuron's capacity per instance")
         return fall_back(t, why, gradual=latency_only)
     return None
+
+
+# Breaches that load alone can cause (queueing delay, requests over capacity failing): judged against
+# neuron's load per instance before they count as a fault. Silence is never load.
+LOAD_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+
+
+def saturation_level(config: HybridConfig) -> float:
+    """Load / capacity above which neuron's latency and 5XX are load's doing: what it is sized for."""
+    return config.holding.saturation_utilization
+
+
+def neuron_load(t: Tick) -> float:
+    """Neuron's load per instance / its capacity: the highest of the newest NOISE_WINDOW minutes judged.
+
+    The per-instance figure is SageMaker's InvocationsPerInstance when published, else invocations
+    over the in-service count. The same minutes the breach was found on (the recent window).
+    """
+    count = max(t.endpoint.counts().get(NEURON, 0), 1)
+    cap = t.config.variants.neuron.capacity_rps_per_instance
+    rows = [m for m in t.measured.recent.neuron if m.has_data and m.invocations][-NOISE_WINDOW:]
+    loads = [((m.invocations_per_instance if m.invocations_per_instance is not None else (m.invocations or 0.0) / count)
+              / 60.0 / cap) for m in rows]
+    return max(loads, default=0.0)
+
+
+def _phase_goal(t: Tick) -> float:
+    if t.state.phase == Phase.HOLDING:
+        return _holding_goal(t.state, t.config.canary.target_neuron_percent)
+    steps = t.state.steps or tuple(t.config.canary.resolved_steps())
+    return steps[min(t.state.step, len(steps) - 1)]
+
+
+def overflow_share(t: Tick, load: float) -> float:
+    """The neuron share its in-service instances carry at the saturation level; the rest is overflow.
+
+    When both fleets together are short (a surge above everything in service), the traffic is split
+    in proportion to capacity, so neither side is pushed further past its edge than the other.
+    """
+    cfg = t.config
+    rps = t.measured.sizing_rps
+    level = saturation_level(cfg)
+    counts = t.endpoint.counts()
+    n_cap = max(counts.get(NEURON, 0), 0) * cfg.variants.neuron.capacity_rps_per_instance
+    g_cap = max(counts.get(GPU, 0), 0) * cfg.variants.gpu.capacity_rps_per_instance
+    fill = 100.0 * n_cap * level / rps if rps > 0 else t.live
+    if load > 0:
+        fill = min(fill, t.live * level / load)  # what neuron carried, scaled to the level: the measured truth
+    proportional = 100.0 * n_cap / (n_cap + g_cap) if n_cap + g_cap > 0 else 0.0
+    return math.floor(10.0 * max(0.0, min(t.live, max(fill, proportional)))) / 10.0
+
+
+def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
+    """Saturation, not a fault: neuron keeps what it carries, gpu takes the overflow, neuron scales for goal.
+
+    No fallback count, no cool-down, the phase stays: once neuron's new instances are in service the
+    phase handler moves the share back to its goal (capacity first), within minutes of the surge.
+    Minutes before this decision are not judged again (breach_since), as after a fallback.
+    """
+    cfg, state = t.config, t.state
+    rps = t.measured.sizing_rps
+    share = overflow_share(t, load)
+    asked = _asked_counts(t.endpoint)
+    counts = {NEURON: max(asked.get(NEURON, 0), neuron_needed(cfg, goal, rps)),
+              GPU: max(asked.get(GPU, 0), gpu_needed(cfg, 100.0 - share, rps))}
+    target = Target(weights=_weights(share), instance_counts=_bounded_counts(cfg, counts))
+    stats = {"overflow": True, "neuron_load": round(load, 4), "saturation_level": saturation_level(cfg),
+             "goal_share": goal, "sizing_rps": rps}
+    if share >= t.live - SHARE_EPSILON and all(asked.get(v, 0) >= c for v, c in target.instance_counts.items()):
+        # Everything in service already carries what it can and the capacity is asked for: wait for it.
+        reason = (f"neuron saturated (load, not a fault): {why}; overflow at {_pct(round(t.live, 2))} on neuron, "
+                  f"waiting for the {target.instance_counts[NEURON]} neuron and {target.instance_counts[GPU]} gpu "
+                  f"instances asked for")
+        return _decision(t, state.remember(overflow=True, breach_since=t.now), Action.HOLD, reason, None, stats)
+    memory = replace(state.memory, overflow=True, breach_since=t.now)
+    new = state.evolve(last_change_at=t.now, step_started_at=None, good_minutes=0, memory=memory)
+    reason = (f"neuron saturated (load, not a fault): {why}; gpu takes the overflow, neuron "
+              f"{_pct(round(t.live, 2))} -> {_pct(share)}, neuron {asked.get(NEURON, 0)} -> "
+              f"{target.instance_counts[NEURON]} instances for {_pct(goal)} of {rps:.1f} req/s, gpu "
+              f"{target.instance_counts[GPU]}; back to {_pct(goal)} once they are in service")
+    return _decision(t, new, Action.STEP_BACK, reason, target, stats)
 
 
 def _escalate(t: Tick) -> Decision | None:
@@ -584,6 +670,11 @@ def on_ramping(t: Tick) -> Decision:
         return _not_in_service(t)
     if abs(t.live - goal) > SHARE_EPSILON:
         return shift(t, state, goal, Action.PROGRESS, label)
+    if state.memory.overflow:
+        state = state.remember(overflow=False)
+    ahead = scale_ahead(t, state, f"{label} at {_pct(goal)}")
+    if ahead is not None:
+        return ahead
     if state.step_started_at is None:
         since = state.memory.live_since or t.now
         state = state.evolve(step_started_at=since)
@@ -631,8 +722,20 @@ def _holding_minutes(t: Tick) -> list[tuple[MinuteMetrics, float | None]]:
     return out
 
 
-def holding_health(t: Tick) -> tuple[bool, int, str]:
-    """(degraded, trailing clean minutes, detail) for the holding split, with hysteresis bands."""
+@dataclass(frozen=True)
+class Health:
+    slow: bool  # neuron p99 above DEGRADE_FRACTION of the SLO (noise rule)
+    saturated: bool  # neuron load per instance above the saturation level (noise rule)
+    good: int  # trailing clean minutes
+    detail: str
+
+    @property
+    def degraded(self) -> bool:
+        return self.slow or self.saturated
+
+
+def holding_health(t: Tick) -> Health:
+    """How the holding split is doing, with hysteresis bands."""
     cfg = t.config
     slo = cfg.slo.p99_latency_ms
     cap = cfg.variants.neuron.capacity_rps_per_instance
@@ -661,7 +764,26 @@ def holding_health(t: Tick) -> tuple[bool, int, str]:
         last = rows[-1][1] if rows else 0.0
         detail.append(f"neuron saturated: {last:.1f} req/s per instance > {saturation:.1f} "
                       f"({cfg.holding.saturation_utilization:.0%} of {cap:g})")
-    return degraded_latency or saturated, good, "; ".join(detail)
+    return Health(degraded_latency, saturated, good, "; ".join(detail))
+
+
+def scale_ahead(t: Tick, state: ControllerState, where: str) -> Decision | None:
+    """Capacity ahead of traffic: neuron scales for its live share of the planned traffic (trend x scale-up delay).
+
+    Only up (never a scale-in here), counts only (weights unchanged), and only when nothing is asked yet.
+    """
+    asked = _asked_counts(t.endpoint)
+    need = neuron_needed(t.config, t.live, t.measured.sizing_rps)
+    if t.live <= 0 or asked.get(NEURON, 0) >= need:
+        return None
+    counts = _bounded_counts(t.config, {**asked, NEURON: need})
+    if counts[NEURON] <= asked.get(NEURON, 0):
+        return None
+    target = Target(weights=_weights(t.live), instance_counts=counts)
+    lead = state.memory.scale_up_minutes if state.memory.scale_up_minutes is not None else DEFAULT_SCALE_UP_MINUTES
+    reason = (f"{where}: scaling neuron {asked.get(NEURON, 0)} -> {counts[NEURON]} instances ahead of the traffic "
+              f"({t.measured.sizing_rps:.1f} req/s planned {lead:g} min ahead on the trend)")
+    return _decision(t, state, Action.SCALE, reason, target, {"sizing_rps": t.measured.sizing_rps})
 
 
 def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
@@ -686,12 +808,22 @@ def on_holding(t: Tick) -> Decision:
         return _not_in_service(t)
     if abs(t.live - goal) > SHARE_EPSILON:
         action = Action.RETURN if goal > t.live else Action.STEP_BACK
-        return shift(t, state, goal, action, f"holding: moving to {_pct(goal)}")
+        why = "holding: the surge's overflow returns" if state.memory.overflow else "holding: moving"
+        return shift(t, state, goal, action, f"{why} to {_pct(goal)}")
+    if state.memory.overflow:
+        state = state.remember(overflow=False)
     if not cfg.holding.enabled:  # the split stays put; the breach guard still applies
         return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)} (holding.enabled is false: no step back "
                          f"or return): {evidence(t.assessed, cfg)}")
-    degraded, good, detail = holding_health(t)
+    health = holding_health(t)
+    good, detail = health.good, health.detail
     state = state.evolve(good_minutes=good)
+    load = neuron_load(t)
+    if health.degraded and load > saturation_level(cfg) and t.live > 0 \
+            and overflow_share(t, load) < t.live - SHARE_EPSILON:
+        # Slow or saturated because of load: the overflow goes to gpu for as long as it lasts (no dwell).
+        return overflow(replace(t, state=state), goal, load, detail)
+    degraded = health.slow
     dwell = _minutes_between(state.last_change_at, t.now) if state.last_change_at else math.inf
     dwell_ok = dwell >= cfg.fallback.min_dwell_minutes
     stats = {"good_minutes": good, "dwell_minutes": None if math.isinf(dwell) else dwell,
@@ -704,6 +836,9 @@ def on_holding(t: Tick) -> Decision:
         new_state = state.remember(holding_share=new_goal)
         return shift(t, new_state, new_goal, Action.STEP_BACK,
                      f"holding: {detail}; stepping back {_pct(cfg.holding.step_back_percent)}")
+    ahead = scale_ahead(t, state, f"holding at {_pct(goal)}")
+    if ahead is not None:
+        return ahead
     shrink = shrink_donor(t, state, goal, dwell_ok)
     if shrink is not None:
         return shrink
@@ -798,6 +933,7 @@ def _finish(t: Tick, decision: Decision) -> Decision:
                          counted_minutes=t.measured.counted)
     if t.observation.known:
         memory = replace(memory, data_lag_minutes=t.measured.data_lag, newest_minute=t.measured.newest_minute)
+    memory = _measure_scale_up(memory, t.endpoint, t.now)
     known = t.observation.known
     state = decision.state.evolve(
         last_tick_at=t.now,
@@ -816,6 +952,20 @@ def _finish(t: Tick, decision: Decision) -> Decision:
         **decision.statistics,
     }
     return replace(decision, state=state, statistics=statistics)
+
+
+def _measure_scale_up(memory: PolicyMemory, endpoint: EndpointLive, now: datetime) -> PolicyMemory:
+    """Time neuron's scale-ups (asked -> in service): the lead time capacity is planned with."""
+    live = endpoint.variants.get(NEURON)
+    if live is None:
+        return memory
+    growing = live.desired_instance_count > live.current_instance_count
+    if growing and memory.scale_asked_at is None:
+        return replace(memory, scale_asked_at=now)
+    if not growing and memory.scale_asked_at is not None:
+        took = max(1.0, (now - memory.scale_asked_at).total_seconds() / 60.0)
+        return replace(memory, scale_asked_at=None, scale_up_minutes=round(took, 2))
+    return memory
 
 
 def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, observation: Observation,

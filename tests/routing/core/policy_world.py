@@ -68,6 +68,9 @@ class Behaviour:
     p99_ms: float | Callable[[int], float | None] = 40.0
     error_rate: float | Callable[[int], float] = 0.0
     silent: bool | Callable[[int], bool] = False
+    # Load: with a per-instance capacity (req/s), p99 grows with the load (queueing) and the requests
+    # above capacity fail (5XX), as on a real instance; None: latency and errors ignore the load.
+    capacity_rps: float | None = None
 
     def at(self, attr: str, tick: int):
         value = getattr(self, attr)
@@ -129,9 +132,17 @@ class World:
                 self.history[variant].append(MinuteMetrics(start=start))
                 continue
             errors = round(invocations * behaviour.at("error_rate", self.tick_no))
+            p99 = behaviour.at("p99_ms", self.tick_no)
+            if behaviour.capacity_rps is not None and p99 is not None:
+                rho = invocations / 60.0 / max(self.counts[variant], 1) / behaviour.capacity_rps
+                if rho >= 1.0:
+                    errors = max(errors, round(invocations * (1.0 - 1.0 / rho)))
+                    p99 = p99 * 10.0
+                else:
+                    p99 = p99 * (1.0 + 0.5 * rho / (1.0 - rho))
             self.history[variant].append(MinuteMetrics(
                 start=start, invocations=float(invocations), errors_5xx=float(errors),
-                latency_p99_ms=behaviour.at("p99_ms", self.tick_no), latency_samples=float(invocations),
+                latency_p99_ms=p99, latency_samples=float(invocations),
                 invocations_per_instance=invocations / max(self.counts[variant], 1),
             ))
 
@@ -167,7 +178,9 @@ class World:
         self.weights = dict(decision.target.weights)
         wanted = dict(decision.target.instance_counts)
         if wanted != self.counts:
-            if self.scale_ticks and any(wanted[v] > self.counts[v] for v in wanted):
+            if self._pending is not None and self._pending[1] == wanted:
+                pass  # the same scale-up, already under way: it does not restart
+            elif self.scale_ticks and any(wanted[v] > self.counts[v] for v in wanted):
                 self.desired = wanted
                 self.status = "Updating"
                 self._pending = (self.scale_ticks - 1, wanted)

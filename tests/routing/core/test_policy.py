@@ -354,14 +354,21 @@ def holding_world(**kwargs) -> World:
     return world
 
 
-def test_holding_steps_back_to_gpu_when_neuron_saturates():
+def test_holding_answers_a_surge_with_neuron_capacity_and_gpu_overflow_never_a_fallback():
     spike = {"on": False}
-    world = holding_world(rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4})
+    world = holding_world(rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4},
+                          scale_ticks=4)
+    world.neuron = Behaviour(capacity_rps=40.0)
+    world.gpu = Behaviour(p99_ms=38.0, capacity_rps=20.0)
     spike["on"] = True
-    decision = world.run_until(lambda d: d.action == Action.STEP_BACK, limit=5)
-    assert decision.target.weights[NEURON] == 75.0
-    assert "saturated" in decision.reason
-    assert decision.target.instance_counts[GPU] >= math.ceil(0.25 * 200 * 1.2 / 20)
+    decision = world.run_until(lambda d: d.statistics.get("overflow") is True, limit=6)
+    assert decision.action == Action.STEP_BACK and "load, not a fault" in decision.reason
+    assert decision.target.weights[NEURON] < 100.0  # the overflow goes to gpu...
+    assert decision.target.instance_counts[NEURON] == 6  # ...while neuron scales for the whole share
+    back = world.run_until(lambda d: world.weights[NEURON] == 100.0, limit=20)
+    assert all(d.action not in (Action.FALLBACK, Action.ABORT) for d in world.decisions)
+    assert world.state.fallbacks == 0 and world.state.cooldown_until is None
+    assert back.state.phase == Phase.HOLDING and world.counts[NEURON] == 6
 
 
 def test_holding_steps_back_when_neuron_latency_nears_the_slo():

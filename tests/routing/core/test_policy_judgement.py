@@ -91,3 +91,20 @@ def test_errors_while_a_latency_fallback_drains_escalate_to_gpu_at_once():
     assert escalated.action == Action.FALLBACK and escalated.target.weights[NEURON] == 0.0
     assert escalated.state.phase == Phase.FALLING_BACK and escalated.state.fallbacks == fallbacks
     assert "escalated" in escalated.reason
+
+
+# ------------------------------------------------------------------------------------------------
+# Load is not a fault; a fault at the same load is
+
+
+def test_a_latency_regression_at_normal_load_falls_back_within_two_closed_minutes():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}).started()
+    world.neuron = Behaviour(capacity_rps=40.0)
+    world.gpu = Behaviour(p99_ms=38.0, capacity_rps=20.0)
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
+    world.run(3)
+    onset = world.tick_no
+    world.neuron = Behaviour(p99_ms=lambda tick: 40.0 if tick <= onset else 400.0, capacity_rps=40.0)
+    decision = world.run_until(lambda d: d.action in (Action.FALLBACK, Action.STEP_BACK), limit=5)
+    assert decision.action == Action.FALLBACK and decision.statistics.get("overflow") is not True
+    assert world.tick_no - onset <= 2
