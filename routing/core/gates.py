@@ -45,7 +45,47 @@ MIN_BREACH_SAMPLES = 60  # neuron requests behind a latency breach (a p99 of few
 MIN_BASELINE_SAMPLES = 30  # gpu requests in a minute for its p99 to serve as the baseline of that minute
 BREACH_WINDOW = 5  # newest judged minutes in which an error burst is tested (a long step must not dilute it)
 
+SUSTAINED_MINUTES = 5  # a tail above the threshold in every one of this many newest minutes is real, p90 or not
+
 Point = tuple[float, float, float]  # (value, threshold, weight) for one minute
+
+
+def tail_ratio(minutes: Sequence[MinuteMetrics]) -> float | None:
+    """The variant's usual p90/p99 ratio: the median over the minutes that have both (None: no p90)."""
+    ratios = sorted(m.latency_p90_ms / m.latency_p99_ms for m in minutes
+                    if m.latency_p90_ms is not None and m.latency_p99_ms and m.latency_p99_ms > 0)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
+def corroborated(minute: MinuteMetrics, threshold: float, ratio: float | None) -> bool:
+    """Is a p99 above threshold a shift of the whole distribution (a fault, load) or a burst in the tail?
+
+    A burst of a few percent slow requests moves the minute's p99 but not its p90; a regression or
+    queueing moves both. So the minute counts when its p90 is above threshold x the usual p90/p99
+    ratio too. Without a p90 (or a usual ratio) the p99 speaks alone, as before.
+    """
+    p90 = minute.latency_p90_ms
+    if p90 is None or ratio is None:
+        return True
+    return p90 > threshold * ratio
+
+
+def judged_points(minutes: Sequence[MinuteMetrics], thresholds: Sequence[float], ratio: float | None) -> list[Point]:
+    """Noise-rule points: a minute above its threshold only in the tail (p90 not moved) is capped at it."""
+    out: list[Point] = []
+    for m, threshold in zip(minutes, thresholds, strict=True):
+        value = m.latency_p99_ms or 0.0
+        if value > threshold and not corroborated(m, threshold, ratio):
+            value = threshold
+        out.append((value, threshold, _weight(m)))
+    return out
+
+
+def sustained_above(points: Sequence[Point], min_weight: float) -> bool:
+    """Every one of the newest SUSTAINED_MINUTES minutes above its threshold (a persistent tail)."""
+    recent = list(points)[-SUSTAINED_MINUTES:]
+    return (len(recent) == SUSTAINED_MINUTES and all(v > t for v, t, _ in recent)
+            and sum(w for *_, w in recent) >= min_weight)
 
 
 def fmt_int(value: float) -> str:
@@ -118,10 +158,12 @@ def sample_gate(neuron: WindowSummary, min_sample: int) -> GateResult:
 
 def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateResult:
     """Neuron p99 within the SLO: the step's aggregate to pass; the noise rule on recent minutes to fail."""
-    points = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in window.neuron
-              if m.has_data and m.latency_p99_ms is not None]
+    rows = [m for m in window.neuron if m.has_data and m.latency_p99_ms is not None]
+    raw = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in rows]
+    points = judged_points(rows, [slo_ms] * len(rows), tail_ratio(rows))
     aggregate = totals.neuron_p99
-    if confirmed_above(points, MIN_BREACH_SAMPLES):
+    if confirmed_above(points, MIN_BREACH_SAMPLES) or sustained_above(raw, MIN_BREACH_SAMPLES):  # type: ignore[arg-type]
+        points = raw  # type: ignore[assignment]
         recent = ", ".join(f"{v:.0f}" for v, _, _ in points[-NOISE_WINDOW:])
         return GateResult(Gate.LATENCY_SLO, False, aggregate, slo_ms,
                           f"neuron p99 above the {slo_ms:g} ms SLO in the last minutes ({recent} ms)")
@@ -149,11 +191,21 @@ def latency_regression_gate(window: Window, totals: StepTotals, max_regression: 
             return GateResult(Gate.LATENCY_REGRESSION, True, None, None,
                               "gpu serves no traffic: no baseline on these minutes, judged on the SLO only")
         return GateResult(Gate.LATENCY_REGRESSION, None, None, None, "no minutes with both p99s yet")
-    points = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
+    raw = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
+    # The burst test against gpu's own p90 when it has one (same minute), else the usual ratio.
+    ratio = tail_ratio([n for n, _ in pairs])
+    points = []
+    for (n, g), point in zip(pairs, raw, strict=True):
+        value, threshold, weight = point
+        if value > threshold and n.latency_p90_ms is not None:
+            bar = factor * g.latency_p90_ms if g.latency_p90_ms is not None else threshold * (ratio or 0.0)
+            if n.latency_p90_ms <= bar:
+                value = threshold
+        points.append((value, threshold, weight))
     if neuron_p99 is None:  # nothing accumulated yet (first tick of a step): the window speaks
         neuron_p99, gpu_p99 = pooled_p99(n for n, _ in pairs), pooled_p99(g for _, g in pairs)
     threshold = factor * gpu_p99 if gpu_p99 is not None else None
-    if confirmed_above(points, MIN_BREACH_SAMPLES):
+    if confirmed_above(points, MIN_BREACH_SAMPLES) or sustained_above(raw, MIN_BREACH_SAMPLES):  # type: ignore[arg-type]
         return GateResult(Gate.LATENCY_REGRESSION, False, neuron_p99, threshold,
                           f"neuron p99 {fmt_ms(neuron_p99)} > {factor:g} x gpu {fmt_ms(gpu_p99)} in "
                           f"{NOISE_BREACHES}+ of the last {NOISE_WINDOW} minutes")

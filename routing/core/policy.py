@@ -33,6 +33,8 @@ from routing.core.gates import (
     confirmed_above,
     fmt_cost,
     fmt_ms,
+    judged_points,
+    tail_ratio,
     window_from,
 )
 from routing.core.model import (
@@ -502,6 +504,19 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
         return _decision(t, state, Action.SCALE, reason, target, stats)
     if goal < t.live:
         counts[GPU] = max(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - goal, rps))
+        gpu_cap = t.config.variants.gpu.capacity_rps_per_instance
+        carry = instances_for((100.0 - goal) / 100.0 * rps, gpu_cap, 1, t.config.variants.gpu.max_count)
+        if live_counts.get(GPU, 0) < carry:
+            # Not a breach (those fall back without waiting): gpu gets the capacity first, then the share,
+            # so a step back never overloads a gpu fleet sized for its old share.
+            stats["gpu_needed"] = carry
+            if asked.get(GPU, 0) >= counts[GPU]:
+                return _decision(t, state, Action.HOLD, f"{why}: waiting for gpu capacity before {_pct(goal)} "
+                                 f"({live_counts.get(GPU, 0)} of {carry} instances in service for {rps:.1f} req/s)",
+                                 None, stats)
+            target = Target(weights=_weights(t.live), instance_counts=_bounded_counts(t.config, counts))
+            return _decision(t, state, Action.SCALE, f"{why}: scaling gpu {live_counts.get(GPU, 0)} -> "
+                             f"{target.instance_counts[GPU]} instances before moving to {_pct(goal)}", target, stats)
     else:
         counts[GPU] = min(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - t.live, rps))
     target = Target(weights=_weights(goal), instance_counts=_bounded_counts(t.config, counts))
@@ -572,8 +587,8 @@ def _phase_goal(t: Tick) -> float:
 def overflow_share(t: Tick, load: float) -> float:
     """The neuron share its in-service instances carry at the saturation level; the rest is overflow.
 
-    When both fleets together are short (a surge above everything in service), the traffic is split
-    in proportion to capacity, so neither side is pushed further past its edge than the other.
+    gpu takes the overflow up to what its in-service instances carry; when both fleets together are
+    short (a surge above everything in service), gpu is filled and neuron keeps the rest.
     """
     cfg = t.config
     rps = t.measured.sizing_rps
@@ -584,8 +599,8 @@ def overflow_share(t: Tick, load: float) -> float:
     fill = 100.0 * n_cap * level / rps if rps > 0 else t.live
     if load > 0:
         fill = min(fill, t.live * level / load)  # what neuron carried, scaled to the level: the measured truth
-    proportional = 100.0 * n_cap / (n_cap + g_cap) if n_cap + g_cap > 0 else 0.0
-    return math.floor(10.0 * max(0.0, min(t.live, max(fill, proportional)))) / 10.0
+    gpu_carry = 100.0 * g_cap / rps if rps > 0 else 100.0
+    return math.floor(10.0 * max(0.0, min(t.live, max(fill, 100.0 - gpu_carry)))) / 10.0
 
 
 def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
@@ -603,7 +618,7 @@ def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
               GPU: max(asked.get(GPU, 0), gpu_needed(cfg, 100.0 - share, rps))}
     target = Target(weights=_weights(share), instance_counts=_bounded_counts(cfg, counts))
     stats = {"overflow": True, "neuron_load": round(load, 4), "saturation_level": saturation_level(cfg),
-             "goal_share": goal, "sizing_rps": rps}
+             "goal_share": goal, "sizing_rps": rps, "neuron_in_service": t.endpoint.counts().get(NEURON, 0)}
     if share >= t.live - SHARE_EPSILON and all(asked.get(v, 0) >= c for v, c in target.instance_counts.items()):
         # Everything in service already carries what it can and the capacity is asked for: wait for it.
         reason = (f"neuron saturated (load, not a fault): {why}; overflow at {_pct(round(t.live, 2))} on neuron, "
@@ -741,8 +756,9 @@ def holding_health(t: Tick) -> Health:
     cap = cfg.variants.neuron.capacity_rps_per_instance
     saturation = cfg.holding.saturation_utilization * cap
     rows = _holding_minutes(t)
-    latency_points = [(m.latency_p99_ms, DEGRADE_FRACTION * slo, m.latency_samples or m.invocations or 0.0)
-                      for m, _ in rows if m.latency_p99_ms is not None]
+    with_p99 = [m for m, _ in rows if m.latency_p99_ms is not None]
+    # A burst in the tail (p90 unmoved) is noise here too: see gates.corroborated.
+    latency_points = judged_points(with_p99, [DEGRADE_FRACTION * slo] * len(with_p99), tail_ratio(with_p99))
     load_points = [(load, saturation, 1.0) for _, load in rows if load is not None]
     degraded_latency = confirmed_above(latency_points, 0)  # type: ignore[arg-type]
     saturated = confirmed_above(load_points, 0)  # type: ignore[arg-type]

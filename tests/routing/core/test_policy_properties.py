@@ -140,6 +140,18 @@ def check_breach(world: World, decision: Decision, before: Phase, live_share: fl
         carry = min(100.0, 100.0 * gpu_live * gpu.capacity_rps_per_instance / total) if total > 0 else 100.0
         neuron_weight = effective_neuron_weight(world, decision)
         assert 100.0 - neuron_weight >= min(100.0 - live_share, 100.0) - 1e-6, decision.reason  # never toward neuron
+        if decision.statistics.get("overflow"):
+            # Load, not a fault (neuron loaded past its saturation level): gpu takes the traffic beyond
+            # neuron's in-service capacity, up to all its own instances carry, and is asked for its share.
+            neuron_carry = 100.0 * decision.statistics["neuron_in_service"] * \
+                world.config.variants.neuron.capacity_rps_per_instance / total
+            assert 100.0 - neuron_weight >= min(carry, 100.0 - neuron_carry) - 0.2, decision.reason
+            if decision.target is not None:
+                share = (100.0 - neuron_weight) / 100.0
+                needed = math.ceil(share * total * world.config.fallback.gpu_headroom / gpu.capacity_rps_per_instance
+                                   - 1e-9)
+                assert decision.target.instance_counts[GPU] >= min(gpu.max_count, needed), decision.reason
+            return True
         assert 100.0 - neuron_weight >= math.floor(10 * carry) / 10 - 0.2, decision.reason
         if carry >= 100.0:
             assert neuron_weight == 0.0, decision.reason
