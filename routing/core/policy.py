@@ -43,6 +43,7 @@ from routing.core.model import (
     Decision,
     EndpointLive,
     Gate,
+    GateResult,
     MinuteMetrics,
     Observation,
     Phase,
@@ -415,10 +416,24 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
     return "; ".join(parts)
 
 
-# Breaches where neuron still answers within the SLO's reach (slow): gpu takes what its live instances
-# carry now and the rest as they come; overloading a warm gpu floor would fail more requests than it
-# saves. 5XX over the cap or silence (neuron fails or serves nothing): everything to gpu at once.
-GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION})
+# Breaches where neuron still answers (slow, or failing a minority of requests): gpu takes what its
+# in-service instances carry now and the rest as its new instances come (a capacity-aware drain).
+# Pushing everything onto a warm gpu floor sized for a small share fails the excess and queues the
+# rest: worse than a neuron that still serves most requests. Silence, lost metrics, or a neuron
+# failing ESCALATE_ERROR_RATE of its requests or more: everything to gpu at once, whatever it carries.
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+ESCALATE_ERROR_RATE = 0.5  # neuron 5XX rate at or above which an overloaded gpu fails fewer requests
+
+
+def neuron_error_rate(t: Tick) -> float:
+    """Neuron's 5XX rate in its newest judged minute with requests (0 without): what it does now."""
+    rows = [m for m in t.measured.recent.neuron if m.has_data and m.invocations]
+    return rows[-1].errors_5xx / (rows[-1].invocations or 1.0) if rows else 0.0
+
+
+def drains_gradually(t: Tick, breaches: tuple[GateResult, ...] | list[GateResult]) -> bool:
+    """A capacity-aware drain (see GRADUAL_GATES) or everything to gpu now."""
+    return all(g.name in GRADUAL_GATES for g in breaches) and neuron_error_rate(t) < ESCALATE_ERROR_RATE
 
 
 def _gpu_carry_share(t: Tick) -> float:
@@ -434,10 +449,11 @@ def _gpu_carry_share(t: Tick) -> float:
 def _fallback_target(t: Tick, gradual: bool = False) -> Target:
     """Weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything.
 
-    gradual (neuron is slow or fails some requests, but answers): gpu takes now what its in-service
-    instances carry within capacity, and more each tick as its new instances come into service.
-    Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX for
-    everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
+    gradual (neuron is slow or fails a minority of requests, but answers): gpu takes now what its
+    in-service instances carry within capacity, and more each tick as its new instances come into
+    service. Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX
+    for everyone (measured in the demo: 117 -> 16,647 errors). Silence, or neuron failing half its
+    requests or more: 100% now.
     """
     asked = _asked_counts(t.endpoint)
     gpu = max(gpu_needed(t.config, 100.0, t.measured.sizing_rps), asked.get(GPU, 0))
@@ -544,12 +560,12 @@ def guard(t: Tick) -> Decision | None:
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
-        latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
+        gradual = drains_gradually(t, t.assessed.breaches)
         load = neuron_load(t)
         loaded = all(g.name in LOAD_GATES for g in t.assessed.breaches)
         if loaded and state.phase in (Phase.RAMPING, Phase.HOLDING) and load > saturation_level(t.config):
             return overflow(t, _phase_goal(t), load, f"{why} at {load:.0%} of neuron's capacity per instance")
-        return fall_back(t, why, gradual=latency_only)
+        return fall_back(t, why, gradual=gradual)
     return None
 
 
@@ -635,7 +651,8 @@ def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
 
 
 def _escalate(t: Tick) -> Decision | None:
-    """Falling back gradually (neuron slow): 5XX, silence or metrics lost meanwhile send everything to gpu now.
+    """Falling back gradually: silence, lost metrics, or neuron failing ESCALATE_ERROR_RATE of its
+    requests meanwhile send everything to gpu now.
 
     None: nothing new (the handler keeps draining). The fallback count and cool-down stay those of
     the fallback being drained.
@@ -649,10 +666,13 @@ def _escalate(t: Tick) -> Decision | None:
             return None
         why = f"no metrics for {unknown} ticks ({t.observation.error})"
     else:
-        worse = [g for g in t.assessed.breaches if g.name not in GRADUAL_GATES]
-        if not worse:
+        breaches = t.assessed.breaches
+        if not breaches or drains_gradually(t, breaches):
             return None
-        why = "; ".join(f"{g.name} failed: {g.detail}" for g in worse)
+        why = "; ".join(f"{g.name} failed: {g.detail}" for g in breaches)
+        rate = neuron_error_rate(t)
+        if rate >= ESCALATE_ERROR_RATE:
+            why += f" (neuron fails {rate:.0%} of its requests)"
     target = _fallback_target(t)
     new = transition(state, Event.ESCALATE, memory=replace(state.memory, fallback_gradual=False))
     return _decision(t, new, Action.FALLBACK, f"falling back, escalated: {why}; {_gpu_text(target)}", target,

@@ -68,14 +68,26 @@ def test_an_outage_at_full_neuron_is_still_caught_with_late_metrics():
 # Errors: 100% gpu at once; escalation while draining
 
 
-def test_errors_over_the_cap_send_everything_to_gpu_in_the_first_fallback_tick():
-    # gpu's one live instance carries 20 req/s of 60: a latency fallback would drain gradually.
+def test_a_neuron_failing_most_requests_sends_everything_to_gpu_in_the_first_fallback_tick():
+    # gpu's one live instance carries 20 req/s of 60; neuron fails 60%: an overloaded gpu fails fewer.
     world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}).started()
     world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
-    world.neuron = Behaviour(error_rate=0.4)
+    world.neuron = Behaviour(error_rate=0.6)
     decision = world.run_until(lambda d: d.action == Action.FALLBACK)
     assert decision.target.weights[NEURON] == 0.0
     assert decision.target.instance_counts[GPU] >= 4  # sized for the whole traffic with headroom
+
+
+def test_errors_a_neuron_mostly_serves_drain_as_fast_as_gpu_capacity_comes():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}, scale_ticks=3).started()
+    world.run_until(lambda d: d.state.step >= 3 and d.action == Action.PROGRESS)
+    world.neuron = Behaviour(error_rate=0.2)
+    first = world.run_until(lambda d: d.action == Action.FALLBACK)
+    carried = 100.0 * 1 * 20 / 60  # gpu's one in-service instance at its capacity
+    assert first.target.weights[GPU] >= carried - 0.5  # gpu takes all it carries now...
+    assert first.target.instance_counts[GPU] >= 4  # ...and is asked for the whole traffic
+    world.run_until(lambda d: world.weights[NEURON] == 0.0, limit=8)  # the rest as it comes
+    assert world.state.fallbacks == 1
 
 
 def test_errors_while_a_latency_fallback_drains_escalate_to_gpu_at_once():
@@ -86,7 +98,7 @@ def test_errors_while_a_latency_fallback_drains_escalate_to_gpu_at_once():
     assert 0.0 < first.target.weights[NEURON] < 100.0  # slow but answering: gpu takes what it carries
     assert world.phase() == Phase.FALLING_BACK
     fallbacks = world.state.fallbacks
-    world.neuron = Behaviour(p99_ms=400.0, error_rate=0.5)
+    world.neuron = Behaviour(p99_ms=400.0, error_rate=0.6)
     escalated = world.run_until(lambda d: d.statistics.get("escalated") is True, limit=5)
     assert escalated.action == Action.FALLBACK and escalated.target.weights[NEURON] == 0.0
     assert escalated.state.phase == Phase.FALLING_BACK and escalated.state.fallbacks == fallbacks
