@@ -84,7 +84,7 @@ def test_errors_a_neuron_mostly_serves_drain_as_fast_as_gpu_capacity_comes():
     world.neuron = Behaviour(error_rate=0.2)
     first = world.run_until(lambda d: d.action == Action.FALLBACK)
     carried = 100.0 * 1 * 20 / 60  # gpu's one in-service instance at its capacity
-    assert first.target.weights[GPU] >= carried - 0.5  # gpu takes all it carries now...
+    assert carried - 0.5 <= first.target.weights[GPU] < 100.0  # gpu takes all it carries now, not more...
     assert first.target.instance_counts[GPU] >= 4  # ...and is asked for the whole traffic
     world.run_until(lambda d: world.weights[NEURON] == 0.0, limit=8)  # the rest as it comes
     assert world.state.fallbacks == 1
