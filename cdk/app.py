@@ -56,8 +56,8 @@ def main(context: Mapping[str, Any] | None = None) -> int:
         app, _ = build_from_context(context)
         app.synth()
     except ConfigError as error:
-        for problem in error.problems:
-            print(f"{error.source}: {problem}", file=sys.stderr)
+        for line in error.lines():  # file:line: path: message, as `hybrid validate` prints them
+            print(line, file=sys.stderr)
         return 2
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

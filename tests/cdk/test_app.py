@@ -93,6 +93,19 @@ def test_unresolvable_image_is_a_one_line_error_naming_the_field(
     assert "variants.neuron.model.image" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_config_error_in_synth_names_the_file_and_line_like_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE_CONFIG.read_text()
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(text.replace("p99_latency_ms:", "p99_latency_ms: -1 #", 1))
+    line = next(i for i, row in enumerate(path.read_text().splitlines(), 1) if "p99_latency_ms:" in row)
+    assert run_main(path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(row.startswith(f"{path}:") for row in err)
+    assert any(row.startswith(f"{path}:{line}: slo.p99_latency_ms") for row in err)
+
+
 def controller_config(tmp_path: Path) -> Any:
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     data["controller"] = {"enabled": True}

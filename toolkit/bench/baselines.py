@@ -10,7 +10,11 @@ from the live Desired* values and the endpoint is InService (a busy endpoint is 
 - `GuardrailsLinear`: SageMaker deployment guardrails, blue/green LINEAR traffic shifting.
   Provisions the full green (neuron) fleet first, shifts `step_percent` every `wait_minutes`,
   bakes `wait_minutes` after the last step, then terminates the blue fleet (gpu to its warm
-  floor). A CloudWatch alarm (threshold on p99 and on 5XX rate, `datapoints_to_alarm` of
+  floor). On an alarm SageMaker shifts all traffic back to blue and terminates the green fleet
+  (neuron to its floor at once, not left for autoscaling to trim):
+  https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green.html
+  ("rolls back ... by shifting all traffic back to the blue fleet" / the green fleet is
+  terminated). A CloudWatch alarm (threshold on p99 and on 5XX rate, `datapoints_to_alarm` of
   `evaluation_periods` one-minute datapoints, TreatMissingData=missing: a missing datapoint is
   not breaching) rolls 100 % back to gpu during the deployment; the deployment then stays failed.
   Docs: https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html
@@ -24,11 +28,20 @@ from the live Desired* values and the endpoint is InService (a busy endpoint is 
   analysing; a failed check (a breach, or NO DATA: Flagger fails a check whose query returns
   nothing) increments a cumulative counter; at `threshold` failed checks it rolls back to 0 %
   and stays failed. Defaults are the docs' example analysis: interval 1m, threshold 5,
-  maxWeight 50, stepWeight 10. Capacity comes from the autoscaler only (Flagger checks readiness,
-  it does not pre-scale the canary).
-- `Oracle`: knows the true traffic, capacity, latency and faults (toolkit.sim.fleet's
-  deterministic expectations) and picks, each minute, the cheapest split and instance counts
-  that meet the SLO, with no detection delay: the lower bound of what any controller can cost.
+  maxWeight 50, stepWeight 10. Capacity: Flagger copies the target's HorizontalPodAutoscaler to
+  the canary, so the canary starts at the same minimum the primary's autoscaler keeps (we take
+  the count the autoscaling target gives for the current traffic: a minimum sized for the base
+  load, as the docs' examples set minReplicas), then scales with it; Flagger waits for the
+  canary to be ready before the first step
+  (https://docs.flagger.app/usage/how-it-works, `autoscalerRef`;
+  https://docs.flagger.app/usage/deployment-strategies, "scale up the canary ... wait for the
+  canary to be ready"). At promotion the canary's replicas are copied to the primary (Flagger
+  >= 1.18): neuron keeps at least its count, sized for all traffic.
+- `Oracle`: a clairvoyant lower bound, not a controller. It knows each minute's drawn traffic,
+  jitter, noise burst, faults and capacity (toolkit.sim.fleet.MinuteDraws), provisions
+  instantly with no cold start and no autoscaler, and picks each minute the cheapest instance
+  counts and split whose p99 and error rate meet the SLO in truth (`Fleet.max_load_per_instance`).
+  It runs on the same fleet model (`oracle_rows`), so its requests are drawn like everyone's.
 
 Thresholds come from hybrid.yaml's `slo` (p99_latency_ms, max_error_rate): every policy is held
 to the same SLO.
@@ -188,8 +201,9 @@ class GuardrailsLinear(Baseline):
         if self.phase in ("shifting", "baking") and observation is not None and observation.known \
                 and alarm.fires(observation.for_variant(NEURON)):
             self.phase, self.share = "failed", 0.0
-            return Move(FALLBACK, "alarm in ALARM: 100% back to the blue (gpu) fleet",
-                        Target(weights(0.0), {GPU: max(self.blue_size, current[GPU])}))
+            return Move(FALLBACK, "alarm in ALARM: 100% back to the blue (gpu) fleet, green (neuron) terminated",
+                        Target(weights(0.0), {GPU: max(self.blue_size, current[GPU]),
+                                              NEURON: setup.hardware[NEURON].min_count}))
         # Both fleets keep their size during a blue/green deployment: if the (simulated) autoscaler
         # shrank one, put it back (one update, like any other step).
         desired = {v: live.variants[v].desired_instance_count for v in VARIANT_NAMES}
@@ -242,8 +256,8 @@ class FlaggerLike(Baseline):
 
     def start(self, minute: int) -> None:
         self.started = minute
-        self.phase, self.weight, self.last = "progressing", self.step_weight, minute
-        self._first = True
+        self.phase, self.weight, self.last = "initializing", self.step_weight, minute
+        self.canary_size = 0
 
     def check(self, observation: Observation | None, setup: Any) -> tuple[bool, str]:
         """One analysis run on the newest datapoint: (passed, why)."""
@@ -263,11 +277,20 @@ class FlaggerLike(Baseline):
     def decide(self, minute: int, live: EndpointLive, observation: Observation | None, world: Any) -> Move:
         setup = world.setup
         current = live.counts()
+        if self.phase == "initializing":
+            # The canary's HPA is a copy of the primary's: the canary starts at the primary's minimum.
+            if not self.canary_size:
+                total = total_invocations(observation) or 0.0
+                self.canary_size = autoscaling_count(setup, NEURON, total)
+                if current[NEURON] < self.canary_size:
+                    return Move("scale", f"canary scaled to the primary's autoscaler minimum: {self.canary_size}",
+                                Target(weights(0.0), {NEURON: self.canary_size}))
+            if not live.in_service or current[NEURON] < self.canary_size:
+                return Move("hold", "waiting for the canary to be ready")
+            self.phase, self.last = "progressing", minute  # analysis starts at the next interval
+            return Move("progress", f"canary weight {self.weight:.0f}%", Target(weights(self.weight), {}))
         if self.phase != "progressing":
             return Move("none", self.phase)
-        if getattr(self, "_first", False):  # Initializing: route the first step, analysis starts next interval
-            self._first = False
-            return Move("progress", f"canary weight {self.weight:.0f}%", Target(weights(self.weight), {}))
         if minute - self.last < self.interval_minutes:
             return Move("hold", "waiting for the interval")
         self.last = minute
@@ -293,124 +316,66 @@ class FlaggerLike(Baseline):
 # Oracle
 
 
-HARM = ("latency", "errors", "outage")
-
-
 @dataclass
 class Oracle(Baseline):
-    grid_percent: float = 5.0  # split candidates: 0, 5, ..., 100 % on neuron
+    """The clairvoyant lower bound (see the module docstring); `plan` is one minute's choice."""
+
     name: str = field(default="oracle", init=False)
     reads_metrics: bool = field(default=False, init=False)
-    active: bool = field(default=False, init=False)
-    _plans: dict[tuple[int, float], tuple[float, dict[str, int]]] = field(default_factory=dict, init=False,
-                                                                          repr=False)
-
-    def start(self, minute: int) -> None:
-        self.started = minute
-        self.active = True
-
-    def _need(self, world: Any, name: str, minute: int, load: float, autoscaled: bool) -> int | None:
-        """Fewest instances of `name` serving `load` req/min within the SLO at `minute` (None: impossible)."""
-        setup, fleet = world.setup, world.fleet
-        hw = setup.hardware[name]
-        slo = setup.config.slo
-        floor = hw.min_count
-        if autoscaled and setup.scenario.autoscaling.enabled:  # target tracking would add these anyway
-            floor = max(floor, autoscaling_count(setup, name, load))
-        if load <= 0:
-            return floor
-        for count in range(max(floor, 1), hw.max_count + 1):
-            p99 = fleet.expected_p_ms(name, minute, load, count)
-            if p99 is not None and p99 <= slo.p99_latency_ms and \
-                    fleet.expected_error_rate(name, minute, load, count) <= slo.max_error_rate:
-                return count
-        return None
-
-    def plan(self, world: Any, minute: int, load: float) -> tuple[float, dict[str, int]]:
-        """Cheapest (neuron share, counts) for `load` req/min at `minute`; over capacity: the most capacity."""
-        key = (minute, load)
-        if key not in self._plans:  # deterministic: each minute is planned once, not once per tick in view
-            self._plans[key] = self._plan(world, minute, load)
-        share, counts = self._plans[key]
-        return share, dict(counts)
-
-    def _plan(self, world: Any, minute: int, load: float) -> tuple[float, dict[str, int]]:
-        setup = world.setup
-        best: tuple[float, float, dict[str, int]] | None = None
-        steps = round(100.0 / self.grid_percent)
-        for i in range(steps + 1):
-            share = 100.0 * i / steps
-            n = self._need(world, NEURON, minute, load * share / 100.0, True)
-            g = self._need(world, GPU, minute, load * (100.0 - share) / 100.0, True)
-            if n is None or g is None:
-                continue
-            cost = n * setup.hardware[NEURON].price_per_hour + g * setup.hardware[GPU].price_per_hour
-            if best is None or cost < best[0] - 1e-9:
-                best = (cost, share, {NEURON: n, GPU: g})
-        if best is not None:
-            return best[1], best[2]
-        hw = setup.hardware
-        cap = {v: hw[v].max_count * hw[v].capacity_rps_per_instance for v in VARIANT_NAMES}
-        healthy = not any(f.active(minute) for f in _harm(setup))
-        share = 100.0 * cap[NEURON] / (cap[NEURON] + cap[GPU]) if healthy else 0.0
-        return share, {v: hw[v].max_count for v in VARIANT_NAMES}
-
-    def feasible(self, world: Any, minute: int, load: float, share: float, counts: dict[str, int]) -> bool:
-        slo = world.setup.config.slo
-        for name, part in ((NEURON, share), (GPU, 100.0 - share)):
-            part_load = load * part / 100.0
-            if part_load <= 0:
-                continue
-            p99 = world.fleet.expected_p_ms(name, minute, part_load, counts[name])
-            if p99 is None or p99 > slo.p99_latency_ms or \
-                    world.fleet.expected_error_rate(name, minute, part_load, counts[name]) > slo.max_error_rate:
-                return False
-        return True
 
     def decide(self, minute: int, live: EndpointLive, observation: Observation | None, world: Any) -> Move:
-        if not self.active:
-            return Move("none", "before the canary starts")
-        setup = world.setup
-        traffic = setup.scenario.traffic
-        delay = max(setup.hardware[v].scale_up_delay_minutes for v in VARIANT_NAMES)
-        # Look ahead twice the scale-up delay: a pre-scale can wait behind an autoscaling update.
-        horizon = range(minute, minute + 2 * delay + 2)
-        plans = {m: self.plan(world, m, traffic.rps_at(m) * 60.0) for m in horizon}
-        share, _ = plans[minute]
-        counts = {v: max(p[1][v] for p in plans.values()) for v in VARIANT_NAMES}
-        active = {v: live.variants[v].current_instance_count for v in VARIANT_NAMES}
-        load = traffic.rps_at(minute) * 60.0
-        if not self.feasible(world, minute, load, share, active):  # capacity still starting: what serves now
-            ok = [s for s in [share] + [100.0 * i / 20 for i in range(21)]
-                  if self.feasible(world, minute, load, s, active)]
-            if any(f.active(minute) for f in _harm(setup)):
-                ok = [0.0]
-            share = min(ok, key=lambda s: abs(s - share)) if ok else share
-        # Scale-ins are immediate but a weight change waits for the scale-ups it comes with: keep the
-        # instances serving now until the new split is live (the next tick scales in).
-        total = sum(live.variants[v].current_weight for v in VARIANT_NAMES) or 1.0
-        serving = 100.0 * live.variants[NEURON].current_weight / total
-        if abs(serving - share) > 1e-6:
-            counts = {v: max(counts[v], active[v]) for v in VARIANT_NAMES}
-        desired_total = sum(live.variants[v].desired_weight for v in VARIANT_NAMES) or 1.0
-        live_share = 100.0 * live.variants[NEURON].desired_weight / desired_total
-        # A scale-up holds the endpoint in Updating for minutes: never start one just before a fault
-        # onset, when the weights must be free to move (the first tick that sees it coming pre-scales).
-        onsets = [f.minute - minute for f in _harm(setup)]
-        desired = {v: live.variants[v].desired_instance_count for v in VARIANT_NAMES}
-        if any(0 <= d <= delay for d in onsets):
-            counts = {v: min(counts[v], desired[v]) if counts[v] > desired[v] else counts[v] for v in VARIANT_NAMES}
-        if abs(live_share - share) < 1e-6 and counts == desired:
-            return Move("hold", "the cheapest safe split is live")
-        harmed = any(f.active(minute) for f in _harm(setup))
-        action = FALLBACK if share == 0.0 and live_share > 0.0 and harmed else (
-            "scale" if abs(live_share - share) < 1e-6 else "progress")
-        return Move(action, f"cheapest safe split: {share:.0f}% neuron on {counts}",
-                    Target(weights(share), counts))
+        raise NotImplementedError("the oracle does not tick: toolkit.bench.baselines.oracle_rows runs it")
+
+    def plan(self, fleet: Any, minute: int) -> tuple[float, dict[str, int]]:
+        """(neuron share in percent, instance counts): the cheapest that meets the SLO this minute, in truth.
+
+        Capacity per instance is linear in the count (`Fleet.max_load_per_instance`), so for each
+        neuron count the gpu count follows; the cheapest pair wins (ties: more neuron). When no
+        pair meets the SLO (an outage under a surge), both variants at their maximum.
+        """
+        setup = fleet.setup
+        hw = setup.hardware
+        draws = fleet.draws(minute)
+        weighted = draws.offered - draws.targeted
+        per = {v: fleet.max_load_per_instance(v, minute) for v in VARIANT_NAMES}
+        best: tuple[float, float, dict[str, int]] | None = None
+        for n in range(hw[NEURON].min_count, hw[NEURON].max_count + 1):
+            carried = min(float(weighted), n * per[NEURON])
+            rest = weighted - carried + draws.targeted
+            if rest > 0 and per[GPU] <= 0:
+                continue
+            g = max(hw[GPU].min_count, math.ceil(rest / per[GPU] - 1e-9) if rest > 0 else 0)
+            if g > hw[GPU].max_count:
+                continue
+            cost = n * hw[NEURON].price_per_hour + g * hw[GPU].price_per_hour
+            share = 100.0 * carried / weighted if weighted > 0 else (100.0 if n * per[NEURON] > 0 else 0.0)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, share, {NEURON: n, GPU: g})
+            if carried >= weighted:
+                break  # more neuron only costs more
+        if best is not None:
+            return best[1], best[2]
+        total = sum(hw[v].max_count * per[v] for v in VARIANT_NAMES)
+        share = 100.0 * hw[NEURON].max_count * per[NEURON] / total if total > 0 else 0.0
+        return share, {v: hw[v].max_count for v in VARIANT_NAMES}
 
 
-def _harm(setup: Any) -> list[Any]:
-    return [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM]
+def oracle_rows(setup: Any, seed: int | None = None) -> list[Any]:
+    """The oracle's run: each minute its plan is live at once (warm instances, no autoscaler), served by the fleet."""
+    from toolkit.sim.fleet import Fleet
+    from toolkit.sim.runner import row_from
+
+    fleet = Fleet(setup, seed)
+    oracle = Oracle()
+    rows = []
+    for minute in range(setup.scenario.duration_minutes):
+        share, counts = oracle.plan(fleet, minute)
+        fleet.force_counts(counts)
+        outcome = fleet.serve(minute, weights(share))
+        row = row_from(outcome, [])
+        row.action, row.reason = "plan", f"{share:.1f}% neuron on {counts}"
+        rows.append(row)
+    return rows
 
 
 BASELINES: dict[str, type[Baseline]] = {

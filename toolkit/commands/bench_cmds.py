@@ -21,7 +21,7 @@ from toolkit.commands.common import DEFAULT_CONFIG, ConfigOption, Output, Output
 from toolkit.errors import UserError
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "hybrid.yaml"
-DEFAULT_SEEDS = 10  # measured: every built-in scenario x every policy in about 5 min on 2 cores
+DEFAULT_SEEDS = 20  # the goals are judged over 20 seeds; runtime measured in docs/bench.md
 
 
 def _config(path: str) -> Any:

@@ -167,7 +167,7 @@ def _render(data: dict[str, Any], config: str, plot_path: str | None) -> None:
 
     console = Console()
     console.print(
-        f"[bold]hybrid benchmark[/bold] {data['endpoint']} ({data['mode']}): p99 threshold "
+        f"[bold]hybrid loadtest[/bold] {data['endpoint']} ({data['mode']}): p99 threshold "
         f"{data['latency_threshold_ms']:g} ms, error rate <= {data['max_error_rate']:.2%}; prices: {data['price_source']}"
     )
     open_loop = data.get("load") == "open"

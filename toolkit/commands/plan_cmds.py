@@ -8,7 +8,7 @@
 Traffic: the variants' real Invocations per minute from CloudWatch (before the migration all of
 it is on gpu), or a CSV (`invocations` per minute, or `rps`, one row per minute), or a scenario's
 traffic model. Capacities and autoscaling targets: hybrid.yaml (capacity_rps_per_instance as
-`hybrid benchmark --write-capacity` measured it). Prices: config, the Pricing API with
+`hybrid loadtest --write-capacity` measured it). Prices: config, the Pricing API with
 --live-prices, else the built-in table; each with its source. The math: toolkit/plan.py.
 Exit 0 with a plan (whether or not it pays), 2 for bad input, 3 for AWS or disk errors.
 """
@@ -112,7 +112,7 @@ def _sizings(cfg: Any, live_prices: bool) -> dict[str, Any]:
             max_count=v.max_count, target_invocations_per_instance=float(v.target_invocations_per_instance),
             capacity_rps_per_instance=float(v.capacity_rps_per_instance), price_source=prices[name].source,
             capacity_source=(f"hybrid.yaml {CAPACITY_KEY}" if measured
-                             else "the default: not measured, run `hybrid benchmark --write-capacity`"),
+                             else "the default: not measured, run `hybrid loadtest --write-capacity`"),
         )
     return out
 

@@ -78,9 +78,6 @@ class AwsControlPlane:
         self._settle_hook(self.endpoint, counts)
 
 
-EndpointReader = AwsControlPlane  # the name the design notes use for "DescribeEndpoint for live weights/counts"
-
-
 class CloudWatchPublisher:
     """The fleet's metrics into CloudWatch, as SageMaker publishes them."""
 

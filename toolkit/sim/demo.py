@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config import HybridConfig
-from toolkit.sim.runner import Row, RunResult, all_gpu_baseline, memory_world, run
+from toolkit.sim.runner import DEPLOYED_SETTLE_SECONDS, Row, RunResult, all_gpu_baseline, memory_world, run
 from toolkit.sim.scenario import Scenario, Setup, resolve
 
 # The embedded account's demo role: deploy needs an execution role, and nothing runs models here.
@@ -113,7 +113,7 @@ def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any],
         aws.hold_updates(True)
         simulator = aws_simulator(setup, aws)
         controller = build_controller(setup.config, endpoint_url=aws.endpoint_url, state_dir=state_dir,
-                                      clock=simulator.clock)
+                                      clock=simulator.clock, settle_seconds=DEPLOYED_SETTLE_SECONDS)
         say("running")
         result = run(setup, simulator, controller, on_minute=on_minute)
         calls = {

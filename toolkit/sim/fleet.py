@@ -46,6 +46,7 @@ MAX_VALUES_PER_DATUM = 150  # CloudWatch PutMetricData limit for Values/Counts
 # Standard normal CDF on a fine table (np.interp is far cheaper than an erf per bin edge).
 _Z = np.linspace(-9.0, 9.0, 36001)
 _PHI = np.array([0.5 * (1.0 + math.erf(z / math.sqrt(2.0))) for z in _Z])
+_Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 _TAIL_Z = 5.5  # mass beyond 5.5 sigma (< 2e-8) is folded into the edge bins
 
 
@@ -125,10 +126,17 @@ class VariantMinute:
     cost: float = 0.0  # $ this minute
     utilization: float = 0.0  # load / capacity
     over_slo: int = 0  # served requests slower than the SLO's p99 ceiling
+    fault_bad: float = 0.0  # expected bad requests (over the SLO or failed) the active faults caused
+    harmful: bool = False  # a fault made this variant breach the SLO at the share it carried (truth)
     latency: np.ndarray | None = None  # ModelLatency histogram (dense, grid bins)
     overhead: np.ndarray | None = None  # OverheadLatency histogram
     published: bool = True  # False in an outage: SageMaker publishes nothing for the variant
     publish_delay: int = 0  # minutes late (metric_delay fault)
+
+    @property
+    def bad_requests(self) -> int:
+        """Requests a user saw go wrong: served over the SLO, or failed (5XX, dropped at capacity, outage)."""
+        return self.over_slo + self.errors_5xx
 
     @property
     def latency_samples(self) -> int:
@@ -167,10 +175,42 @@ class MinuteOutcome:
     def served(self) -> int:
         return sum(v.requests for v in self.variants.values())
 
+    @property
+    def bad_requests(self) -> int:
+        return sum(v.bad_requests for v in self.variants.values())
+
 
 @dataclass
 class _Instance:
     ready_minute: int  # first minute it serves
+
+
+@dataclass(frozen=True)
+class MinuteDraws:
+    """What chance decides about a minute whatever the policy does: its traffic, jitter and noise bursts.
+
+    Drawn from streams of their own (not the stream that samples latencies), so every policy
+    faces the same minutes and the oracle can know them in advance.
+    """
+
+    offered: int
+    targeted: int  # of `offered`, sent to gpu with TargetVariant
+    jitter: dict[str, float]  # per variant: the minute's median latency factor
+    noise: dict[str, bool]  # per variant: a noise burst this minute
+
+
+def over_share(slo_ms: float, components: list[tuple[float, float]], sigma: float) -> float:
+    """Expected share of requests slower than `slo_ms` for a mixture of lognormals [(share, median_ms)]."""
+    total = sum(w for w, _ in components)
+    if total <= 0:
+        return 0.0
+    if sigma <= 1e-9:
+        return sum(w for w, median in components if median > slo_ms) / total
+    out = 0.0
+    for w, median in components:
+        z = (math.log(slo_ms) - math.log(max(median, 1e-9))) / sigma
+        out += w * 0.5 * math.erfc(z / math.sqrt(2.0))  # the normal tail beyond z
+    return out / total
 
 
 class Fleet:
@@ -179,7 +219,10 @@ class Fleet:
     def __init__(self, setup: Setup, seed: int | None = None) -> None:
         self.setup = setup
         self.hw: dict[str, VariantHardware] = setup.hardware
-        self.rng = np.random.default_rng(setup.seed if seed is None else seed)
+        self.seed = setup.seed if seed is None else seed
+        self.rng = np.random.default_rng(self.seed)  # samples the requests of a minute (policy-dependent)
+        self._traffic_rng = np.random.default_rng([self.seed, 1])  # the offered traffic (policy-independent)
+        self._draws: list[MinuteDraws] = []
         self.slo_ms = setup.config.slo.p99_latency_ms
         # Instances from the initial deployment count as warm (the deploy waits for InService and health checks).
         self.instances: dict[str, list[_Instance]] = {
@@ -244,9 +287,7 @@ class Fleet:
         if instances <= 0 or self.setup.fault_list(name, "outage", minute):
             return None
         rho = requests_per_minute / (instances * hw.capacity_rps_per_instance * 60.0)
-        factor = self.queue_factor(name, rho)
-        for fault in self.setup.fault_list(name, "latency", minute):
-            factor *= fault.magnitude
+        factor = self.queue_factor(name, rho) * self.latency_factor(name, minute)
         z = float(np.interp(q / 100.0, _PHI, _Z))
         return hw.median_ms * factor * math.exp(z * hw.sigma)
 
@@ -260,17 +301,88 @@ class Fleet:
         rate = hw.error_rate + sum(f.magnitude for f in self.setup.fault_list(name, "errors", minute))
         return min(1.0, overload + (1.0 - overload) * min(rate, 1.0))
 
-    def offered(self, minute: int) -> int:
+    def draws(self, minute: int) -> MinuteDraws:
+        """The minute's traffic, jitter and noise bursts: the same for every policy on this seed."""
         traffic = self.setup.scenario.traffic
-        expected = traffic.rps_at(minute) * 60.0
-        return int(self.rng.poisson(expected)) if traffic.poisson else round(expected)
+        while len(self._draws) <= minute:
+            m = len(self._draws)
+            expected = traffic.rps_at(m) * 60.0
+            offered = int(self._traffic_rng.poisson(expected)) if traffic.poisson else round(expected)
+            targeted = int(self._traffic_rng.binomial(offered, traffic.targeted_gpu_fraction)) \
+                if traffic.targeted_gpu_fraction else 0
+            # Jitter and noise from a stream per minute: independent of how many minutes were drawn before.
+            minute_rng = np.random.default_rng([self.seed, 2, m])
+            jitter, noise = {}, {}
+            for name in VARIANT_NAMES:
+                hw = self.hw[name]
+                jitter[name] = math.exp(minute_rng.normal(0.0, hw.minute_jitter)) if hw.minute_jitter > 0 else 1.0
+                noise[name] = bool(hw.noise.probability > 0 and minute_rng.random() < hw.noise.probability)
+            self._draws.append(MinuteDraws(offered, targeted, jitter, noise))
+        return self._draws[minute]
+
+    def offered(self, minute: int) -> int:
+        return self.draws(minute).offered
+
+    def latency_factor(self, name: str, minute: int) -> float:
+        """The active latency faults' combined factor (a ramped fault grows toward its magnitude)."""
+        factor = 1.0
+        for fault in self.setup.fault_list(name, "latency", minute):
+            factor *= fault.factor(minute)
+        return factor
+
+    def fault_error_rate(self, name: str, minute: int) -> float:
+        return sum(f.magnitude for f in self.setup.fault_list(name, "errors", minute))
+
+    def max_load_per_instance(self, name: str, minute: int) -> float:
+        """Requests/min one warm instance of `name` serves at `minute` while the SLO holds in truth.
+
+        Knows the minute's drawn jitter and noise burst and the active faults (what only an oracle
+        can know). The queueing factor depends on utilisation alone, so capacity is linear in the
+        instance count. 0 when no load meets the SLO (an outage, an error rate over the cap, a
+        latency fault or noise burst that breaks the p99 on its own).
+        """
+        hw = self.hw[name]
+        slo = self.setup.config.slo
+        if self.setup.fault_list(name, "outage", minute):
+            return 0.0
+        if hw.error_rate + self.fault_error_rate(name, minute) > slo.max_error_rate:
+            return 0.0
+        draws = self.draws(minute)
+        median = hw.median_ms * draws.jitter[name] * self.latency_factor(name, minute)
+        noise = hw.noise.fraction if draws.noise[name] else 0.0
+        budget = 1.0 - 0.99  # p99 <= SLO: at most 1 % of requests over it
+
+        def over(queue: float) -> float:
+            parts = [(1.0 - noise, median * queue)] + ([(noise, median * queue * hw.noise.multiplier)] if noise else [])
+            return over_share(self.slo_ms, parts, hw.sigma)
+
+        if over(1.0) > budget:
+            return 0.0
+        top = self.queue_factor(name, 0.99)
+        if over(top) <= budget:
+            rho = 0.99
+        else:
+            if noise:  # a mixture: solve for the queueing factor that puts 1 % over the SLO
+                lo, hi = 1.0, top
+                for _ in range(30):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if over(mid) <= budget else (lo, mid)
+            else:  # one lognormal: its p99 is median x exp(z99 x sigma), in closed form
+                lo = self.slo_ms / (median * math.exp(_Z99 * hw.sigma))
+            rho = (lo - 1.0) / (hw.queue_weight + lo - 1.0) if hw.queue_weight > 0 else 0.99
+        return min(rho, 0.99) * hw.capacity_rps_per_instance * 60.0
+
+    def force_counts(self, counts: dict[str, int]) -> None:
+        """Set the active instances at once, warm (the oracle provisions instantly, with no cold start)."""
+        for name, want in counts.items():
+            self.instances[name] = [_Instance(-10_000) for _ in range(max(0, int(want)))]
+            self.pending[name] = []
 
     def serve(self, minute: int, weights: dict[str, float]) -> MinuteOutcome:
         """Route one minute of requests by the live weights and serve them on the active instances."""
         self.promote(minute)
-        traffic = self.setup.scenario.traffic
-        offered = self.offered(minute)
-        targeted = int(self.rng.binomial(offered, traffic.targeted_gpu_fraction)) if traffic.targeted_gpu_fraction else 0
+        draws = self.draws(minute)
+        offered, targeted = draws.offered, draws.targeted
         weighted = offered - targeted
         total_weight = sum(max(0.0, weights.get(n, 0.0)) for n in VARIANT_NAMES)
         share_neuron = max(0.0, weights.get(NEURON, 0.0)) / total_weight if total_weight > 0 else 0.0
@@ -282,7 +394,7 @@ class Fleet:
         merged = np.zeros(GRID_BINS, dtype=np.int64)
         for name in VARIANT_NAMES:
             n, n_targeted = routed[name]
-            vm = self._serve_variant(name, minute, n, faults)
+            vm = self._serve_variant(name, minute, n, faults, draws)
             vm.targeted = n_targeted
             variants[name] = vm
             if vm.latency is not None:
@@ -294,7 +406,7 @@ class Fleet:
         )
         return outcome
 
-    def _serve_variant(self, name: str, minute: int, n: int, faults: list[str]) -> VariantMinute:
+    def _serve_variant(self, name: str, minute: int, n: int, faults: list[str], draws: MinuteDraws) -> VariantMinute:
         hw = self.hw[name]
         rng = self.rng
         setup = self.setup
@@ -315,13 +427,16 @@ class Fleet:
         if outage or capacity <= 0:
             vm.errors_5xx = n  # nothing can serve them
             vm.utilization = math.inf if capacity <= 0 else 0.0
+            if outage:  # the fault failed them all; no instances at all is the policy's doing
+                vm.fault_bad, vm.harmful = float(n), True
             return vm
         rho = n / capacity
         vm.utilization = rho
         overload = round(n - capacity) if rho > 1 else 0
         served = n - overload
         errors_4xx = int(rng.binomial(served, self.setup.scenario.traffic.client_error_rate))
-        error_rate = hw.error_rate + sum(f.magnitude for f in setup.fault_list(name, "errors", minute))
+        fault_errors = self.fault_error_rate(name, minute)
+        error_rate = hw.error_rate + fault_errors
         if setup.fault_list(name, "errors", minute):
             faults.append(f"{name}:errors")
         error_rate = min(error_rate, 1.0)
@@ -330,13 +445,11 @@ class Fleet:
         vm.errors_5xx = errors_5xx + overload
         samples = served - errors_4xx - errors_5xx  # failed requests carry no ModelLatency sample here
 
-        factor = self.queue_factor(name, rho)
-        if hw.minute_jitter > 0:
-            factor *= math.exp(rng.normal(0.0, hw.minute_jitter))
-        for fault in setup.fault_list(name, "latency", minute):
-            factor *= fault.magnitude
+        healthy_factor = self.queue_factor(name, rho) * draws.jitter[name]
+        fault_factor = self.latency_factor(name, minute)
+        if setup.fault_list(name, "latency", minute):
             faults.append(f"{name}:latency")
-        median_us = hw.median_ms * 1000.0 * factor
+        median_us = hw.median_ms * 1000.0 * healthy_factor * fault_factor
 
         # Mixture: warm instances, cold ones (decaying factor), and a noise burst.
         components: list[tuple[float, float]] = []  # (share, median_us)
@@ -348,9 +461,7 @@ class Fleet:
                 if 0 <= age < hw.cold_start_minutes:
                     cold_share += 1.0 / len(active)
                     cold_factor_sum += 1.0 + (hw.cold_start_multiplier - 1.0) * (1.0 - age / hw.cold_start_minutes)
-        noise_share = 0.0
-        if hw.noise.probability > 0 and rng.random() < hw.noise.probability:
-            noise_share = hw.noise.fraction
+        noise_share = hw.noise.fraction if draws.noise[name] else 0.0
         warm_share = max(0.0, 1.0 - cold_share - noise_share)
         components.append((warm_share, median_us))
         if cold_share > 0:
@@ -367,6 +478,20 @@ class Fleet:
         vm.latency = latency
         vm.overhead = overhead
         vm.over_slo = int(latency[self.slo_ms < VALUES_MS].sum())
+        # The truth about harm: what the faults alone added, at the load this variant carried.
+        # Queueing is in both terms, so a capacity shortfall (the policy's doing) is not the fault's.
+        slo = setup.config.slo
+        error_harm = fault_errors * (served - errors_4xx)
+        latency_harm = 0.0
+        if fault_factor != 1.0:
+            medians_ms = [(share, median / 1000.0) for share, median in components]
+            with_fault = over_share(self.slo_ms, medians_ms, hw.sigma)
+            without = over_share(self.slo_ms, [(w, m / fault_factor) for w, m in medians_ms], hw.sigma)
+            latency_harm = max(0.0, with_fault - without) * samples
+        vm.fault_bad = error_harm + latency_harm
+        breach = (fault_errors > 0 and hw.error_rate + fault_errors > slo.max_error_rate) or \
+            (samples > 0 and latency_harm / samples > 0.01)
+        vm.harmful = breach and vm.fault_bad >= 1.0
         return vm
 
 

@@ -119,10 +119,14 @@ class SimulatedEndpoint:
         return self.describe()
 
 
-def minute_metrics(start: datetime, vm: VariantMinute) -> MinuteMetrics:
-    """A variant-minute as the CloudWatch adapter would read it (latency in milliseconds)."""
+def minute_metrics(start: datetime, vm: VariantMinute, percentiles: bool = True) -> MinuteMetrics:
+    """A variant-minute as the CloudWatch adapter would read it (latency in milliseconds).
+
+    percentiles=False: as when ModelLatency carries no percentiles; only Average and Maximum remain.
+    """
     hist = vm.latency
     samples = float(hist.sum()) if hist is not None else 0.0
+    with_p = percentiles and samples > 0
     avg = mx = None
     if samples > 0:
         assert hist is not None
@@ -133,9 +137,9 @@ def minute_metrics(start: datetime, vm: VariantMinute) -> MinuteMetrics:
         invocations=float(vm.requests),
         errors_4xx=float(vm.errors_4xx),
         errors_5xx=float(vm.errors_5xx),
-        latency_p50_ms=percentile_ms(hist, 50) if samples else None,
-        latency_p90_ms=percentile_ms(hist, 90) if samples else None,
-        latency_p99_ms=percentile_ms(hist, 99) if samples else None,
+        latency_p50_ms=percentile_ms(hist, 50) if with_p else None,
+        latency_p90_ms=percentile_ms(hist, 90) if with_p else None,
+        latency_p99_ms=percentile_ms(hist, 99) if with_p else None,
         latency_avg_ms=avg,
         latency_max_ms=mx,
         latency_samples=samples,
@@ -146,8 +150,10 @@ def minute_metrics(start: datetime, vm: VariantMinute) -> MinuteMetrics:
 class SimulatedMetrics:
     """routing.model.MetricsSource over published variant-minutes (metric delays honoured)."""
 
-    def __init__(self, start: datetime) -> None:
+    def __init__(self, start: datetime, settle_seconds: int = 0, percentiles: bool = True) -> None:
         self.start = start
+        self.settle_seconds = settle_seconds  # like CloudWatchMetrics: a minute counts as closed this much later
+        self.percentiles = percentiles
         self._minutes: dict[tuple[str, int], tuple[MinuteMetrics, int, int]] = {}  # -> (metrics, visible at, targeted)
         self.api_calls = 0
 
@@ -156,14 +162,14 @@ class SimulatedMetrics:
             return  # an outage (or a variant with no instances) publishes nothing
         start = self.start + timedelta(minutes=vm.minute)
         visible = vm.minute + 1 + vm.publish_delay  # the minute must close first
-        self._minutes[(vm.variant, vm.minute)] = (minute_metrics(start, vm), visible, vm.targeted)
+        self._minutes[(vm.variant, vm.minute)] = (minute_metrics(start, vm, self.percentiles), visible, vm.targeted)
 
     def _index(self, when: datetime) -> int:
         return int((when - self.start).total_seconds() // 60)
 
     def observe(self, endpoint: str, variants: Sequence[str], now: datetime, minutes: int) -> Observation:
         self.api_calls += 1
-        start, end = metric_window(now, minutes)
+        start, end = metric_window(now, minutes, self.settle_seconds)
         now_index = self._index(now)
         first, last = self._index(start), self._index(end)
         per_variant: dict[str, tuple[MinuteMetrics, ...]] = {}

@@ -35,7 +35,10 @@ from toolkit.sim.memory import (
 from toolkit.sim.scenario import Setup
 
 TICK_OFFSET_SECONDS = 5  # the controller ticks a few seconds after each minute closes
-HARM_KINDS = ("latency", "errors", "outage")  # faults a controller should react to by falling back
+# The deployed Lambda judges a minute only this long after it closes (routing.lambda_handler.SETTLE_SECONDS,
+# set by the stack): the bench and the demo run the controller as deployed.
+DEPLOYED_SETTLE_SECONDS = 60
+HARM_KINDS = ("latency", "errors", "outage")  # fault kinds that can harm users (whether they do: Row.harmful)
 
 
 class SimClock(ManualClock):
@@ -176,11 +179,11 @@ def initial_plane(setup: Setup) -> MemoryControlPlane:
     return MemoryControlPlane(weights, counts, types)
 
 
-def memory_world(setup: Setup, seed: int | None = None) -> MemoryWorld:
+def memory_world(setup: Setup, seed: int | None = None, settle_seconds: int = DEPLOYED_SETTLE_SECONDS) -> MemoryWorld:
     """The in-memory path: no AWS emulation, fast enough for many seeds."""
     clock = SimClock(setup.scenario.start)
     plane = initial_plane(setup)
-    metrics = SimulatedMetrics(setup.scenario.start)
+    metrics = SimulatedMetrics(setup.scenario.start, settle_seconds, setup.scenario.metrics.percentiles)
     simulator = Simulator(setup, plane, MemorySink(metrics), clock, seed)
     return MemoryWorld(simulator, SimulatedEndpoint(setup.config.name, plane), metrics, MemoryStateStore(), clock)
 
@@ -205,6 +208,9 @@ class Row:
     over_slo: int
     errors: int
     faults: list[str]
+    bad_requests: int = 0  # over the SLO + failed (5XX, dropped at capacity, outage): the users' view
+    harmful: bool = False  # truth: a fault on neuron made it breach the SLO at the share it carried
+    neuron_fault_bad: float = 0.0  # expected bad requests the neuron faults caused this minute
     phase: str = ""
     action: str = ""
     reason: str = ""
@@ -231,6 +237,8 @@ def row_from(outcome: MinuteOutcome, events: list[str]) -> Row:
         p99_ms={n: vm.p(99) for n, vm in outcome.variants.items()},
         true_p99_ms=outcome.true_p99_ms, cost=outcome.cost, cost_per_1k=per_1k,
         over_slo=outcome.over_slo, errors=outcome.errors, faults=outcome.faults, events=list(events),
+        bad_requests=outcome.bad_requests, harmful=outcome.variants[NEURON].harmful,
+        neuron_fault_bad=outcome.variants[NEURON].fault_bad,
     )
 
 
@@ -302,11 +310,74 @@ def all_gpu_baseline(setup: Setup, minutes: int | None = None) -> dict[str, Any]
             "cost_by_minute": [r.cost for r in result.rows]}
 
 
-FAULT_GRACE_MINUTES = 5  # a fallback this soon after a fault ended still answers that fault
+FAULT_GRACE_MINUTES = 5  # a rollback this soon before/after a harmful minute answers it
+SHARE_EPSILON = 0.05  # percent: "neuron carries nothing" tolerance
+SHED_ACTIONS = ("step_back",)  # a decision that moves share off neuron without a rollback (hybrid's holding)
+SELF_ENDED_MINUTES = 2  # harm this short with no rollback ended before a decision could govern a minute
 
 
-def harm_all(setup: Setup) -> list[Any]:
-    return [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS]
+@dataclass(frozen=True)
+class HarmEpisode:
+    """A stretch of harmful minutes (truth: a neuron fault made it breach the SLO at the share it carried).
+
+    A new episode starts after FAULT_GRACE_MINUTES clean minutes, or once neuron carried nothing
+    (a re-ramp into a fault still active is harmed again). A fault neuron carried no traffic for
+    makes no harmful minute: it is not scored at all.
+    """
+
+    onset: int  # first harmful minute
+    end: int  # last harmful minute
+    decided: int | None  # onset -> the minute the first decision shedding neuron governs (0: already shedding)
+    effective: int | None  # onset -> first minute after the decision where neuron's share caused no bad request
+
+    @property
+    def scored(self) -> bool:
+        """False for harm that stopped by itself before any decision could govern a minute.
+
+        A minute closes, is judged a minute later (the settle delay) and the decision governs the
+        minute after: harm that lasted at most SELF_ENDED_MINUTES minutes with no rollback (a fault
+        ending as neuron re-ramps into its last minute) cannot be answered; it is not scored as a miss.
+        """
+        return self.decided is not None or self.end - self.onset + 1 > SELF_ENDED_MINUTES
+
+
+def harm_episodes(rows: list[Row], events: list[int] | None = None) -> list[HarmEpisode]:
+    events = fallback_events(rows) if events is None else events
+    spans: list[list[int]] = []
+    for row in rows:
+        if not row.harmful:
+            continue
+        if spans:
+            last = spans[-1][1]
+            gap = rows[last + 1:row.minute]
+            if row.minute - last <= FAULT_GRACE_MINUTES and not any(r.share[NEURON] <= SHARE_EPSILON for r in gap):
+                spans[-1][1] = row.minute
+                continue
+        spans.append([row.minute, row.minute])
+    out = []
+    # Any decision that moves share off neuron answers harm (a rollback, or a step back while holding);
+    # only rollbacks count as rollbacks (and can be false).
+    decisions = sorted(set(events) | {r.minute for r in rows if r.action in SHED_ACTIONS})
+    for onset, end in spans:
+        # A decision at the tick after minute e governs minute e + 1.
+        # The window matches the false-rollback rule: a decision up to FAULT_GRACE_MINUTES after the last
+        # harmful minute still answers it (the data arrives a minute late and is judged a minute later).
+        governs = next((e + 1 for e in decisions
+                        if onset - FAULT_GRACE_MINUTES <= e + 1 <= end + 1 + FAULT_GRACE_MINUTES), None)
+        decided = None if governs is None else max(0, governs - onset)
+        effective = None
+        if governs is not None:
+            effective = next((r.minute - onset for r in rows[max(onset, governs - 1):]
+                              if r.neuron_fault_bad < 1.0 or r.share[NEURON] <= SHARE_EPSILON), None)
+        out.append(HarmEpisode(onset, end, decided, effective))
+    return [e for e in out if e.scored]
+
+
+def false_rollback_count(rows: list[Row], events: list[int] | None = None) -> int:
+    """Rollbacks with no harmful minute in the FAULT_GRACE_MINUTES before them nor in the minute they govern."""
+    events = fallback_events(rows) if events is None else events
+    harmful = {r.minute for r in rows if r.harmful}
+    return sum(1 for e in events if not any(m in harmful for m in range(e - FAULT_GRACE_MINUTES, e + 2)))
 
 
 def fallback_events(rows: list[Row]) -> list[int]:
@@ -334,10 +405,6 @@ def fallback_events(rows: list[Row]) -> list[int]:
     return out
 
 
-def fault_onsets(setup: Setup) -> list[tuple[int, str, str]]:
-    return sorted((f.minute, f.variant, f.kind) for f in setup.scenario.faults)
-
-
 def summarize(result: RunResult) -> dict[str, Any]:
     """The figures a person (demo) and the bench look at."""
     rows = result.rows
@@ -348,28 +415,17 @@ def summarize(result: RunResult) -> dict[str, Any]:
     errors = sum(r.errors for r in rows)
     target = setup.config.canary.target_neuron_percent
     full = next((r.minute for r in rows if r.share[NEURON] >= target - 0.05), None)
-    harm = [f for f in setup.scenario.faults if f.variant == NEURON and f.kind in HARM_KINDS and f.minute < len(rows)]
-    onset = min((f.minute for f in harm), default=None)
-    fallback_minute = None
-    effective_minute = None
-    recovered_minute = None
-    if onset is not None:
-        # The tick after minute m runs at minute m+1: a fallback decided there counts from m+1.
-        fallback_minute = next((r.minute + 1 for r in rows if r.minute >= onset and r.action in ("fallback", "abort")),
-                               None)
-        if fallback_minute is not None:
-            # When the endpoint actually served gpu-only (the update can wait for instances).
-            effective_minute = next((r.minute for r in rows if r.minute >= fallback_minute and r.share[NEURON] <= 0.05),
-                                    None)
-            fault_end = max(f.minute + f.duration_minutes for f in harm)
-            after = [r for r in rows if r.minute >= max(fallback_minute, fault_end)]
-            recovered_minute = next((r.minute for r in after if r.share[NEURON] > 0.05), None)
     events = fallback_events(rows)
-    # False: no neuron fault (latency, errors, outage) active then or in the FAULT_GRACE minutes before.
-    false_rollbacks = sum(
-        1 for minute in events
-        if not any(f.active(m) for f in harm_all(setup) for m in range(minute - FAULT_GRACE_MINUTES, minute + 1))
-    )
+    episodes = harm_episodes(rows, events)
+    first = episodes[0] if episodes else None
+    onset = first.onset if first else None
+    fallback_minute = onset + first.decided if first and first.decided is not None else None
+    effective_minute = onset + first.effective if first and first.effective is not None else None
+    recovered_minute = None
+    if fallback_minute is not None:
+        after = [r for r in rows if r.minute > max(fallback_minute, first.end if first else 0)]
+        recovered_minute = next((r.minute for r in after if r.share[NEURON] > SHARE_EPSILON), None)
+    false_rollbacks = false_rollback_count(rows, events)
     p99s = sorted(r.true_p99_ms for r in rows if r.true_p99_ms is not None)
     out: dict[str, Any] = {
         "scenario": setup.scenario.name,
@@ -380,10 +436,11 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "cost_per_1k": round(cost / requests * 1000.0, 6) if requests else None,
         "requests_over_slo": over_slo,
         "errors_served": errors,
+        "bad_requests": over_slo + errors,
         "worst_minute_true_p99_ms": round(p99s[-1], 2) if p99s else None,
         "final_neuron_share": round(rows[-1].share[NEURON], 2) if rows else None,
-        "minutes_to_full_migration": (full - setup.scenario.canary_start_minute) if full is not None else None,
-        "fault_onset_minute": onset,
+        "minutes_to_full_migration": max(0, full - setup.scenario.canary_start_minute) if full is not None else None,
+        "fault_onset_minute": onset,  # the first harmful minute (truth), not the fault's label
         "fallback_minute": fallback_minute,
         "minutes_to_fallback": (fallback_minute - onset) if fallback_minute is not None and onset is not None else None,
         "fallback_effective_minute": effective_minute,

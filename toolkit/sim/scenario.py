@@ -25,8 +25,6 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from toolkit.config import GPU, NEURON, VARIANT_NAMES, HybridConfig, Strict, parse_config
 from toolkit.errors import UserError
 
-FAULT_KINDS = ("latency", "errors", "outage", "metric_delay")
-
 
 class Spike(Strict):
     """Traffic multiplied by `multiplier` for `duration_minutes` from `minute`."""
@@ -34,6 +32,31 @@ class Spike(Strict):
     minute: int = Field(ge=0, description="First minute of the spike (0-based).")
     duration_minutes: int = Field(ge=1)
     multiplier: float = Field(gt=0, description="Traffic factor during the spike, e.g. 4.0.")
+
+
+class Ramp(Strict):
+    """Traffic growing (or falling) linearly to `multiplier` x over `duration_minutes` from `minute`, then holding."""
+
+    minute: int = Field(ge=0, description="First minute of the ramp (0-based).")
+    duration_minutes: int = Field(ge=1)
+    multiplier: float = Field(gt=0, description="Traffic factor reached at the ramp's end, e.g. 8.0.")
+
+    def factor(self, minute: int) -> float:
+        if minute < self.minute:
+            return 1.0
+        done = min(1.0, (minute - self.minute + 1) / self.duration_minutes)
+        return 1.0 + (self.multiplier - 1.0) * done
+
+
+class Peak(Strict):
+    """A bell-shaped bump of `rps` extra requests/s centred on `minute` (a real day's morning or evening peak)."""
+
+    minute: int = Field(ge=0)
+    rps: float = Field(gt=0, description="Extra req/s at the centre.")
+    width_minutes: float = Field(gt=0, description="Standard deviation of the bump, in minutes.")
+
+    def rps_at(self, minute: int) -> float:
+        return self.rps * math.exp(-0.5 * ((minute - self.minute) / self.width_minutes) ** 2)
 
 
 class Diurnal(Strict):
@@ -60,6 +83,8 @@ class Traffic(Strict):
         None, description="Explicit rps per minute; the last value holds after the list ends."
     )
     spikes: list[Spike] = Field(default_factory=list)
+    ramps: list[Ramp] = Field(default_factory=list, description="Linear growth phases (multiply the rate).")
+    peaks: list[Peak] = Field(default_factory=list, description="Bell-shaped bumps added to the rate.")
     poisson: bool = Field(True, description="Request counts per minute vary as Poisson draws around the rate.")
     client_error_rate: float = Field(
         0.001, ge=0, lt=1, description="Share of requests rejected as 4XX (bad input): not the variant's fault."
@@ -88,6 +113,9 @@ class Traffic(Strict):
         else:
             assert self.per_minute is not None
             base = self.per_minute[min(minute, len(self.per_minute) - 1)]
+        base += sum(peak.rps_at(minute) for peak in self.peaks)
+        for ramp in self.ramps:
+            base *= ramp.factor(minute)
         for spike in self.spikes:
             if spike.minute <= minute < spike.minute + spike.duration_minutes:
                 base *= spike.multiplier
@@ -175,6 +203,15 @@ class Autoscaling(Strict):
     scale_in_minutes: int = Field(15, ge=1, description="Consecutive minutes below target before scaling in.")
 
 
+class Metrics(Strict):
+    """What CloudWatch gives the controllers."""
+
+    percentiles: bool = Field(
+        True, description="False: ModelLatency has no percentiles (published as statistic sets, or an "
+        "account without them): readers get Average and Maximum only.",
+    )
+
+
 class Fault(Strict):
     """Something going wrong on one variant for a while."""
 
@@ -187,6 +224,10 @@ class Fault(Strict):
         "metric_delay: minutes late; outage: unused.",
     )
     duration_minutes: int = Field(ge=1)
+    ramp_minutes: int = Field(
+        0, ge=0, description="latency only: the factor grows linearly from 1 to `magnitude` over these minutes "
+        "(a slow degradation); 0 = at once.",
+    )
 
     @model_validator(mode="after")
     def _magnitude(self) -> Fault:
@@ -194,12 +235,21 @@ class Fault(Strict):
             raise ValueError(f"latency fault magnitude is a factor > 0, got {self.magnitude}")
         if self.kind == "errors" and not 0 <= self.magnitude <= 1:
             raise ValueError(f"errors fault magnitude is a share in 0..1, got {self.magnitude}")
+        if self.ramp_minutes and self.kind != "latency":
+            raise ValueError(f"ramp_minutes applies to latency faults only, not {self.kind}")
         if self.kind == "metric_delay" and (self.magnitude < 1 or self.magnitude != int(self.magnitude)):
             raise ValueError(f"metric_delay magnitude is whole minutes >= 1, got {self.magnitude}")
         return self
 
     def active(self, minute: int) -> bool:
         return self.minute <= minute < self.minute + self.duration_minutes
+
+    def factor(self, minute: int) -> float:
+        """A latency fault's factor at `minute` (ramped faults grow toward `magnitude`)."""
+        if self.ramp_minutes <= 0:
+            return self.magnitude
+        done = min(1.0, (minute - self.minute + 1) / self.ramp_minutes)
+        return 1.0 + (self.magnitude - 1.0) * done
 
 
 class Scenario(Strict):
@@ -214,6 +264,7 @@ class Scenario(Strict):
     traffic: Traffic
     hardware: dict[str, Hardware] = Field(default_factory=dict, description="Per variant: neuron, gpu.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    metrics: Metrics = Field(default_factory=Metrics)
     config: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides merged into hybrid.yaml (e.g. slo, canary, fallback, holding, variants).",
@@ -418,13 +469,3 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         where = f"line {mark.line + 1}: " if mark else ""
         raise UserError(f"{path}: {where}malformed YAML: {getattr(error, 'problem', None) or error}") from None
     return parse_scenario(data, str(path))
-
-
-def load_builtin(name: str) -> Scenario:
-    return load_scenario(builtin_dir() / f"{name}.yaml")
-
-
-def scenario_schema() -> dict[str, Any]:
-    schema = Scenario.model_json_schema()
-    schema["title"] = "hybrid scenario"
-    return schema

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from routing.model import EndpointLive, MinuteMetrics, Observation, VariantLive
-from toolkit.bench.baselines import FALLBACK, Alarm, FlaggerLike, GuardrailsLinear, Oracle, breaching
+from toolkit.bench.baselines import FALLBACK, Alarm, FlaggerLike, GuardrailsLinear, breaching
 from toolkit.bench.harness import run_policy
 from toolkit.config import GPU, NEURON
 from toolkit.sim.runner import memory_world, run
@@ -137,34 +140,57 @@ def test_static_neuron_serves_everything_on_neuron_every_minute(make_setup):
     assert {r.share[NEURON] for r in rows} == {100.0}
 
 
-def test_oracle_never_serves_over_the_slo_when_capacity_allows(make_setup):
+def test_oracle_meets_the_slo_in_truth_every_minute_when_capacity_allows(make_setup):
     setup = make_setup(duration_minutes=40, traffic={"rps": 30})
     figures = run_policy(setup, "oracle")
-    assert figures.requests_over_slo == 0
+    from toolkit.bench.baselines import oracle_rows
+
+    for row in oracle_rows(setup, setup.seed):
+        # p99 <= SLO means at most 1 % over it; the minute's draw adds sampling noise around the plan.
+        assert row.over_slo <= 0.02 * sum(row.requests.values()) + 3, row.minute
     assert figures.cost <= run_policy(setup, "static-gpu").cost
 
 
-def test_oracle_falls_back_at_the_fault_onset_without_delay(make_setup):
+def test_oracle_carries_nothing_on_neuron_while_a_fault_would_harm_it(make_setup):
     onset = 20
     setup = make_setup(duration_minutes=40, traffic={"rps": 30},
                        faults=[{"minute": onset, "variant": "neuron", "kind": "latency", "magnitude": 4.0,
                                 "duration_minutes": 6}])
-    figures = run_policy(setup, "oracle")
-    assert figures.minutes_to_fallback == 0 and figures.false_rollbacks == 0
+    from toolkit.bench.baselines import oracle_rows
+
+    rows = oracle_rows(setup, setup.seed)
+    assert all(r.share[NEURON] == 0.0 for r in rows[onset:onset + 6])
+    assert rows[onset - 1].share[NEURON] > 50.0 and rows[onset + 6].share[NEURON] > 50.0
+    assert run_policy(setup, "oracle").harmful_onsets == 0
 
 
 def test_oracle_is_cheaper_than_or_equal_to_every_other_policy_on_a_healthy_scenario(make_setup):
     setup = make_setup(duration_minutes=60, traffic={"rps": 30})
     oracle = run_policy(setup, "oracle").cost
-    for name in ("static-gpu", "guardrails-linear", "flagger-like", "hybrid"):
+    for name in ("static-gpu", "static-neuron", "guardrails-linear", "flagger-like", "hybrid"):
         assert oracle <= run_policy(setup, name).cost * 1.001, name
 
 
 def test_policy_starts_nothing_before_the_canary_start(make_setup):
     setup = make_setup(duration_minutes=12, canary_start_minute=6)
-    world = memory_world(setup, setup.seed)
-    oracle = Oracle()
     from toolkit.bench.harness import BaselineController
 
-    rows = run(setup, world.simulator, BaselineController(oracle, world, setup)).rows
-    assert all(r.share[NEURON] == 0.0 for r in rows[:6])
+    for policy in (GuardrailsLinear(), FlaggerLike()):
+        world = memory_world(setup, setup.seed)
+        rows = run(setup, world.simulator, BaselineController(policy, world, setup)).rows
+        assert all(r.share[NEURON] == 0.0 for r in rows[:6]), policy.name
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), rps=st.sampled_from([5.0, 30.0, 90.0]),
+       fault=st.sampled_from([None, "latency", "errors", "outage"]))
+def test_no_policy_with_no_more_bad_requests_than_the_oracle_costs_less(make_setup, seed, rps, fault):
+    faults = [] if fault is None else [{"minute": 15, "variant": "neuron", "kind": fault, "duration_minutes": 8,
+                                        "magnitude": {"latency": 3.0, "errors": 0.2, "outage": 1.0}[fault]}]
+    setup = make_setup(seed=seed, duration_minutes=35, traffic={"rps": rps},
+                       config={"variants": {"gpu": {"initial_count": max(1, round(rps / 15))}}}, faults=faults)
+    oracle = run_policy(setup, "oracle")
+    for name in ("hybrid", "static-gpu", "static-neuron", "guardrails-linear", "flagger-like"):
+        other = run_policy(setup, name)
+        if other.bad_requests <= oracle.bad_requests:
+            assert other.cost >= oracle.cost - 1e-9, name

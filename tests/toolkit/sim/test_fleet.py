@@ -152,3 +152,46 @@ def test_expected_percentiles_match_what_the_fleet_serves(make_setup):
         assert served.p(50) == pytest.approx(expected, rel=0.03)
     assert fleet.expected_p_ms("gpu", 0, 1800, 0) is None
     assert fleet.expected_error_rate("gpu", 0, 4800, 2) == pytest.approx(0.5, abs=0.01)  # twice the capacity
+
+
+def _harm(make_setup, fault: dict, share: float = 100.0, minute: int = 0):
+    from toolkit.sim.fleet import Fleet
+
+    setup = make_setup(traffic={"rps": 30}, faults=[{"minute": 0, "variant": "neuron", "duration_minutes": 300,
+                                                     **fault}])
+    return Fleet(setup).serve(minute, {"neuron": share, "gpu": 100.0 - share}).variants["neuron"]
+
+
+def test_harm_is_the_truth_not_the_label(make_setup):
+    # An error rate just over the cap (1 %) is harmful; just under it is not.
+    assert _harm(make_setup, {"kind": "errors", "magnitude": 0.015}).harmful
+    assert not _harm(make_setup, {"kind": "errors", "magnitude": 0.005}).harmful
+    # A 1.2x latency fault keeps neuron's p99 inside the 150 ms SLO: labelled, harmless.
+    assert not _harm(make_setup, {"kind": "latency", "magnitude": 1.2}).harmful
+    assert _harm(make_setup, {"kind": "latency", "magnitude": 3.0}).harmful
+    # A fault on a neuron that carries nothing harms nobody.
+    assert not _harm(make_setup, {"kind": "outage"}, share=0.0).harmful
+    assert _harm(make_setup, {"kind": "outage"}, share=5.0).harmful
+
+
+def test_bad_requests_count_over_slo_and_failed_requests(make_setup):
+    vm = _harm(make_setup, {"kind": "errors", "magnitude": 0.3})
+    assert vm.bad_requests == vm.over_slo + vm.errors_5xx and vm.errors_5xx > 0
+
+
+def test_a_ramped_latency_fault_grows_linearly_to_its_magnitude(make_setup):
+    setup = make_setup(duration_minutes=200, faults=[{"minute": 10, "variant": "neuron", "kind": "latency",
+                                                      "magnitude": 3.0, "ramp_minutes": 100, "duration_minutes": 150}])
+    fault = setup.scenario.faults[0]
+    assert fault.factor(10) == pytest.approx(1.02) and fault.factor(59) == pytest.approx(2.0)
+    assert fault.factor(150) == pytest.approx(3.0)
+
+
+def test_every_policy_faces_the_same_traffic_and_jitter_on_a_seed(make_setup):
+    from toolkit.sim.fleet import Fleet
+
+    setup = make_setup(traffic={"rps": 30})
+    a, b = Fleet(setup), Fleet(setup)
+    a.serve(0, {"neuron": 0.0, "gpu": 100.0})
+    b.serve(0, {"neuron": 70.0, "gpu": 30.0})  # different routing draws different request samples...
+    assert a.draws(1) == b.draws(1)  # ...but the next minute's traffic, jitter and noise are the same

@@ -69,3 +69,25 @@ def test_outage_minutes_are_missing_not_zero(make_setup):
     observed = metrics.observe("ep", ["neuron", "gpu"], setup.scenario.start + timedelta(minutes=1, seconds=5), 1)
     assert observed.for_variant("neuron")[0].invocations is None
     assert observed.for_variant("gpu")[0].has_data
+
+
+def test_settle_delay_judges_a_minute_only_a_minute_after_it_closes_like_the_lambda(make_setup):
+    from routing.lambda_handler import SETTLE_SECONDS
+    from toolkit.sim.runner import DEPLOYED_SETTLE_SECONDS
+
+    assert DEPLOYED_SETTLE_SECONDS == SETTLE_SECONDS  # the bench runs the controller as deployed
+    setup = make_setup()
+    metrics = SimulatedMetrics(setup.scenario.start, settle_seconds=60)
+    at = setup.scenario.start + timedelta(minutes=2, seconds=5)
+    observed = metrics.observe("ep", ["gpu"], at, 1)
+    assert observed.for_variant("gpu")[0].start == setup.scenario.start  # minute 0, not minute 1
+
+
+def test_without_percentiles_readers_get_average_and_maximum_only(make_setup):
+    setup = make_setup(metrics={"percentiles": False})
+    metrics = SimulatedMetrics(setup.scenario.start, percentiles=setup.scenario.metrics.percentiles)
+    for vm in Fleet(setup).serve(0, {"neuron": 50.0, "gpu": 50.0}).variants.values():
+        metrics.publish(vm)
+    minute = metrics.observe("ep", ["gpu"], setup.scenario.start + timedelta(minutes=1, seconds=5), 1).for_variant("gpu")[0]
+    assert minute.latency_p99_ms is None and minute.latency_p50_ms is None
+    assert minute.latency_avg_ms is not None and minute.latency_max_ms is not None
