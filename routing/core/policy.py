@@ -17,7 +17,7 @@ gpu is never below its min_count. See docs/routing.md for the formulas and the t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from routing.core.costs import cost_per_1k
 from routing.core.errors import UserError
 from routing.core.gates import (
+    MIN_ERRORS,
     NOISE_WINDOW,
     Assessment,
     Silence,
@@ -180,6 +181,7 @@ class Measurement:
     counted: tuple[datetime, ...] = ()  # the ledger after this tick: minute starts in totals
     data_lag: float = 0.0  # minutes CloudWatch is behind (measured)
     newest_minute: datetime | None = None
+    saturated: tuple[MinuteMetrics, ...] = ()  # newest neuron minutes served past the saturation level
 
 
 def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_share: float,
@@ -267,9 +269,13 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     neuron_share = endpoint.share(NEURON) if NEURON in endpoint.variants else 0.0
     gpu_share = 100.0 - neuron_share
     since = state.memory.live_since
-    step = window_from(observation.minutes, ceil_minute(since) if since else None)
+    count = endpoint.counts().get(NEURON, 0)
+    saturated = saturated_minutes(config, observation.minutes.get(NEURON, ()), count)
+    # A minute neuron served past its saturation level is evidence of load, not of a fault: the
+    # gates judge the other minutes; the saturated ones are answered with capacity (overflow).
+    step = _without(window_from(observation.minutes, ceil_minute(since) if since else None), saturated)
     reset = state.memory.breach_since
-    recent = window_from(observation.minutes, ceil_minute(reset) if reset else None)
+    recent = _without(window_from(observation.minutes, ceil_minute(reset) if reset else None), saturated)
     totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
     known = [t for _, t in totals if t is not None]
     last_rps = float(state.memory.total_rps or 0.0)
@@ -305,7 +311,49 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
     totals, counted = _step_totals(state, step, observation, neuron_share, gpu_share)
     return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed,
-                       projected, counted, lag, reported_horizon(observation) or state.memory.newest_minute)
+                       projected, counted, lag, reported_horizon(observation) or state.memory.newest_minute,
+                       _newest_saturated(config, observation, saturated, ceil_minute(reset) if reset else None))
+
+
+def minute_load(config: HybridConfig, minute: MinuteMetrics, count: int) -> float | None:
+    """Neuron's load per instance / its capacity in a minute (InvocationsPerInstance, else over the count)."""
+    if not minute.has_data or not minute.invocations:
+        return None
+    per_instance = (minute.invocations_per_instance if minute.invocations_per_instance is not None
+                    else minute.invocations / max(count, 1))
+    return per_instance / 60.0 / config.variants.neuron.capacity_rps_per_instance
+
+
+def load_harmed(config: HybridConfig, minute: MinuteMetrics) -> bool:
+    """The minute is over the SLO or the 5XX cap (what queueing and requests past capacity do)."""
+    rate = minute.errors_5xx / minute.invocations if minute.invocations else 0.0
+    slow = minute.latency_p99_ms is not None and minute.latency_p99_ms > config.slo.p99_latency_ms
+    return slow or (rate > config.slo.max_error_rate and minute.errors_5xx >= MIN_ERRORS)
+
+
+def saturated_minutes(config: HybridConfig, minutes: Sequence[MinuteMetrics], count: int) -> frozenset[datetime]:
+    """Neuron minutes served past the saturation level AND harmed: load's doing, not a fault's.
+
+    A saturated minute within the SLO stays evidence like any other (a fleet at its max count may
+    run above the level for hours)."""
+    level = config.holding.saturation_utilization
+    return frozenset(m.start for m in minutes
+                     if (minute_load(config, m, count) or 0.0) > level and load_harmed(config, m))
+
+
+def _without(window: Window, starts: frozenset[datetime]) -> Window:
+    if not starts:
+        return window
+    return Window(tuple(m for m in window.neuron if m.start not in starts),
+                  tuple(m for m in window.gpu if m.start not in starts))
+
+
+def _newest_saturated(config: HybridConfig, observation: Observation, saturated: frozenset[datetime],
+                      since: datetime | None) -> tuple[MinuteMetrics, ...]:
+    """The saturated neuron minutes among the newest NOISE_WINDOW with data (since the last action)."""
+    rows = [m for m in observation.minutes.get(NEURON, ()) if m.has_data and m.invocations
+            and (since is None or m.start >= since)][-NOISE_WINDOW:]
+    return tuple(m for m in rows if m.start in saturated)
 
 
 def forecast_rps(per_minute_totals: list[float], lead_minutes: float) -> float:
@@ -560,18 +608,22 @@ def guard(t: Tick) -> Decision | None:
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
-        gradual = drains_gradually(t, t.assessed.breaches)
-        load = neuron_load(t)
-        loaded = all(g.name in LOAD_GATES for g in t.assessed.breaches)
-        if loaded and state.phase in (Phase.RAMPING, Phase.HOLDING) and load > saturation_level(t.config):
-            return overflow(t, _phase_goal(t), load, f"{why} at {load:.0%} of neuron's capacity per instance")
-        return fall_back(t, why, gradual=gradual)
+        return fall_back(t, why, gradual=drains_gradually(t, t.assessed.breaches))
+    harmed = _saturation_harm(t)
+    if t.live > 0 and harmed and state.phase in (Phase.RAMPING, Phase.HOLDING):
+        return overflow(t, _phase_goal(t), neuron_load(t), harmed)
     return None
 
 
-# Breaches that load alone can cause (queueing delay, requests over capacity failing): judged against
-# neuron's load per instance before they count as a fault. Silence is never load.
-LOAD_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS})
+def _saturation_harm(t: Tick) -> str:
+    """The newest neuron minute load harmed (see saturated_minutes), in words ('' when none)."""
+    if not t.measured.saturated:
+        return ""
+    m = t.measured.saturated[-1]
+    load = minute_load(t.config, m, t.endpoint.counts().get(NEURON, 0)) or 0.0
+    rate = m.errors_5xx / m.invocations if m.invocations else 0.0
+    return (f"neuron at {load:.0%} of its capacity per instance: p99 {fmt_ms(m.latency_p99_ms)}, "
+            f"5XX {rate:.1%} in the minute of {m.start:%H:%M}")
 
 
 def saturation_level(config: HybridConfig) -> float:
@@ -580,17 +632,10 @@ def saturation_level(config: HybridConfig) -> float:
 
 
 def neuron_load(t: Tick) -> float:
-    """Neuron's load per instance / its capacity: the highest of the newest NOISE_WINDOW minutes judged.
-
-    The per-instance figure is SageMaker's InvocationsPerInstance when published, else invocations
-    over the in-service count. The same minutes the breach was found on (the recent window).
-    """
-    count = max(t.endpoint.counts().get(NEURON, 0), 1)
-    cap = t.config.variants.neuron.capacity_rps_per_instance
-    rows = [m for m in t.measured.recent.neuron if m.has_data and m.invocations][-NOISE_WINDOW:]
-    loads = [((m.invocations_per_instance if m.invocations_per_instance is not None else (m.invocations or 0.0) / count)
-              / 60.0 / cap) for m in rows]
-    return max(loads, default=0.0)
+    """Neuron's load per instance / its capacity: the highest of the newest NOISE_WINDOW minutes with data."""
+    count = t.endpoint.counts().get(NEURON, 0)
+    rows = [m for m in t.observation.minutes.get(NEURON, ()) if m.has_data and m.invocations][-NOISE_WINDOW:]
+    return max((minute_load(t.config, m, count) or 0.0 for m in rows), default=0.0)
 
 
 def _phase_goal(t: Tick) -> float:
@@ -619,6 +664,13 @@ def overflow_share(t: Tick, load: float) -> float:
     return math.floor(10.0 * max(0.0, min(t.live, max(fill, 100.0 - gpu_carry)))) / 10.0
 
 
+def _overflowed(state: ControllerState, now: datetime) -> ControllerState:
+    """Saturation acted on: the minutes before now are not judged again, neither for breaches
+    (breach_since) nor in the step's totals (a fresh step from now: live_since)."""
+    return state.remember(overflow=True, breach_since=now, live_since=now, step_totals=None, totals_since=None,
+                          counted_minutes=())
+
+
 def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
     """Saturation, not a fault: neuron keeps what it carries, gpu takes the overflow, neuron scales for goal.
 
@@ -640,8 +692,8 @@ def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
         reason = (f"neuron saturated (load, not a fault): {why}; overflow at {_pct(round(t.live, 2))} on neuron, "
                   f"waiting for the {target.instance_counts[NEURON]} neuron and {target.instance_counts[GPU]} gpu "
                   f"instances asked for")
-        return _decision(t, state.remember(overflow=True, breach_since=t.now), Action.HOLD, reason, None, stats)
-    memory = replace(state.memory, overflow=True, breach_since=t.now)
+        return _decision(t, _overflowed(state, t.now), Action.HOLD, reason, None, stats)
+    memory = _overflowed(state, t.now).memory
     new = state.evolve(last_change_at=t.now, step_started_at=None, good_minutes=0, memory=memory)
     reason = (f"neuron saturated (load, not a fault): {why}; gpu takes the overflow, neuron "
               f"{_pct(round(t.live, 2))} -> {_pct(share)}, neuron {asked.get(NEURON, 0)} -> "

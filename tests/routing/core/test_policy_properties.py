@@ -77,6 +77,10 @@ def drive(script: list[Step], checked: list[int] | None = None) -> World:
         check_valid(world, decision)
         if check_breach(world, decision, before_phase, before_share, before_since, gpu_live) and checked is not None:
             checked.append(world.tick_no)
+        elif decision.statistics.get("overflow") and checked is not None:
+            # Neuron past its saturation level and harmed: load, answered in this tick with capacity (the
+            # overflow to gpu; its shape is checked by check_breach on the minutes it sees).
+            checked.append(world.tick_no)
         if step.command:
             try:
                 decision = world.command(step.command)
