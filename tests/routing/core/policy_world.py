@@ -66,6 +66,7 @@ class Behaviour:
     """How one variant serves a minute. Callables get the tick number for scripted noise."""
 
     p99_ms: float | Callable[[int], float | None] = 40.0
+    p90_ms: float | Callable[[int], float | None] | None = None  # None: CloudWatch gives no p90 (the p99 speaks alone)
     error_rate: float | Callable[[int], float] = 0.0
     silent: bool | Callable[[int], bool] = False
     # Load: with a per-instance capacity (req/s), p99 grows with the load (queueing) and the requests
@@ -142,7 +143,7 @@ class World:
                     p99 = p99 * (1.0 + 0.5 * rho / (1.0 - rho))
             self.history[variant].append(MinuteMetrics(
                 start=start, invocations=float(invocations), errors_5xx=float(errors),
-                latency_p99_ms=p99, latency_samples=float(invocations),
+                latency_p99_ms=p99, latency_p90_ms=behaviour.at("p90_ms", self.tick_no), latency_samples=float(invocations),
                 invocations_per_instance=invocations / max(self.counts[variant], 1),
             ))
 

@@ -120,3 +120,45 @@ def test_a_latency_regression_at_normal_load_falls_back_within_two_closed_minute
     decision = world.run_until(lambda d: d.action in (Action.FALLBACK, Action.STEP_BACK), limit=5)
     assert decision.action == Action.FALLBACK and decision.statistics.get("overflow") is not True
     assert world.tick_no - onset <= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Noise vs a shifted distribution
+
+
+def test_tail_bursts_that_leave_the_p90_alone_never_roll_back_a_healthy_model():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}).started()
+    world.neuron = Behaviour(p99_ms=45.0, p90_ms=30.0)
+    world.gpu = Behaviour(p99_ms=38.0, p90_ms=28.0)
+    world.command("promote")
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING and world.weights[NEURON] == 100.0, limit=20)
+    # Two bursts in a row every ten minutes: a few slow requests move p99 far past the SLO, not p90.
+    world.neuron = Behaviour(p99_ms=lambda tick: 400.0 if tick % 10 in (3, 4) else 45.0, p90_ms=30.0)
+    decisions = world.run(60)
+    assert all(d.action not in (Action.FALLBACK, Action.STEP_BACK) for d in decisions)
+    assert world.weights[NEURON] == 100.0
+
+
+def test_a_shifted_distribution_far_past_the_slo_falls_back_on_its_first_closed_minute():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}).started()
+    world.neuron = Behaviour(p99_ms=45.0, p90_ms=30.0)
+    world.gpu = Behaviour(p99_ms=38.0, p90_ms=28.0)
+    world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
+    world.run(2)
+    onset = world.tick_no + 1
+    world.neuron = Behaviour(p99_ms=lambda t: 45.0 * (3 if t >= onset else 1), p90_ms=lambda t: 30.0 * (3 if t >= onset else 1))
+    decision = world.run_until(lambda d: d.action == Action.FALLBACK, limit=5)
+    assert world.tick_no == onset  # the tick that closes the first slow minute
+
+
+def test_a_marginal_shift_needs_a_second_minute():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}).started()
+    world.neuron = Behaviour(p99_ms=125.0, p90_ms=85.0)
+    world.gpu = Behaviour(p99_ms=120.0, p90_ms=80.0)  # the regression bar: 1.25 x 120 = 150 ms, like the SLO
+    world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
+    world.run(2)
+    onset = world.tick_no + 1
+    # p99 160 ms: past the 150 ms SLO but not by 30%, p90 moved with it.
+    world.neuron = Behaviour(p99_ms=lambda t: 160.0 if t >= onset else 125.0, p90_ms=lambda t: 107.0 if t >= onset else 85.0)
+    world.run_until(lambda d: d.action == Action.FALLBACK, limit=5)
+    assert world.tick_no == onset + 1
