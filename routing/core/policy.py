@@ -485,12 +485,17 @@ def drains_gradually(t: Tick, breaches: tuple[GateResult, ...] | list[GateResult
 
 
 def _gpu_carry_share(t: Tick) -> float:
-    """Share of the traffic gpu's IN-SERVICE instances carry within their capacity (never below its live share)."""
+    """Share of the traffic gpu's IN-SERVICE instances carry at the saturation level (never below its live share).
+
+    At the level, not at 100% of capacity: a gpu fleet run at its edge queues, and its requests go
+    over the SLO (measured on error-burst: 1,100 a minute from one gpu instance at rho 1).
+    """
     total = t.measured.sizing_rps
     gpu_live = 100.0 - t.live
     if total <= 0:
         return 100.0
-    capacity = t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+    capacity = (t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+                * saturation_level(t.config))
     return min(100.0, max(gpu_live, math.floor(1000.0 * capacity / total) / 10.0))
 
 

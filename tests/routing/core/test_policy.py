@@ -409,11 +409,16 @@ def test_holding_disabled_keeps_the_split_but_still_falls_back_on_a_breach():
     assert world.run_until(lambda d: d.action != Action.HOLD, limit=5).action == Action.FALLBACK
 
 
-def test_holding_breach_falls_back_entirely():
+def test_holding_breach_falls_back_with_gpu_taking_all_it_carries_and_sized_for_everything():
     world = holding_world()
     world.neuron = Behaviour(p99_ms=500.0)
     decision = world.run_until(lambda d: d.action != Action.HOLD, limit=5)
-    assert decision.action == Action.FALLBACK and decision.target.weights[NEURON] == 0.0
+    assert decision.action == Action.FALLBACK
+    gpu_live = decision.statistics["gpu_in_service"]
+    carried = min(100.0, 100.0 * gpu_live * 20 * 0.85 / 20.0)  # 20 req/s; gpu 20/instance at the 85% level
+    assert decision.target.weights[GPU] >= math.floor(10 * carried) / 10
+    assert decision.target.instance_counts[GPU] >= math.ceil(20 * 1.2 / 20)
+    world.run_until(lambda d: world.weights[NEURON] == 0.0, limit=5)
 
 
 def test_holding_shrinks_idle_gpu_to_its_warm_minimum_after_the_dwell():

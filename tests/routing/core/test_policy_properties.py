@@ -141,7 +141,9 @@ def check_breach(world: World, decision: Decision, before: Phase, live_share: fl
         gpu = world.config.variants.gpu
         # The policy's own traffic estimate (a window aggregate) when it acted; else the last minute's.
         total = decision.statistics.get("sizing_rps") or (last[-1].invocations or 0) / 60 / max(live_share / 100, 1e-9)
-        carry = min(100.0, 100.0 * gpu_live * gpu.capacity_rps_per_instance / total) if total > 0 else 100.0
+        # What gpu's in-service instances carry at the saturation level (docs/routing.md, "Fallback").
+        level = world.config.holding.saturation_utilization
+        carry = min(100.0, 100.0 * gpu_live * gpu.capacity_rps_per_instance * level / total) if total > 0 else 100.0
         neuron_weight = effective_neuron_weight(world, decision)
         assert 100.0 - neuron_weight >= min(100.0 - live_share, 100.0) - 1e-6, decision.reason  # never toward neuron
         if decision.statistics.get("overflow"):
