@@ -751,6 +751,30 @@ def on_idle(t: Tick) -> Decision:
     return _decision(t, t.state, Action.NONE, f"no canary started; neuron at {_pct(round(t.live, 2))}")
 
 
+STRONG_SAMPLE_MULTIPLE = 4  # a step that passed on 4x its sample...
+STRONG_MARGIN = 0.8  # ...with neuron's p99 within 80% of both bars and 5XX at most half the cap skips a step
+
+
+def strong_evidence(t: Tick) -> bool:
+    """Step size follows the evidence: a step that passed far inside every bar on a big sample.
+
+    The next step is skipped (never the last: the target share is always a step of its own), so a
+    high-traffic ramp spends its bake on fewer, larger moves; a marginal pass moves one step.
+    """
+    cfg, stats = t.config, t.assessed.statistics
+    n = float(stats.get("neuron_invocations") or 0.0)
+    if n < STRONG_SAMPLE_MULTIPLE * cfg.canary.min_sample:
+        return False
+    p99 = stats.get("neuron_p99_ms")
+    if p99 is None or p99 > STRONG_MARGIN * cfg.slo.p99_latency_ms:
+        return False
+    paired, gpu = stats.get("paired_neuron_p99_ms"), stats.get("gpu_p99_ms")
+    if paired is not None and gpu is not None and paired > STRONG_MARGIN * (1.0 + cfg.slo.max_regression) * gpu:
+        return False
+    errors = t.measured.totals.summary(True)
+    return errors.invocations > 0 and errors.errors_5xx / errors.invocations <= cfg.slo.max_error_rate / 2.0
+
+
 def on_ramping(t: Tick) -> Decision:
     state, cfg = t.state, t.config
     steps = state.steps or tuple(cfg.canary.resolved_steps())
@@ -780,9 +804,11 @@ def on_ramping(t: Tick) -> Decision:
             new = transition(state, Event.RAMP_DONE, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
             return _decision(t, new, Action.HOLD,
                              f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.assessed, cfg)}", None, stats)
-        nxt = state.evolve(step=k + 1)
-        return shift(t, nxt, steps[k + 1], Action.PROGRESS, t.step_label(k + 1),
-                     f"{label} passed after {baked:.0f} min: {evidence(t.assessed, cfg)}")
+        jump = 2 if strong_evidence(t) and k + 2 < len(steps) else 1
+        nxt = state.evolve(step=k + jump)
+        how = f" with strong evidence, skipping {_pct(steps[k + 1])}" if jump > 1 else ""
+        return shift(t, nxt, steps[k + jump], Action.PROGRESS, t.step_label(k + jump),
+                     f"{label} passed after {baked:.0f} min{how}: {evidence(t.assessed, cfg)}")
     if cost is not None and cost.passed is False:
         return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
     waiting = [g for g in t.assessed.gates if g.passed is not True]

@@ -162,3 +162,25 @@ def test_a_marginal_shift_needs_a_second_minute():
     world.neuron = Behaviour(p99_ms=lambda t: 160.0 if t >= onset else 125.0, p90_ms=lambda t: 107.0 if t >= onset else 85.0)
     world.run_until(lambda d: d.action == Action.FALLBACK, limit=5)
     assert world.tick_no == onset + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Step size follows the evidence
+
+
+def _ramp_shares(world: World) -> list[float]:
+    return [d.target.weights[NEURON] for d in world.decisions if d.action == Action.PROGRESS]
+
+
+def test_a_step_passed_far_inside_every_bar_on_a_big_sample_skips_the_next_one():
+    world = World(make_config(), rps=400, counts={NEURON: 6, GPU: 8}).started()
+    world.neuron = Behaviour(p99_ms=30.0)
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
+    assert _ramp_shares(world) == [10.0, 50.0, 100.0]  # 25% skipped; never the target itself
+
+
+def test_a_marginal_pass_moves_one_step():
+    world = World(make_config(), rps=400, counts={NEURON: 6, GPU: 8}).started()
+    world.neuron = Behaviour(p99_ms=46.0)  # within 1.25 x gpu's 38 ms, not within 80% of it
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
+    assert _ramp_shares(world) == [10.0, 25.0, 50.0, 100.0]
