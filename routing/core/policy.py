@@ -65,6 +65,7 @@ RECOVER_UTILIZATION = 0.8  # ...and load <= 80% of the saturation level
 MAX_WINDOW_MINUTES = 60
 DEFAULT_SCALE_UP_MINUTES = 6.0  # until one neuron scale-up has been measured (ml.inf2: ~5-8 min)
 TREND_MINUTES = 6  # minutes of traffic the trend is fitted on
+TREND_T = 3.0  # the slope must be this many standard errors above 0 to count as growth
 MINUTE = timedelta(minutes=1)
 
 COMMANDS = ("start", "pause", "resume", "abort", "promote")
@@ -369,6 +370,12 @@ def forecast_rps(per_minute_totals: list[float], lead_minutes: float) -> float:
     var = sum((x - mean_x) ** 2 for x in range(n))
     slope = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(ys)) / var
     if slope <= 0:
+        return 0.0
+    # Only a real trend: minute-to-minute noise fits a small slope too, and planning on it scales
+    # neuron for nothing (and an endpoint busy scaling cannot take a fallback's weights).
+    intercept = mean_y - slope * mean_x
+    residual = sum((y - (intercept + slope * x)) ** 2 for x, y in enumerate(ys)) / max(n - 2, 1)
+    if slope * math.sqrt(var) < TREND_T * math.sqrt(residual):
         return 0.0
     return (ys[-1] + slope * lead_minutes) / 60.0
 
