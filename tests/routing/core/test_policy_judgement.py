@@ -184,3 +184,32 @@ def test_a_marginal_pass_moves_one_step():
     world.neuron = Behaviour(p99_ms=46.0)  # within 1.25 x gpu's 38 ms, not within 80% of it
     world.run_until(lambda d: d.state.phase == Phase.HOLDING)
     assert _ramp_shares(world) == [10.0, 25.0, 50.0, 100.0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Capacity ahead of traffic
+
+
+def test_the_plan_follows_a_real_trend_and_ignores_noise():
+    from routing.core.policy import forecast_rps
+
+    growing = [600.0 + 120.0 * i for i in range(6)]  # +2 req/s every minute
+    assert forecast_rps(growing, 6.0) == (growing[-1] + 120.0 * 6) / 60.0
+    noisy = [3600.0, 3540.0, 3660.0, 3580.0, 3630.0, 3610.0]  # flat 60 req/s with Poisson-size wiggles
+    assert forecast_rps(noisy, 6.0) == 0.0
+    assert forecast_rps([3600.0, 3000.0, 2400.0, 1800.0], 6.0) == 0.0  # falling: the peak stands
+
+
+def test_growing_traffic_scales_neuron_ahead_with_the_measured_scale_up_time():
+    world = World(make_config(), rps=lambda tick: 20.0 + 2.0 * max(0, tick - 40), counts={NEURON: 1, GPU: 4},
+                  scale_ticks=3)
+    world.neuron = Behaviour(capacity_rps=40.0)
+    world.gpu = Behaviour(p99_ms=38.0, capacity_rps=20.0)
+    world.started()
+    world.command("promote")
+    world.run(70)  # flat 20 req/s, then +2 req/s every minute from minute 40
+    ahead = [d for d in world.decisions if d.action == Action.SCALE and "ahead of the traffic" in d.reason]
+    assert ahead, "neuron never scaled ahead of the growth"
+    assert world.state.memory.scale_up_minutes is not None  # the scale-ups' own time, asked -> in service
+    assert all(d.action not in (Action.FALLBACK, Action.ABORT) for d in world.decisions)
+    assert world.state.fallbacks == 0
