@@ -195,8 +195,10 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     for start in sorted(set(n_by) | set(g_by)):
         n = n_by[start].invocations if start in n_by else None
         g = g_by[start].invocations if start in g_by else None
-        if (n and g) or since is None or start < since:
-            total: float | None = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
+        if n is None and not g and neuron_share > 0:
+            total: float | None = None  # neuron (with weight) reported nothing, gpu nothing to infer from: unknown, not 0
+        elif (n and g) or since is None or start < since:
+            total = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
         elif g and gpu_share > 0:
             total = g / (gpu_share / 100.0)  # neuron silent: what it should have had
         elif n and neuron_share > 0:

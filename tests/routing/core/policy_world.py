@@ -92,6 +92,7 @@ class World:
     gpu: Behaviour = field(default_factory=lambda: Behaviour(p99_ms=38.0))
     metrics_error: str | Callable[[int], str | None] | None = None
     delay: int | Callable[[int], int] = 0  # minutes CloudWatch publishes late (both variants)
+    idle_rows: bool = False  # a variant with instances and no traffic publishes Invocations = 0 (else no row)
     apply: bool = True
     state: ControllerState | None = None
     history: dict[str, list[MinuteMetrics]] = field(default_factory=lambda: {NEURON: [], GPU: []})
@@ -130,7 +131,8 @@ class World:
         for variant, behaviour, part in ((NEURON, self.neuron, share), (GPU, self.gpu, 1 - share)):
             invocations = round(self.current_rps() * 60 * part)
             if invocations <= 0 or behaviour.at("silent", self.tick_no):
-                self.history[variant].append(MinuteMetrics(start=start))
+                idle = self.idle_rows and invocations <= 0 and not behaviour.at("silent", self.tick_no)
+                self.history[variant].append(MinuteMetrics(start=start, invocations=0.0 if idle else None))
                 continue
             errors = round(invocations * behaviour.at("error_rate", self.tick_no))
             p99 = behaviour.at("p99_ms", self.tick_no)

@@ -213,3 +213,14 @@ def test_growing_traffic_scales_neuron_ahead_with_the_measured_scale_up_time():
     assert world.state.memory.scale_up_minutes is not None  # the scale-ups' own time, asked -> in service
     assert all(d.action not in (Action.FALLBACK, Action.ABORT) for d in world.decisions)
     assert world.state.fallbacks == 0
+
+
+def test_an_outage_starting_as_neuron_takes_everything_is_caught_while_gpu_reports_zero():
+    # gpu keeps its instances at weight 0 and publishes Invocations = 0: that is no traffic estimate.
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}, idle_rows=True).started()
+    world.run_until(lambda d: d.action == Action.PROGRESS and d.target.weights[NEURON] == 100.0)
+    onset = world.tick_no + 1
+    world.neuron = Behaviour(silent=lambda tick: tick >= onset)
+    decision = world.run_until(lambda d: d.action == Action.FALLBACK, limit=8)
+    assert decision.failed_gates[0].name == "data"
+    assert world.tick_no - onset <= 3  # the mixed minute, then the two silent minutes gpu cannot vouch for
