@@ -83,12 +83,21 @@ def corroborated(minute: MinuteMetrics, threshold: float, ratio: float | None) -
     return p90 > threshold * ratio and not tail_only(minute)
 
 
-def judged_points(minutes: Sequence[MinuteMetrics], thresholds: Sequence[float], ratio: float | None) -> list[Point]:
-    """Noise-rule points: a minute above its threshold only in the tail (p90 not moved) is capped at it."""
+BURST_EXCUSE = 2.0  # a tail burst is excused against an absolute bar (the SLO) only while p99 stays within 2x it
+
+
+def judged_points(minutes: Sequence[MinuteMetrics], thresholds: Sequence[float], ratio: float | None,
+                  excuse_up_to: float | None = None) -> list[Point]:
+    """Noise-rule points: a minute above its threshold only in the tail (p90 not moved) is capped at it.
+
+    excuse_up_to: against an absolute bar, a tail burst whose p99 is past excuse_up_to x the
+    threshold is not excused: that many requests that slow break the SLO whatever the p90 does.
+    """
     out: list[Point] = []
     for m, threshold in zip(minutes, thresholds, strict=True):
         value = m.latency_p99_ms or 0.0
-        if value > threshold and not corroborated(m, threshold, ratio):
+        severe = excuse_up_to is not None and value > excuse_up_to * threshold
+        if value > threshold and not severe and not corroborated(m, threshold, ratio):
             value = threshold
         out.append((value, threshold, _weight(m)))
     return out
@@ -192,7 +201,7 @@ def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float, percenti
     rows = [m for m in window.neuron if m.has_data and m.latency_p99_ms is not None]
     raw = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in rows]
     ratio = tail_ratio(rows)
-    points = judged_points(rows, [slo_ms] * len(rows), ratio)
+    points = judged_points(rows, [slo_ms] * len(rows), ratio, BURST_EXCUSE)
     aggregate = totals.neuron_p99
     strong = percentiles and strong_minute(rows, [slo_ms] * len(rows),
                                            [slo_ms * ratio if ratio else None] * len(rows), MIN_BREACH_SAMPLES)
@@ -309,6 +318,7 @@ class Silence:
     newest_served: float  # requests in the newest minute that had some
     min_minutes: int = 1  # silent minutes needed before a failure (2 when gpu cannot vouch for traffic)
     judged_minutes: int = 0
+    fresh: bool = True  # a minute newer than any seen before arrived this tick (False: late or stalled)
 
 
 def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResult:
@@ -318,6 +328,9 @@ def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResu
     if silence.minutes == 0:
         if silence.judged_minutes == 0:
             return GateResult(Gate.DATA, None, None, threshold, "no closed minute at this share yet")
+        if not silence.fresh:
+            return GateResult(Gate.DATA, None, silence.newest_served, threshold,
+                              "no new minute arrived this tick (metrics late or stalled): holding")
         return GateResult(Gate.DATA, True, silence.newest_served, threshold,
                           f"neuron reported {fmt_int(silence.newest_served)} requests in its newest minute")
     if silence.expected >= threshold and silence.minutes >= silence.min_minutes:

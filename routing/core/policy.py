@@ -273,7 +273,9 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     gpu_share = 100.0 - neuron_share
     since = state.memory.live_since
     count = endpoint.counts().get(NEURON, 0)
-    saturated = saturated_minutes(config, observation.minutes.get(NEURON, ()), count)
+    # Only where an overflow can answer them (ramping, holding); elsewhere (paused) they stay breaches.
+    can_overflow = state.phase in (Phase.RAMPING, Phase.HOLDING)
+    saturated = saturated_minutes(config, observation.minutes.get(NEURON, ()), count) if can_overflow else frozenset()
     # A minute neuron served past its saturation level is evidence of load, not of a fault: the
     # gates judge the other minutes; the saturated ones are answered with capacity (overflow).
     step = _without(window_from(observation.minutes, ceil_minute(since) if since else None), saturated)
@@ -289,7 +291,12 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     sizing_rps = max(sizing_rps, forecast_rps(known, lead))
 
     lag = data_lag(observation, state.memory.newest_minute, state.memory.data_lag_minutes)
-    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps, lag)
+    # Silence waits the lag measured BEFORE this tick: a stall that starts now must not teach the lag
+    # that excuses it (the new lag applies from the next tick).
+    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps, state.memory.data_lag_minutes)
+    horizon = reported_horizon(observation)
+    previous = state.memory.newest_minute
+    silence = replace(silence, fresh=horizon is not None and (previous is None or horizon > previous))
     if silence.minutes and neuron_share > 0:
         # A silent neuron makes the newest totals read 0: size (e.g. the gpu taking over) on what was known.
         sizing_rps = max(sizing_rps, last_rps)
@@ -813,7 +820,7 @@ def on_ramping(t: Tick) -> Decision:
             new = transition(state, Event.RAMP_DONE, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
             return _decision(t, new, Action.HOLD,
                              f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.assessed, cfg)}", None, stats)
-        jump = 2 if strong_evidence(t) and k + 2 < len(steps) else 1
+        jump = 2 if strong_evidence(t) and k + 2 < len(steps) - 1 else 1
         nxt = state.evolve(step=k + jump)
         how = f" with strong evidence, skipping {_pct(steps[k + 1])}" if jump > 1 else ""
         return shift(t, nxt, steps[k + jump], Action.PROGRESS, t.step_label(k + jump),

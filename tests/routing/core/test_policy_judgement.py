@@ -133,7 +133,7 @@ def test_tail_bursts_that_leave_the_p90_alone_never_roll_back_a_healthy_model():
     world.command("promote")
     world.run_until(lambda d: d.state.phase == Phase.HOLDING and world.weights[NEURON] == 100.0, limit=20)
     # Two bursts in a row every ten minutes: a few slow requests move p99 far past the SLO, not p90.
-    world.neuron = Behaviour(p99_ms=lambda tick: 400.0 if tick % 10 in (3, 4) else 45.0, p90_ms=30.0)
+    world.neuron = Behaviour(p99_ms=lambda tick: 250.0 if tick % 10 in (3, 4) else 45.0, p90_ms=30.0)
     decisions = world.run(60)
     assert all(d.action not in (Action.FALLBACK, Action.STEP_BACK) for d in decisions)
     assert world.weights[NEURON] == 100.0
