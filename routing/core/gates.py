@@ -46,7 +46,87 @@ MIN_BREACH_SAMPLES = 60  # neuron requests behind a latency breach (a p99 of few
 MIN_BASELINE_SAMPLES = 30  # gpu requests in a minute for its p99 to serve as the baseline of that minute
 BREACH_WINDOW = 5  # newest judged minutes in which an error burst is tested (a long step must not dilute it)
 
+STRONG_FACTOR = 1.3  # one minute 30% past the threshold in p99 AND p90 (a shifted distribution) decides alone
+SUSTAINED_MINUTES = 5  # a tail above the threshold in every one of this many newest minutes is real, p90 or not
+
 Point = tuple[float, float, float]  # (value, threshold, weight) for one minute
+
+
+def tail_ratio(minutes: Sequence[MinuteMetrics]) -> float | None:
+    """The variant's least-tailed p90/p99 ratio over the minutes that have both (None: no p90).
+
+    A tail burst lowers a minute's ratio and a shift of the whole distribution keeps it, so the
+    highest ratio in the window is the healthy shape's."""
+    ratios = [m.latency_p90_ms / m.latency_p99_ms for m in minutes
+              if m.latency_p90_ms is not None and m.latency_p99_ms and m.latency_p99_ms > 0]
+    return max(ratios) if ratios else None
+
+
+BURST_SPREAD = 2.0  # a minute whose p99 is more than twice its p90 is a burst in the tail, whatever came before
+
+
+def tail_only(minute: MinuteMetrics) -> bool:
+    p90, p99 = minute.latency_p90_ms, minute.latency_p99_ms
+    return p90 is not None and p99 is not None and p99 > BURST_SPREAD * p90
+
+
+def corroborated(minute: MinuteMetrics, threshold: float, ratio: float | None) -> bool:
+    """Is a p99 above threshold a shift of the whole distribution (a fault, load) or a burst in the tail?
+
+    A burst of a few percent slow requests moves the minute's p99 but not its p90; a regression or
+    queueing moves both. So the minute counts when its p90 is above threshold x the usual p90/p99
+    ratio too, and its p99 is not more than BURST_SPREAD x its p90. Without a p90 (or a usual
+    ratio) the p99 speaks alone, as before.
+    """
+    p90 = minute.latency_p90_ms
+    if p90 is None or ratio is None:
+        return True
+    return p90 > threshold * ratio and not tail_only(minute)
+
+
+BURST_EXCUSE = 2.0  # a tail burst is excused against an absolute bar (the SLO) only while p99 stays within 2x it
+
+
+def judged_points(minutes: Sequence[MinuteMetrics], thresholds: Sequence[float], ratio: float | None,
+                  excuse_up_to: float | None = None) -> list[Point]:
+    """Noise-rule points: a minute above its threshold only in the tail (p90 not moved) is capped at it.
+
+    excuse_up_to: against an absolute bar, a tail burst whose p99 is past excuse_up_to x the
+    threshold is not excused: that many requests that slow break the SLO whatever the p90 does.
+    """
+    out: list[Point] = []
+    for m, threshold in zip(minutes, thresholds, strict=True):
+        value = m.latency_p99_ms or 0.0
+        severe = excuse_up_to is not None and value > excuse_up_to * threshold
+        if value > threshold and not severe and not corroborated(m, threshold, ratio):
+            value = threshold
+        out.append((value, threshold, _weight(m)))
+    return out
+
+
+def strong_minute(minutes: Sequence[MinuteMetrics], thresholds: Sequence[float], p90_bars: Sequence[float | None],
+                  min_weight: float) -> bool:
+    """The newest minute alone is enough: a big sample whose p99 AND p90 are both STRONG_FACTOR past their bars.
+
+    Sequential in spirit: a minute this far out carries the evidence of several marginal ones (per-minute
+    jitter moves a healthy minute's p90 by a few percent, a tail burst does not move it at all), so
+    the decision comes one CloudWatch period after the onset instead of two. Without a p90 (a stand-in,
+    or not published) the noise rule decides.
+    """
+    if not minutes:
+        return False
+    m, threshold, bar = minutes[-1], thresholds[-1], p90_bars[-1]
+    if bar is None or m.latency_p90_ms is None or m.latency_p99_ms is None or _weight(m) < min_weight \
+            or tail_only(m):
+        return False
+    return m.latency_p99_ms > STRONG_FACTOR * threshold and m.latency_p90_ms > STRONG_FACTOR * bar
+
+
+def sustained_above(points: Sequence[Point], min_weight: float) -> bool:
+    """Every one of the newest SUSTAINED_MINUTES minutes above its threshold (a persistent tail)."""
+    recent = list(points)[-SUSTAINED_MINUTES:]
+    return (len(recent) == SUSTAINED_MINUTES and all(v > t for v, t, _ in recent)
+            and sum(w for *_, w in recent) >= min_weight)
 
 
 def fmt_int(value: float) -> str:
@@ -117,12 +197,17 @@ def sample_gate(neuron: WindowSummary, min_sample: int) -> GateResult:
     return GateResult(Gate.SAMPLE, None, n, min_sample, f"{fmt_int(n)} of {fmt_int(min_sample)} samples")
 
 
-def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateResult:
+def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float, percentiles: bool = True) -> GateResult:
     """Neuron p99 within the SLO: the step's aggregate to pass; the noise rule on recent minutes to fail."""
-    points = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in window.neuron
-              if m.has_data and m.latency_p99_ms is not None]
+    rows = [m for m in window.neuron if m.has_data and m.latency_p99_ms is not None]
+    raw = [(m.latency_p99_ms, slo_ms, _weight(m)) for m in rows]
+    ratio = tail_ratio(rows)
+    points = judged_points(rows, [slo_ms] * len(rows), ratio, BURST_EXCUSE)
     aggregate = totals.neuron_p99
-    if confirmed_above(points, MIN_BREACH_SAMPLES):
+    strong = percentiles and strong_minute(rows, [slo_ms] * len(rows),
+                                           [slo_ms * ratio if ratio else None] * len(rows), MIN_BREACH_SAMPLES)
+    if strong or confirmed_above(points, MIN_BREACH_SAMPLES) or sustained_above(raw, MIN_BREACH_SAMPLES):  # type: ignore[arg-type]
+        points = raw  # type: ignore[assignment]
         recent = ", ".join(f"{v:.0f}" for v, _, _ in points[-NOISE_WINDOW:])
         return GateResult(Gate.LATENCY_SLO, False, aggregate, slo_ms,
                           f"neuron p99 above the {slo_ms:g} ms SLO in the last minutes ({recent} ms)")
@@ -136,7 +221,7 @@ def latency_slo_gate(window: Window, totals: StepTotals, slo_ms: float) -> GateR
 
 
 def latency_regression_gate(window: Window, totals: StepTotals, max_regression: float,
-                            gpu_share: float) -> GateResult:
+                            gpu_share: float, percentiles: bool = True) -> GateResult:
     """Neuron p99 <= (1 + max_regression) x gpu p99 on the same minutes (step aggregate; noise rule to fail)."""
     factor = 1.0 + max_regression
     # A gpu minute is a baseline only with enough requests behind its p99: late in a ramp gpu serves
@@ -150,11 +235,23 @@ def latency_regression_gate(window: Window, totals: StepTotals, max_regression: 
             return GateResult(Gate.LATENCY_REGRESSION, True, None, None,
                               "gpu serves no traffic: no baseline on these minutes, judged on the SLO only")
         return GateResult(Gate.LATENCY_REGRESSION, None, None, None, "no minutes with both p99s yet")
-    points = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
+    raw = [(n.latency_p99_ms, factor * g.latency_p99_ms, _weight(n)) for n, g in pairs]  # type: ignore[operator]
+    # The burst test against gpu's own p90 when it has one (same minute), else the usual ratio.
+    ratio = tail_ratio([n for n, _ in pairs])
+    points = []
+    for (n, g), point in zip(pairs, raw, strict=True):
+        value, threshold, weight = point
+        if value > threshold and n.latency_p90_ms is not None:
+            bar = factor * g.latency_p90_ms if g.latency_p90_ms is not None else threshold * (ratio or 0.0)
+            if n.latency_p90_ms <= bar or tail_only(n):
+                value = threshold
+        points.append((value, threshold, weight))
     if neuron_p99 is None:  # nothing accumulated yet (first tick of a step): the window speaks
         neuron_p99, gpu_p99 = pooled_p99(n for n, _ in pairs), pooled_p99(g for _, g in pairs)
     threshold = factor * gpu_p99 if gpu_p99 is not None else None
-    if confirmed_above(points, MIN_BREACH_SAMPLES):
+    bars = [factor * g.latency_p90_ms if g.latency_p90_ms is not None else None for _, g in pairs]
+    strong = percentiles and strong_minute([n for n, _ in pairs], [t for _, t, _ in raw], bars, MIN_BREACH_SAMPLES)
+    if strong or confirmed_above(points, MIN_BREACH_SAMPLES) or sustained_above(raw, MIN_BREACH_SAMPLES):  # type: ignore[arg-type]
         return GateResult(Gate.LATENCY_REGRESSION, False, neuron_p99, threshold,
                           f"neuron p99 {fmt_ms(neuron_p99)} > {factor:g} x gpu {fmt_ms(gpu_p99)} in "
                           f"{NOISE_BREACHES}+ of the last {NOISE_WINDOW} minutes")
@@ -222,6 +319,7 @@ class Silence:
     newest_served: float  # requests in the newest minute that had some
     min_minutes: int = 1  # silent minutes needed before a failure (2 when gpu cannot vouch for traffic)
     judged_minutes: int = 0
+    fresh: bool = True  # a minute newer than any seen before arrived this tick (False: late or stalled)
 
 
 def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResult:
@@ -231,6 +329,9 @@ def data_gate(silence: Silence, neuron_share: float, threshold: int) -> GateResu
     if silence.minutes == 0:
         if silence.judged_minutes == 0:
             return GateResult(Gate.DATA, None, None, threshold, "no closed minute at this share yet")
+        if not silence.fresh:
+            return GateResult(Gate.DATA, None, silence.newest_served, threshold,
+                              "no new minute arrived this tick (metrics late or stalled): holding")
         return GateResult(Gate.DATA, True, silence.newest_served, threshold,
                           f"neuron reported {fmt_int(silence.newest_served)} requests in its newest minute")
     if silence.expected >= threshold and silence.minutes >= silence.min_minutes:
@@ -299,8 +400,8 @@ def assess(config: HybridConfig, step: Window, recent: Window, totals: StepTotal
     """
     neuron = totals.summary(True)
     sample = sample_gate(neuron, config.canary.min_sample)
-    slo = latency_slo_gate(recent, totals, config.slo.p99_latency_ms)
-    regression = latency_regression_gate(recent, totals, config.slo.max_regression, gpu_share)
+    slo = latency_slo_gate(recent, totals, config.slo.p99_latency_ms, percentiles_available)
+    regression = latency_regression_gate(recent, totals, config.slo.max_regression, gpu_share, percentiles_available)
     if not percentiles_available:
         slo, regression = (_stand_in(g) for g in (slo, regression))
     errors, error_stats = errors_gate(recent, totals, config.slo.max_error_rate)

@@ -242,11 +242,21 @@ class PolicyMemory:
     holding_share: float | None = None  # holding: the neuron share the split holds at (None: the canary target)
     fallback_gradual: bool = False  # the last fallback drains neuron over several ticks (latency, not errors)
     last_fallback_cause: str | None = None  # the first clause of the last fallback's reason (shown while cooling)
+    # The ledger: minute starts already added into step_totals (each minute counts once, whenever it
+    # arrives). Bounded: only minutes still inside the metrics window are kept.
+    counted_minutes: tuple[datetime, ...] = ()
+    data_lag_minutes: float = 0.0  # how late CloudWatch minutes arrive (measured): silence waits this long
+    newest_minute: datetime | None = None  # the newest minute start any variant has reported so far
+    overflow: bool = False  # neuron's overflow share is on gpu because neuron saturated (load, not a fault)
+    scale_asked_at: datetime | None = None  # a neuron scale-up is in flight since...
+    scale_up_minutes: float | None = None  # ...and the last one took this long (measured)
 
     def restarted(self, now: datetime) -> PolicyMemory:
         """A new canary: forget the old run, keep what is known about the live endpoint and its traffic."""
         return PolicyMemory(live_share=self.live_share, live_since=self.live_since, total_rps=self.total_rps,
-                            breach_since=now)
+                            breach_since=now, data_lag_minutes=self.data_lag_minutes,
+                            newest_minute=self.newest_minute,
+                            scale_up_minutes=self.scale_up_minutes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -254,6 +264,9 @@ class PolicyMemory:
             "total_rps": self.total_rps, "step_totals": self.step_totals.to_dict() if self.step_totals else None,
             "totals_since": _iso(self.totals_since), "holding_share": self.holding_share,
             "fallback_gradual": self.fallback_gradual, "last_fallback_cause": self.last_fallback_cause,
+            "counted_minutes": [_iso(m) for m in self.counted_minutes], "data_lag_minutes": self.data_lag_minutes,
+            "newest_minute": _iso(self.newest_minute), "overflow": self.overflow, "scale_asked_at": _iso(self.scale_asked_at),
+            "scale_up_minutes": self.scale_up_minutes,
         }
 
     @classmethod
@@ -268,6 +281,11 @@ class PolicyMemory:
             holding_share=None if data.get("holding_share") is None else float(data["holding_share"]),
             fallback_gradual=bool(data.get("fallback_gradual", False)),
             last_fallback_cause=data.get("last_fallback_cause"),
+            counted_minutes=tuple(t for t in (_time(m) for m in data.get("counted_minutes") or ()) if t is not None),
+            data_lag_minutes=float(data.get("data_lag_minutes") or 0.0),
+            newest_minute=_time(data.get("newest_minute")), overflow=bool(data.get("overflow", False)),
+            scale_asked_at=_time(data.get("scale_asked_at")),
+            scale_up_minutes=None if data.get("scale_up_minutes") is None else float(data["scale_up_minutes"]),
         )
 
     @classmethod

@@ -17,7 +17,7 @@ gpu is never below its min_count. See docs/routing.md for the formulas and the t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from routing.core.costs import cost_per_1k
 from routing.core.errors import UserError
 from routing.core.gates import (
+    MIN_ERRORS,
     NOISE_WINDOW,
     Assessment,
     Silence,
@@ -33,6 +34,8 @@ from routing.core.gates import (
     confirmed_above,
     fmt_cost,
     fmt_ms,
+    judged_points,
+    tail_ratio,
     window_from,
 )
 from routing.core.model import (
@@ -41,13 +44,15 @@ from routing.core.model import (
     Decision,
     EndpointLive,
     Gate,
+    GateResult,
     MinuteMetrics,
     Observation,
     Phase,
+    PolicyMemory,
     Target,
 )
 from routing.core.stats import StepTotals, instances_for
-from routing.core.transitions import GUARDED, Event, allows, transition
+from routing.core.transitions import GUARD_PHASES, Event, allows, transition
 from routing.core.variants import GPU, NEURON
 
 if TYPE_CHECKING:  # the settings model is only read here; its module (pydantic, YAML) stays out of the core
@@ -58,6 +63,9 @@ DEGRADE_FRACTION = 0.9  # holding: neuron p99 above 90% of the SLO (noise rule) 
 RECOVER_FRACTION = 0.8  # holding: a clean minute has p99 <= 80% of the SLO (hysteresis band)
 RECOVER_UTILIZATION = 0.8  # ...and load <= 80% of the saturation level
 MAX_WINDOW_MINUTES = 60
+DEFAULT_SCALE_UP_MINUTES = 6.0  # until one neuron scale-up has been measured (ml.inf2: ~5-8 min)
+TREND_MINUTES = 6  # minutes of traffic the trend is fitted on
+TREND_T = 3.0  # the slope must be this many standard errors above 0 to count as growth
 MINUTE = timedelta(minutes=1)
 
 COMMANDS = ("start", "pause", "resume", "abort", "promote")
@@ -171,6 +179,10 @@ class Measurement:
     silence: Silence  # the newest minutes neuron served nothing in, and what it should have served
     cost_per_1k: dict[str, float | None]  # observed: instance count x $/h over invocations
     projected_cost_per_1k: dict[str, float | None]  # right-sized fleet at the current traffic
+    counted: tuple[datetime, ...] = ()  # the ledger after this tick: minute starts in totals
+    data_lag: float = 0.0  # minutes CloudWatch is behind (measured)
+    newest_minute: datetime | None = None
+    saturated: tuple[MinuteMetrics, ...] = ()  # newest neuron minutes served past the saturation level
 
 
 def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_share: float,
@@ -183,8 +195,10 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     for start in sorted(set(n_by) | set(g_by)):
         n = n_by[start].invocations if start in n_by else None
         g = g_by[start].invocations if start in g_by else None
-        if (n and g) or since is None or start < since:
-            total: float | None = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
+        if n is None and not g and neuron_share > 0:
+            total: float | None = None  # neuron (with weight) reported nothing, gpu nothing to infer from: unknown, not 0
+        elif (n and g) or since is None or start < since:
+            total = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
         elif g and gpu_share > 0:
             total = g / (gpu_share / 100.0)  # neuron silent: what it should have had
         elif n and neuron_share > 0:
@@ -197,19 +211,43 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     return out
 
 
+def reported_horizon(observation: Observation) -> datetime | None:
+    """The newest minute start any variant has a row for: CloudWatch has reported up to there."""
+    starts = [m.start for rows in observation.minutes.values() for m in rows if m.has_data]
+    return max(starts) if starts else None
+
+
+def data_lag(observation: Observation, previous_newest: datetime | None, previous_lag: float) -> float:
+    """How late minutes arrive, in minutes, measured when a new minute shows up.
+
+    While no new minute arrives the last measured lag stands: a stall is then seen as silence after
+    that lag (so an outage is still caught), while data that is merely late is waited for.
+    """
+    newest = reported_horizon(observation)
+    if newest is None or (previous_newest is not None and newest <= previous_newest):
+        return previous_lag
+    end = observation.window_end.replace(second=0, microsecond=0)
+    return max(0.0, (end - (newest + MINUTE)).total_seconds() / 60.0)
+
+
 def silence_of(observation: Observation, since: datetime | None, neuron_share: float, gpu_share: float,
-               last_rps: float) -> Silence:
+               last_rps: float, lag_minutes: float = 0.0) -> Silence:
     """The run of newest judged minutes in which neuron served nothing, and what it should have served.
 
     Expected traffic per minute comes from the gpu side on the same minute (gpu invocations / gpu
     share): if gpu is quiet too, little was expected. When gpu has no weight it cannot tell; the last
     known total stands in, and two silent minutes are needed (one missing datapoint is not an outage).
-    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute.
+    Minutes are counted from the clock, not from the rows, so a missing row is still a silent minute,
+    except the newest minutes CloudWatch has not reported yet: up to the measured lag (lag_minutes),
+    a minute no variant reported is late, not silent (late data delays the verdict by its lateness).
     """
     if neuron_share <= 0 or since is None:
         return Silence(0, 0.0, 0.0, 1)
     first = ceil_minute(since)
-    end = observation.window_end.replace(second=0, microsecond=0)
+    clock_end = observation.window_end.replace(second=0, microsecond=0)
+    horizon = reported_horizon(observation)
+    awaited = clock_end - MINUTE * math.ceil(lag_minutes - 1e-9)
+    end = min(clock_end, max(awaited, horizon + MINUTE)) if horizon is not None else awaited
     count = max(0, int((end - first).total_seconds() // 60))
     n_by = {m.start: m for m in observation.minutes.get(NEURON, ())}
     g_by = {m.start: m for m in observation.minutes.get(GPU, ())}
@@ -234,16 +272,31 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     neuron_share = endpoint.share(NEURON) if NEURON in endpoint.variants else 0.0
     gpu_share = 100.0 - neuron_share
     since = state.memory.live_since
-    step = window_from(observation.minutes, ceil_minute(since) if since else None)
+    count = endpoint.counts().get(NEURON, 0)
+    # Only where an overflow can answer them (ramping, holding); elsewhere (paused) they stay breaches.
+    can_overflow = state.phase in (Phase.RAMPING, Phase.HOLDING)
+    saturated = saturated_minutes(config, observation.minutes.get(NEURON, ()), count) if can_overflow else frozenset()
+    # A minute neuron served past its saturation level is evidence of load, not of a fault: the
+    # gates judge the other minutes; the saturated ones are answered with capacity (overflow).
+    step = _without(window_from(observation.minutes, ceil_minute(since) if since else None), saturated)
     reset = state.memory.breach_since
-    recent = window_from(observation.minutes, ceil_minute(reset) if reset else None)
+    recent = _without(window_from(observation.minutes, ceil_minute(reset) if reset else None), saturated)
     totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
     known = [t for _, t in totals if t is not None]
     last_rps = float(state.memory.total_rps or 0.0)
     total_rps = known[-1] / 60.0 if known else None
     sizing_rps = max(known[-3:]) / 60.0 if known else last_rps
+    lead = state.memory.scale_up_minutes if state.memory.scale_up_minutes is not None else DEFAULT_SCALE_UP_MINUTES
+    # Capacity ahead of traffic: plan for where the trend takes the traffic by the time a scale-up lands.
+    sizing_rps = max(sizing_rps, forecast_rps(known, lead))
 
-    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps)
+    lag = data_lag(observation, state.memory.newest_minute, state.memory.data_lag_minutes)
+    # Silence waits the lag measured BEFORE this tick: a stall that starts now must not teach the lag
+    # that excuses it (the new lag applies from the next tick).
+    silence = silence_of(observation, since, neuron_share, gpu_share, last_rps, state.memory.data_lag_minutes)
+    horizon = reported_horizon(observation)
+    previous = state.memory.newest_minute
+    silence = replace(silence, fresh=horizon is not None and (previous is None or horizon > previous))
     if silence.minutes and neuron_share > 0:
         # A silent neuron makes the newest totals read 0: size (e.g. the gpu taking over) on what was known.
         sizing_rps = max(sizing_rps, last_rps)
@@ -266,19 +319,109 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
         rps = total_rps if total_rps else vc.capacity_rps_per_instance  # idle endpoint: cost at capacity
         fleet = max(1, math.ceil(rps / vc.capacity_rps_per_instance - 1e-9))
         projected[variant] = cost_per_1k(fleet, price, rps * 60.0)
-    totals = _step_totals(state, step, observation)
-    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed, projected)
+    totals, counted = _step_totals(state, step, observation, neuron_share, gpu_share)
+    return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed,
+                       projected, counted, lag, reported_horizon(observation) or state.memory.newest_minute,
+                       _newest_saturated(config, observation, saturated, ceil_minute(reset) if reset else None))
 
 
-def _step_totals(state: ControllerState, step: Window, observation: Observation) -> StepTotals:
-    """The step's running totals plus the minutes closed since the last judged tick (each once)."""
+def minute_load(config: HybridConfig, minute: MinuteMetrics, count: int) -> float | None:
+    """Neuron's load per instance / its capacity in a minute (InvocationsPerInstance, else over the count)."""
+    if not minute.has_data or not minute.invocations:
+        return None
+    per_instance = (minute.invocations_per_instance if minute.invocations_per_instance is not None
+                    else minute.invocations / max(count, 1))
+    return per_instance / 60.0 / config.variants.neuron.capacity_rps_per_instance
+
+
+def load_harmed(config: HybridConfig, minute: MinuteMetrics) -> bool:
+    """The minute is over the SLO or the 5XX cap (what queueing and requests past capacity do)."""
+    rate = minute.errors_5xx / minute.invocations if minute.invocations else 0.0
+    slow = minute.latency_p99_ms is not None and minute.latency_p99_ms > config.slo.p99_latency_ms
+    return slow or (rate > config.slo.max_error_rate and minute.errors_5xx >= MIN_ERRORS)
+
+
+def saturated_minutes(config: HybridConfig, minutes: Sequence[MinuteMetrics], count: int) -> frozenset[datetime]:
+    """Neuron minutes served past the saturation level AND harmed: load's doing, not a fault's.
+
+    A saturated minute within the SLO stays evidence like any other (a fleet at its max count may
+    run above the level for hours)."""
+    level = config.holding.saturation_utilization
+    return frozenset(m.start for m in minutes
+                     if (minute_load(config, m, count) or 0.0) > level and load_harmed(config, m))
+
+
+def _without(window: Window, starts: frozenset[datetime]) -> Window:
+    if not starts:
+        return window
+    return Window(tuple(m for m in window.neuron if m.start not in starts),
+                  tuple(m for m in window.gpu if m.start not in starts))
+
+
+def _newest_saturated(config: HybridConfig, observation: Observation, saturated: frozenset[datetime],
+                      since: datetime | None) -> tuple[MinuteMetrics, ...]:
+    """The saturated neuron minutes among the newest NOISE_WINDOW with data (since the last action)."""
+    rows = [m for m in observation.minutes.get(NEURON, ()) if m.has_data and m.invocations
+            and (since is None or m.start >= since)][-NOISE_WINDOW:]
+    return tuple(m for m in rows if m.start in saturated)
+
+
+def forecast_rps(per_minute_totals: list[float], lead_minutes: float) -> float:
+    """Traffic (req/s) lead_minutes ahead on the newest TREND_MINUTES' least-squares slope (growth only).
+
+    Only a rising trend raises the plan: a falling one never sizes below the recent peak.
+    """
+    ys = per_minute_totals[-TREND_MINUTES:]
+    if len(ys) < 3:
+        return 0.0
+    n = len(ys)
+    mean_x, mean_y = (n - 1) / 2.0, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in range(n))
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(ys)) / var
+    if slope <= 0:
+        return 0.0
+    # Only a real trend: minute-to-minute noise fits a small slope too, and planning on it scales
+    # neuron for nothing (and an endpoint busy scaling cannot take a fallback's weights).
+    intercept = mean_y - slope * mean_x
+    residual = sum((y - (intercept + slope * x)) ** 2 for x, y in enumerate(ys)) / max(n - 2, 1)
+    if slope * math.sqrt(var) < TREND_T * math.sqrt(residual):
+        return 0.0
+    return (ys[-1] + slope * lead_minutes) / 60.0
+
+
+LEDGER_GRACE = 2  # minutes: a minute still missing a side this far behind the newest reported minute is final
+
+
+def _step_totals(state: ControllerState, step: Window, observation: Observation, neuron_share: float,
+                 gpu_share: float) -> tuple[StepTotals, tuple[datetime, ...]]:
+    """The step's running totals plus every minute not yet counted, whenever it arrived (the ledger).
+
+    A minute is counted once, when it is complete: every variant with weight has reported it, or
+    it is LEDGER_GRACE minutes behind the newest reported minute (a side that reports nothing by
+    then is silent, not late; silence is judged by the data gate). The ledger (the counted minute
+    starts) keeps only minutes still inside the metrics window: older ones cannot come back.
+    """
     memory = state.memory
-    prior = (memory.step_totals or StepTotals()) if memory.totals_since == memory.live_since else StepTotals()
+    same_step = memory.totals_since == memory.live_since
+    prior = (memory.step_totals or StepTotals()) if same_step else StepTotals()
+    ledger = tuple(m for m in memory.counted_minutes if m >= observation.window_start) if same_step else ()
     if not observation.known:
-        return prior
-    seen = state.last_window_end
-    fresh = [m for m in step.neuron if seen is None or m.start >= seen], [m for m in step.gpu if seen is None or m.start >= seen]
-    return prior.add(*fresh)
+        return prior, ledger
+    horizon = reported_horizon(observation)
+    n_by = {m.start: m for m in step.neuron if m.has_data}
+    g_by = {m.start: m for m in step.gpu if m.has_data}
+    counted = set(ledger)
+    fresh: list[datetime] = []
+    for start in sorted(set(n_by) | set(g_by)):
+        if start in counted:
+            continue
+        complete = (start in n_by or neuron_share <= 0) and (start in g_by or gpu_share <= 0)
+        final = horizon is not None and start <= horizon - MINUTE * LEDGER_GRACE
+        if complete or final:
+            fresh.append(start)
+    keep = set(fresh)
+    totals = prior.add([m for m in step.neuron if m.start in keep], [m for m in step.gpu if m.start in keep])
+    return totals, tuple(sorted(counted | keep))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,30 +480,50 @@ def evidence(a: Assessment, cfg: HybridConfig) -> str:
     return "; ".join(parts)
 
 
-# Breaches where neuron still answers (slow, or some 5XX): gpu takes what its live instances carry now
-# and the rest as they come; overloading a warm gpu floor would fail more requests than it saves.
-# Silence (neuron serves nothing) moves everything at once.
-GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS,
-                           Gate.PARITY})  # issue 17: wrong answers on a share beat 5XX for everyone on a small gpu
+# Breaches where neuron still answers (slow, or failing a minority of requests): gpu takes what its
+# in-service instances carry now and the rest as its new instances come (a capacity-aware drain).
+# Pushing everything onto a warm gpu floor sized for a small share fails the excess and queues the
+# rest: worse than a neuron that still serves most requests. Silence, lost metrics, or a neuron
+# failing ESCALATE_ERROR_RATE of its requests or more: everything to gpu at once, whatever it carries.
+# Parity (issue 17): wrong answers on a share beat 5XX for everyone on a small gpu.
+GRADUAL_GATES = frozenset({Gate.LATENCY_SLO, Gate.LATENCY_REGRESSION, Gate.ERRORS, Gate.PARITY})
+ESCALATE_ERROR_RATE = 0.5  # neuron 5XX rate at or above which an overloaded gpu fails fewer requests
+
+
+def neuron_error_rate(t: Tick) -> float:
+    """Neuron's 5XX rate in its newest judged minute with requests (0 without): what it does now."""
+    rows = [m for m in t.measured.recent.neuron if m.has_data and m.invocations]
+    return rows[-1].errors_5xx / (rows[-1].invocations or 1.0) if rows else 0.0
+
+
+def drains_gradually(t: Tick, breaches: tuple[GateResult, ...] | list[GateResult]) -> bool:
+    """A capacity-aware drain (see GRADUAL_GATES) or everything to gpu now."""
+    return all(g.name in GRADUAL_GATES for g in breaches) and neuron_error_rate(t) < ESCALATE_ERROR_RATE
 
 
 def _gpu_carry_share(t: Tick) -> float:
-    """Share of the traffic gpu's IN-SERVICE instances carry within their capacity (never below its live share)."""
+    """Share of the traffic gpu's IN-SERVICE instances carry at the saturation level (never below its live share).
+
+    At the level, not at 100% of capacity: a gpu fleet run at its edge queues, and its requests go
+    over the SLO (measured on error-burst: 1,100 a minute from one gpu instance at rho 1).
+    """
     total = t.measured.sizing_rps
     gpu_live = 100.0 - t.live
     if total <= 0:
         return 100.0
-    capacity = t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+    capacity = (t.endpoint.variants[GPU].current_instance_count * t.config.variants.gpu.capacity_rps_per_instance
+                * saturation_level(t.config))
     return min(100.0, max(gpu_live, math.floor(1000.0 * capacity / total) / 10.0))
 
 
 def _fallback_target(t: Tick, gradual: bool = False) -> Target:
     """Weight to gpu; gpu sized for the whole traffic with headroom; never shrinking anything.
 
-    gradual (neuron is slow or fails some requests, but answers): gpu takes now what its in-service
-    instances carry within capacity, and more each tick as its new instances come into service.
-    Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX for
-    everyone (measured in the demo: 117 -> 16,647 errors). Errors or silence on neuron: 100% now.
+    gradual (neuron is slow or fails a minority of requests, but answers): gpu takes now what its
+    in-service instances carry within capacity, and more each tick as its new instances come into
+    service. Pushing all traffic onto a gpu fleet sized for a small share turns slow answers into 5XX
+    for everyone (measured in the demo: 117 -> 16,647 errors). Silence, or neuron failing half its
+    requests or more: 100% now.
     """
     asked = _asked_counts(t.endpoint)
     gpu = max(gpu_needed(t.config, 100.0, t.measured.sizing_rps), asked.get(GPU, 0))
@@ -427,6 +590,19 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
         return _decision(t, state, Action.SCALE, reason, target, stats)
     if goal < t.live:
         counts[GPU] = max(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - goal, rps))
+        gpu_cap = t.config.variants.gpu.capacity_rps_per_instance
+        carry = instances_for((100.0 - goal) / 100.0 * rps, gpu_cap, 1, t.config.variants.gpu.max_count)
+        if live_counts.get(GPU, 0) < carry:
+            # Not a breach (those fall back without waiting): gpu gets the capacity first, then the share,
+            # so a step back never overloads a gpu fleet sized for its old share.
+            stats["gpu_needed"] = carry
+            if asked.get(GPU, 0) >= counts[GPU]:
+                return _decision(t, state, Action.HOLD, f"{why}: waiting for gpu capacity before {_pct(goal)} "
+                                 f"({live_counts.get(GPU, 0)} of {carry} instances in service for {rps:.1f} req/s)",
+                                 None, stats)
+            target = Target(weights=_weights(t.live), instance_counts=_bounded_counts(t.config, counts))
+            return _decision(t, state, Action.SCALE, f"{why}: scaling gpu {live_counts.get(GPU, 0)} -> "
+                             f"{target.instance_counts[GPU]} instances before moving to {_pct(goal)}", target, stats)
     else:
         counts[GPU] = min(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - t.live, rps))
     target = Target(weights=_weights(goal), instance_counts=_bounded_counts(t.config, counts))
@@ -442,6 +618,8 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
 def guard(t: Tick) -> Decision | None:
     """Fall back on a breach or after too many unknown ticks; hold on an unknown tick. None: carry on."""
     state = t.state
+    if state.phase == Phase.FALLING_BACK:
+        return _escalate(t)
     if not t.observation.known:
         unknown = state.unknown_ticks + 1
         limit = t.config.fallback.max_unknown_ticks
@@ -452,15 +630,127 @@ def guard(t: Tick) -> Decision | None:
         return _decision(t, state.evolve(unknown_ticks=unknown), Action.HOLD, reason)
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
-        latency_only = all(g.name in GRADUAL_GATES for g in t.assessed.breaches)
-        if state.phase == Phase.FALLING_BACK:
-            if latency_only:
-                return None  # the same slow neuron the fallback is already draining (on_falling_back)
-            # Errors or silence while draining gradually: everything to gpu now, same fallback.
-            return _decision(t, state.remember(fallback_gradual=False), Action.FALLBACK,
-                             f"falling back: {why}; {_gpu_text(_fallback_target(t))}", _fallback_target(t))
-        return fall_back(t, why, gradual=latency_only)
+        return fall_back(t, why, gradual=drains_gradually(t, t.assessed.breaches))
+    harmed = _saturation_harm(t)
+    if t.live > 0 and harmed and state.phase in (Phase.RAMPING, Phase.HOLDING):
+        return overflow(t, _phase_goal(t), neuron_load(t), harmed)
     return None
+
+
+def _saturation_harm(t: Tick) -> str:
+    """The newest neuron minute load harmed (see saturated_minutes), in words ('' when none)."""
+    if not t.measured.saturated:
+        return ""
+    m = t.measured.saturated[-1]
+    load = minute_load(t.config, m, t.endpoint.counts().get(NEURON, 0)) or 0.0
+    rate = m.errors_5xx / m.invocations if m.invocations else 0.0
+    return (f"neuron at {load:.0%} of its capacity per instance: p99 {fmt_ms(m.latency_p99_ms)}, "
+            f"5XX {rate:.1%} in the minute of {m.start:%H:%M}")
+
+
+def saturation_level(config: HybridConfig) -> float:
+    """Load / capacity above which neuron's latency and 5XX are load's doing: what it is sized for."""
+    return config.holding.saturation_utilization
+
+
+def neuron_load(t: Tick) -> float:
+    """Neuron's load per instance / its capacity: the highest of the newest NOISE_WINDOW minutes with data."""
+    count = t.endpoint.counts().get(NEURON, 0)
+    rows = [m for m in t.observation.minutes.get(NEURON, ()) if m.has_data and m.invocations][-NOISE_WINDOW:]
+    return max((minute_load(t.config, m, count) or 0.0 for m in rows), default=0.0)
+
+
+def _phase_goal(t: Tick) -> float:
+    if t.state.phase == Phase.HOLDING:
+        return _holding_goal(t.state, t.config.canary.target_neuron_percent)
+    steps = t.state.steps or tuple(t.config.canary.resolved_steps())
+    return steps[min(t.state.step, len(steps) - 1)]
+
+
+def overflow_share(t: Tick, load: float) -> float:
+    """The neuron share its in-service instances carry at the saturation level; the rest is overflow.
+
+    gpu takes the overflow up to what its in-service instances carry; when both fleets together are
+    short (a surge above everything in service), gpu is filled and neuron keeps the rest.
+    """
+    cfg = t.config
+    rps = t.measured.sizing_rps
+    level = saturation_level(cfg)
+    counts = t.endpoint.counts()
+    n_cap = max(counts.get(NEURON, 0), 0) * cfg.variants.neuron.capacity_rps_per_instance
+    g_cap = max(counts.get(GPU, 0), 0) * cfg.variants.gpu.capacity_rps_per_instance
+    fill = 100.0 * n_cap * level / rps if rps > 0 else t.live
+    if load > 0:
+        fill = min(fill, t.live * level / load)  # what neuron carried, scaled to the level: the measured truth
+    gpu_carry = 100.0 * g_cap / rps if rps > 0 else 100.0
+    return math.floor(10.0 * max(0.0, min(t.live, max(fill, 100.0 - gpu_carry)))) / 10.0
+
+
+def _overflowed(state: ControllerState, now: datetime) -> ControllerState:
+    """Saturation acted on: the minutes before now are not judged again, neither for breaches
+    (breach_since) nor in the step's totals (a fresh step from now: live_since)."""
+    return state.remember(overflow=True, breach_since=now, live_since=now, step_totals=None, totals_since=None,
+                          counted_minutes=())
+
+
+def overflow(t: Tick, goal: float, load: float, why: str) -> Decision:
+    """Saturation, not a fault: neuron keeps what it carries, gpu takes the overflow, neuron scales for goal.
+
+    No fallback count, no cool-down, the phase stays: once neuron's new instances are in service the
+    phase handler moves the share back to its goal (capacity first), within minutes of the surge.
+    Minutes before this decision are not judged again (breach_since), as after a fallback.
+    """
+    cfg, state = t.config, t.state
+    rps = t.measured.sizing_rps
+    share = overflow_share(t, load)
+    asked = _asked_counts(t.endpoint)
+    counts = {NEURON: max(asked.get(NEURON, 0), neuron_needed(cfg, goal, rps)),
+              GPU: max(asked.get(GPU, 0), gpu_needed(cfg, 100.0 - share, rps))}
+    target = Target(weights=_weights(share), instance_counts=_bounded_counts(cfg, counts))
+    stats = {"overflow": True, "neuron_load": round(load, 4), "saturation_level": saturation_level(cfg),
+             "goal_share": goal, "sizing_rps": rps, "neuron_in_service": t.endpoint.counts().get(NEURON, 0)}
+    if share >= t.live - SHARE_EPSILON and all(asked.get(v, 0) >= c for v, c in target.instance_counts.items()):
+        # Everything in service already carries what it can and the capacity is asked for: wait for it.
+        reason = (f"neuron saturated (load, not a fault): {why}; overflow at {_pct(round(t.live, 2))} on neuron, "
+                  f"waiting for the {target.instance_counts[NEURON]} neuron and {target.instance_counts[GPU]} gpu "
+                  f"instances asked for")
+        return _decision(t, _overflowed(state, t.now), Action.HOLD, reason, None, stats)
+    memory = _overflowed(state, t.now).memory
+    new = state.evolve(last_change_at=t.now, step_started_at=None, good_minutes=0, memory=memory)
+    reason = (f"neuron saturated (load, not a fault): {why}; gpu takes the overflow, neuron "
+              f"{_pct(round(t.live, 2))} -> {_pct(share)}, neuron {asked.get(NEURON, 0)} -> "
+              f"{target.instance_counts[NEURON]} instances for {_pct(goal)} of {rps:.1f} req/s, gpu "
+              f"{target.instance_counts[GPU]}; back to {_pct(goal)} once they are in service")
+    return _decision(t, new, Action.STEP_BACK, reason, target, stats)
+
+
+def _escalate(t: Tick) -> Decision | None:
+    """Falling back gradually: silence, lost metrics, or neuron failing ESCALATE_ERROR_RATE of its
+    requests meanwhile send everything to gpu now.
+
+    None: nothing new (the handler keeps draining). The fallback count and cool-down stay those of
+    the fallback being drained.
+    """
+    state = t.state
+    if t.live <= SHARE_EPSILON or not state.memory.fallback_gradual:
+        return None
+    if not t.observation.known:
+        unknown = state.unknown_ticks + 1
+        if unknown < t.config.fallback.max_unknown_ticks:
+            return None
+        why = f"no metrics for {unknown} ticks ({t.observation.error})"
+    else:
+        breaches = t.assessed.breaches
+        if not breaches or drains_gradually(t, breaches):
+            return None
+        why = "; ".join(f"{g.name} failed: {g.detail}" for g in breaches)
+        rate = neuron_error_rate(t)
+        if rate >= ESCALATE_ERROR_RATE:
+            why += f" (neuron fails {rate:.0%} of its requests)"
+    target = _fallback_target(t)
+    new = transition(state, Event.ESCALATE, memory=replace(state.memory, fallback_gradual=False))
+    return _decision(t, new, Action.FALLBACK, f"falling back, escalated: {why}; {_gpu_text(target)}", target,
+                     {"escalated": True})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,6 +768,30 @@ def on_idle(t: Tick) -> Decision:
     return _decision(t, t.state, Action.NONE, f"no canary started; neuron at {_pct(round(t.live, 2))}")
 
 
+STRONG_SAMPLE_MULTIPLE = 4  # a step that passed on 4x its sample...
+STRONG_MARGIN = 0.8  # ...with neuron's p99 within 80% of both bars and 5XX at most half the cap skips a step
+
+
+def strong_evidence(t: Tick) -> bool:
+    """Step size follows the evidence: a step that passed far inside every bar on a big sample.
+
+    The next step is skipped (never the last: the target share is always a step of its own), so a
+    high-traffic ramp spends its bake on fewer, larger moves; a marginal pass moves one step.
+    """
+    cfg, stats = t.config, t.assessed.statistics
+    n = float(stats.get("neuron_invocations") or 0.0)
+    if n < STRONG_SAMPLE_MULTIPLE * cfg.canary.min_sample:
+        return False
+    p99 = stats.get("neuron_p99_ms")
+    if p99 is None or p99 > STRONG_MARGIN * cfg.slo.p99_latency_ms:
+        return False
+    paired, gpu = stats.get("paired_neuron_p99_ms"), stats.get("gpu_p99_ms")
+    if paired is not None and gpu is not None and paired > STRONG_MARGIN * (1.0 + cfg.slo.max_regression) * gpu:
+        return False
+    errors = t.measured.totals.summary(True)
+    return errors.invocations > 0 and errors.errors_5xx / errors.invocations <= cfg.slo.max_error_rate / 2.0
+
+
 def on_ramping(t: Tick) -> Decision:
     state, cfg = t.state, t.config
     steps = state.steps or tuple(cfg.canary.resolved_steps())
@@ -489,6 +803,11 @@ def on_ramping(t: Tick) -> Decision:
         return _not_in_service(t)
     if abs(t.live - goal) > SHARE_EPSILON:
         return shift(t, state, goal, Action.PROGRESS, label)
+    if state.memory.overflow:
+        state = state.remember(overflow=False)
+    ahead = scale_ahead(t, state, f"{label} at {_pct(goal)}")
+    if ahead is not None:
+        return ahead
     if state.step_started_at is None:
         since = state.memory.live_since or t.now
         state = state.evolve(step_started_at=since)
@@ -502,9 +821,11 @@ def on_ramping(t: Tick) -> Decision:
             new = transition(state, Event.RAMP_DONE, phase_since=t.now, good_minutes=0).remember(holding_share=goal)
             return _decision(t, new, Action.HOLD,
                              f"{label} at {_pct(goal)} passed, ramp complete, holding: {evidence(t.assessed, cfg)}", None, stats)
-        nxt = state.evolve(step=k + 1)
-        return shift(t, nxt, steps[k + 1], Action.PROGRESS, t.step_label(k + 1),
-                     f"{label} passed after {baked:.0f} min: {evidence(t.assessed, cfg)}")
+        jump = 2 if strong_evidence(t) and k + 2 < len(steps) - 1 else 1
+        nxt = state.evolve(step=k + jump)
+        how = f" with strong evidence, skipping {_pct(steps[k + 1])}" if jump > 1 else ""
+        return shift(t, nxt, steps[k + jump], Action.PROGRESS, t.step_label(k + jump),
+                     f"{label} passed after {baked:.0f} min{how}: {evidence(t.assessed, cfg)}")
     if cost is not None and cost.passed is False:
         return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
     waiting = [g for g in t.assessed.gates if g.passed is not True]
@@ -536,15 +857,28 @@ def _holding_minutes(t: Tick) -> list[tuple[MinuteMetrics, float | None]]:
     return out
 
 
-def holding_health(t: Tick) -> tuple[bool, int, str]:
-    """(degraded, trailing clean minutes, detail) for the holding split, with hysteresis bands."""
+@dataclass(frozen=True)
+class Health:
+    slow: bool  # neuron p99 above DEGRADE_FRACTION of the SLO (noise rule)
+    saturated: bool  # neuron load per instance above the saturation level (noise rule)
+    good: int  # trailing clean minutes
+    detail: str
+
+    @property
+    def degraded(self) -> bool:
+        return self.slow or self.saturated
+
+
+def holding_health(t: Tick) -> Health:
+    """How the holding split is doing, with hysteresis bands."""
     cfg = t.config
     slo = cfg.slo.p99_latency_ms
     cap = cfg.variants.neuron.capacity_rps_per_instance
     saturation = cfg.holding.saturation_utilization * cap
     rows = _holding_minutes(t)
-    latency_points = [(m.latency_p99_ms, DEGRADE_FRACTION * slo, m.latency_samples or m.invocations or 0.0)
-                      for m, _ in rows if m.latency_p99_ms is not None]
+    with_p99 = [m for m, _ in rows if m.latency_p99_ms is not None]
+    # A burst in the tail (p90 unmoved) is noise here too: see gates.corroborated.
+    latency_points = judged_points(with_p99, [DEGRADE_FRACTION * slo] * len(with_p99), tail_ratio(with_p99))
     load_points = [(load, saturation, 1.0) for _, load in rows if load is not None]
     degraded_latency = confirmed_above(latency_points, 0)  # type: ignore[arg-type]
     saturated = confirmed_above(load_points, 0)  # type: ignore[arg-type]
@@ -566,7 +900,26 @@ def holding_health(t: Tick) -> tuple[bool, int, str]:
         last = rows[-1][1] if rows else 0.0
         detail.append(f"neuron saturated: {last:.1f} req/s per instance > {saturation:.1f} "
                       f"({cfg.holding.saturation_utilization:.0%} of {cap:g})")
-    return degraded_latency or saturated, good, "; ".join(detail)
+    return Health(degraded_latency, saturated, good, "; ".join(detail))
+
+
+def scale_ahead(t: Tick, state: ControllerState, where: str) -> Decision | None:
+    """Capacity ahead of traffic: neuron scales for its live share of the planned traffic (trend x scale-up delay).
+
+    Only up (never a scale-in here), counts only (weights unchanged), and only when nothing is asked yet.
+    """
+    asked = _asked_counts(t.endpoint)
+    need = neuron_needed(t.config, t.live, t.measured.sizing_rps)
+    if t.live <= 0 or asked.get(NEURON, 0) >= need:
+        return None
+    counts = _bounded_counts(t.config, {**asked, NEURON: need})
+    if counts[NEURON] <= asked.get(NEURON, 0):
+        return None
+    target = Target(weights=_weights(t.live), instance_counts=counts)
+    lead = state.memory.scale_up_minutes if state.memory.scale_up_minutes is not None else DEFAULT_SCALE_UP_MINUTES
+    reason = (f"{where}: scaling neuron {asked.get(NEURON, 0)} -> {counts[NEURON]} instances ahead of the traffic "
+              f"({t.measured.sizing_rps:.1f} req/s planned {lead:g} min ahead on the trend)")
+    return _decision(t, state, Action.SCALE, reason, target, {"sizing_rps": t.measured.sizing_rps})
 
 
 def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
@@ -591,12 +944,22 @@ def on_holding(t: Tick) -> Decision:
         return _not_in_service(t)
     if abs(t.live - goal) > SHARE_EPSILON:
         action = Action.RETURN if goal > t.live else Action.STEP_BACK
-        return shift(t, state, goal, action, f"holding: moving to {_pct(goal)}")
+        why = "holding: the surge's overflow returns" if state.memory.overflow else "holding: moving"
+        return shift(t, state, goal, action, f"{why} to {_pct(goal)}")
+    if state.memory.overflow:
+        state = state.remember(overflow=False)
     if not cfg.holding.enabled:  # the split stays put; the breach guard still applies
         return _decision(t, state, Action.HOLD, f"holding at {_pct(goal)} (holding.enabled is false: no step back "
                          f"or return): {evidence(t.assessed, cfg)}")
-    degraded, good, detail = holding_health(t)
+    health = holding_health(t)
+    good, detail = health.good, health.detail
     state = state.evolve(good_minutes=good)
+    load = neuron_load(t)
+    if health.degraded and load > saturation_level(cfg) and t.live > 0 \
+            and overflow_share(t, load) < t.live - SHARE_EPSILON:
+        # Slow or saturated because of load: the overflow goes to gpu for as long as it lasts (no dwell).
+        return overflow(replace(t, state=state), goal, load, detail)
+    degraded = health.slow
     dwell = _minutes_between(state.last_change_at, t.now) if state.last_change_at else math.inf
     dwell_ok = dwell >= cfg.fallback.min_dwell_minutes
     stats = {"good_minutes": good, "dwell_minutes": None if math.isinf(dwell) else dwell,
@@ -609,6 +972,9 @@ def on_holding(t: Tick) -> Decision:
         new_state = state.remember(holding_share=new_goal)
         return shift(t, new_state, new_goal, Action.STEP_BACK,
                      f"holding: {detail}; stepping back {_pct(cfg.holding.step_back_percent)}")
+    ahead = scale_ahead(t, state, f"holding at {_pct(goal)}")
+    if ahead is not None:
+        return ahead
     shrink = shrink_donor(t, state, goal, dwell_ok)
     if shrink is not None:
         return shrink
@@ -699,7 +1065,11 @@ def _finish(t: Tick, decision: Decision) -> Decision:
     if t.measured.total_rps is not None and not silent:
         memory = replace(memory, total_rps=round(t.measured.total_rps, 4))
     if memory.live_since == t.state.memory.live_since:
-        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since)
+        memory = replace(memory, step_totals=t.measured.totals, totals_since=memory.live_since,
+                         counted_minutes=t.measured.counted)
+    if t.observation.known:
+        memory = replace(memory, data_lag_minutes=t.measured.data_lag, newest_minute=t.measured.newest_minute)
+    memory = _measure_scale_up(memory, t.endpoint, t.now)
     known = t.observation.known
     state = decision.state.evolve(
         last_tick_at=t.now,
@@ -720,6 +1090,20 @@ def _finish(t: Tick, decision: Decision) -> Decision:
     return replace(decision, state=state, statistics=statistics)
 
 
+def _measure_scale_up(memory: PolicyMemory, endpoint: EndpointLive, now: datetime) -> PolicyMemory:
+    """Time neuron's scale-ups (asked -> in service): the lead time capacity is planned with."""
+    live = endpoint.variants.get(NEURON)
+    if live is None:
+        return memory
+    growing = live.desired_instance_count > live.current_instance_count
+    if growing and memory.scale_asked_at is None:
+        return replace(memory, scale_asked_at=now)
+    if not growing and memory.scale_asked_at is not None:
+        took = max(1.0, (now - memory.scale_asked_at).total_seconds() / 60.0)
+        return replace(memory, scale_asked_at=None, scale_up_minutes=round(took, 2))
+    return memory
+
+
 def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive, observation: Observation,
            now: datetime, prices: Mapping[str, float]) -> Decision:
     """One tick of the controller, pure. See the module docstring for the order of things."""
@@ -730,7 +1114,7 @@ def decide(config: HybridConfig, state: ControllerState, endpoint: EndpointLive,
                m.cost_per_1k, regression_is_breach=phase_for_gates != Phase.HOLDING,
                percentiles_available=observation.percentiles_available)
     t = Tick(config, state, endpoint, observation, now, m, a)
-    decision = guard(t) if state.phase in GUARDED else None
+    decision = guard(t) if state.phase in GUARD_PHASES else None
     if decision is None:
         if not observation.known:  # nothing at risk in these phases; the handlers need no metrics
             t = replace(t, state=state.evolve(unknown_ticks=state.unknown_ticks + 1))

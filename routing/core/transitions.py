@@ -8,10 +8,11 @@ Immediate transitions: DRAINED and COOLED are taken inside a tick, and the tick 
 in the new phase (routing/core/policy.py's dispatcher runs the next phase's handler; handlers
 never call each other). So one tick may pass falling_back -> cooling_down -> ramping.
 
-A gap made visible: (FALLING_BACK, BREACH) is NOT in the table. The breach guard runs only in
-GUARDED phases, so a breach found while falling back is never escalated from there (the guard
-has a branch for it that cannot run). Whether that is a missing escalation is for the judgement
-issue to decide; adding the pair here (and the phase to GUARDED) would be that change.
+Escalation while draining: the guard also runs in FALLING_BACK (GUARD_PHASES). A latency
+fallback drains neuron over a few ticks (gpu takes what its live instances carry); if 5XX or
+silence show on neuron meanwhile, (FALLING_BACK, ESCALATE) keeps the phase and sends everything
+to gpu at once. It is not a second BREACH: the fallback count and cool-down stay those of the
+fallback being drained.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Event(StrEnum):
     DRAINED = "drained"  # immediate: neuron carries no weight any more
     COOLED = "cooled"  # immediate: the cool-down is over and metrics are known
     NEW_MODEL = "new_model"  # the neuron variant's model changed under the canary: re-validate (versions.py)
+    ESCALATE = "escalate"  # errors or silence while a gradual fallback drains: gpu 100% now
 
 
 RESUMED = "resumed"  # target of (PAUSED, RESUME): the phase the canary was paused in
@@ -41,6 +43,8 @@ RESUMED = "resumed"  # target of (PAUSED, RESUME): the phase the canary was paus
 _ACTIVE = (Phase.RAMPING, Phase.HOLDING, Phase.FALLING_BACK, Phase.COOLING_DOWN)
 # The phases in which the breach guard runs before the phase handler (see the module docstring).
 GUARDED = (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)
+# ...and where it runs at all: while falling back it can only escalate the drain (ESCALATE).
+GUARD_PHASES = (*GUARDED, Phase.FALLING_BACK)
 
 TRANSITIONS: dict[tuple[Phase, Event], Phase | str] = {
     (Phase.IDLE, Event.START): Phase.RAMPING,
@@ -53,6 +57,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase | str] = {
     **{(phase, Event.BREACH_LIMIT): Phase.ABORTED for phase in GUARDED},
     (Phase.RAMPING, Event.RAMP_DONE): Phase.HOLDING,
     (Phase.FALLING_BACK, Event.DRAINED): Phase.COOLING_DOWN,
+    (Phase.FALLING_BACK, Event.ESCALATE): Phase.FALLING_BACK,
     (Phase.COOLING_DOWN, Event.COOLED): Phase.RAMPING,
     # issue 17: a new neuron model is judged again from the first step (falling back / cooling down
     # re-ramp from the first step anyway; idle and aborted run no canary to restart).

@@ -139,14 +139,17 @@ def minute_metrics(start: datetime, vm: VariantMinute, percentiles: bool = True)
         assert hist is not None
         avg = float((hist * VALUES_MS).sum() / samples)
         mx = float(VALUES_MS[np.nonzero(hist)[0][-1]])
+    # Without percentiles the CloudWatch adapter (routing.core.observations) stands in Average for p50
+    # and Maximum for p90/p99 and says so; the simulated source must hand the policy the same minute.
+    stand_in = samples > 0 and not with_p
     return MinuteMetrics(
         start=start,
         invocations=float(vm.requests),
         errors_4xx=float(vm.errors_4xx),
         errors_5xx=float(vm.errors_5xx),
-        latency_p50_ms=percentile_ms(hist, 50) if with_p else None,
-        latency_p90_ms=percentile_ms(hist, 90) if with_p else None,
-        latency_p99_ms=percentile_ms(hist, 99) if with_p else None,
+        latency_p50_ms=percentile_ms(hist, 50) if with_p else (avg if stand_in else None),
+        latency_p90_ms=percentile_ms(hist, 90) if with_p else (mx if stand_in else None),
+        latency_p99_ms=percentile_ms(hist, 99) if with_p else (mx if stand_in else None),
         latency_avg_ms=avg,
         latency_max_ms=mx,
         latency_samples=samples,
@@ -195,7 +198,9 @@ class SimulatedMetrics:
                     rows.append(MinuteMetrics(start=self.start + timedelta(minutes=index)))
             per_variant[variant] = tuple(rows)
             targeted[variant] = total_targeted
-        return Observation(window_start=start, window_end=end, minutes=per_variant, targeted=targeted)
+        stood_in = not self.percentiles and any(m.latency_samples > 0 for rows in per_variant.values() for m in rows)
+        return Observation(window_start=start, window_end=end, minutes=per_variant, targeted=targeted,
+                           percentiles_available=not stood_in)
 
 
 class MemoryStateStore:

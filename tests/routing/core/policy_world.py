@@ -66,8 +66,12 @@ class Behaviour:
     """How one variant serves a minute. Callables get the tick number for scripted noise."""
 
     p99_ms: float | Callable[[int], float | None] = 40.0
+    p90_ms: float | Callable[[int], float | None] | None = None  # None: CloudWatch gives no p90 (the p99 speaks alone)
     error_rate: float | Callable[[int], float] = 0.0
     silent: bool | Callable[[int], bool] = False
+    # Load: with a per-instance capacity (req/s), p99 grows with the load (queueing) and the requests
+    # above capacity fail (5XX), as on a real instance; None: latency and errors ignore the load.
+    capacity_rps: float | None = None
 
     def at(self, attr: str, tick: int):
         value = getattr(self, attr)
@@ -87,6 +91,8 @@ class World:
     neuron: Behaviour = field(default_factory=Behaviour)
     gpu: Behaviour = field(default_factory=lambda: Behaviour(p99_ms=38.0))
     metrics_error: str | Callable[[int], str | None] | None = None
+    delay: int | Callable[[int], int] = 0  # minutes CloudWatch publishes late (both variants)
+    idle_rows: bool = False  # a variant with instances and no traffic publishes Invocations = 0 (else no row)
     apply: bool = True
     state: ControllerState | None = None
     history: dict[str, list[MinuteMetrics]] = field(default_factory=lambda: {NEURON: [], GPU: []})
@@ -125,12 +131,21 @@ class World:
         for variant, behaviour, part in ((NEURON, self.neuron, share), (GPU, self.gpu, 1 - share)):
             invocations = round(self.current_rps() * 60 * part)
             if invocations <= 0 or behaviour.at("silent", self.tick_no):
-                self.history[variant].append(MinuteMetrics(start=start))
+                idle = self.idle_rows and invocations <= 0 and not behaviour.at("silent", self.tick_no)
+                self.history[variant].append(MinuteMetrics(start=start, invocations=0.0 if idle else None))
                 continue
             errors = round(invocations * behaviour.at("error_rate", self.tick_no))
+            p99 = behaviour.at("p99_ms", self.tick_no)
+            if behaviour.capacity_rps is not None and p99 is not None:
+                rho = invocations / 60.0 / max(self.counts[variant], 1) / behaviour.capacity_rps
+                if rho >= 1.0:
+                    errors = max(errors, round(invocations * (1.0 - 1.0 / rho)))
+                    p99 = p99 * 10.0
+                else:
+                    p99 = p99 * (1.0 + 0.5 * rho / (1.0 - rho))
             self.history[variant].append(MinuteMetrics(
                 start=start, invocations=float(invocations), errors_5xx=float(errors),
-                latency_p99_ms=behaviour.at("p99_ms", self.tick_no), latency_samples=float(invocations),
+                latency_p99_ms=p99, latency_p90_ms=behaviour.at("p90_ms", self.tick_no), latency_samples=float(invocations),
                 invocations_per_instance=invocations / max(self.counts[variant], 1),
             ))
 
@@ -140,9 +155,12 @@ class World:
         start = self.now - MINUTE * minutes
         if error:
             return Observation(window_start=start, window_end=self.now, error=error)
+        delay = self.delay(self.tick_no) if callable(self.delay) else self.delay
+        visible = self.now - MINUTE * delay  # a minute shows once it closed `delay` minutes ago
         return Observation(
             window_start=start, window_end=self.now,
-            minutes={v: tuple(m for m in self.history[v] if m.start >= start) for v in (NEURON, GPU)},
+            minutes={v: tuple(m for m in self.history[v] if start <= m.start and m.start + MINUTE <= visible)
+                     for v in (NEURON, GPU)},
         )
 
     def _progress_scaling(self) -> None:
@@ -163,7 +181,9 @@ class World:
         self.weights = dict(decision.target.weights)
         wanted = dict(decision.target.instance_counts)
         if wanted != self.counts:
-            if self.scale_ticks and any(wanted[v] > self.counts[v] for v in wanted):
+            if self._pending is not None and self._pending[1] == wanted:
+                pass  # the same scale-up, already under way: it does not restart
+            elif self.scale_ticks and any(wanted[v] > self.counts[v] for v in wanted):
                 self.desired = wanted
                 self.status = "Updating"
                 self._pending = (self.scale_ticks - 1, wanted)

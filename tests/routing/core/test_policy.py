@@ -354,14 +354,21 @@ def holding_world(**kwargs) -> World:
     return world
 
 
-def test_holding_steps_back_to_gpu_when_neuron_saturates():
+def test_holding_answers_a_surge_with_neuron_capacity_and_gpu_overflow_never_a_fallback():
     spike = {"on": False}
-    world = holding_world(rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4})
+    world = holding_world(rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4},
+                          scale_ticks=4)
+    world.neuron = Behaviour(capacity_rps=40.0)
+    world.gpu = Behaviour(p99_ms=38.0, capacity_rps=20.0)
     spike["on"] = True
-    decision = world.run_until(lambda d: d.action == Action.STEP_BACK, limit=5)
-    assert decision.target.weights[NEURON] == 75.0
-    assert "saturated" in decision.reason
-    assert decision.target.instance_counts[GPU] >= math.ceil(0.25 * 200 * 1.2 / 20)
+    decision = world.run_until(lambda d: d.statistics.get("overflow") is True, limit=6)
+    assert decision.action == Action.STEP_BACK and "load, not a fault" in decision.reason
+    assert decision.target.weights[NEURON] < 100.0  # the overflow goes to gpu...
+    assert decision.target.instance_counts[NEURON] == 6  # ...while neuron scales for the whole share
+    back = world.run_until(lambda d: world.weights[NEURON] == 100.0, limit=20)
+    assert all(d.action not in (Action.FALLBACK, Action.ABORT) for d in world.decisions)
+    assert world.state.fallbacks == 0 and world.state.cooldown_until is None
+    assert back.state.phase == Phase.HOLDING and world.counts[NEURON] == 6
 
 
 def test_holding_steps_back_when_neuron_latency_nears_the_slo():
@@ -402,11 +409,16 @@ def test_holding_disabled_keeps_the_split_but_still_falls_back_on_a_breach():
     assert world.run_until(lambda d: d.action != Action.HOLD, limit=5).action == Action.FALLBACK
 
 
-def test_holding_breach_falls_back_entirely():
+def test_holding_breach_falls_back_with_gpu_taking_all_it_carries_and_sized_for_everything():
     world = holding_world()
     world.neuron = Behaviour(p99_ms=500.0)
     decision = world.run_until(lambda d: d.action != Action.HOLD, limit=5)
-    assert decision.action == Action.FALLBACK and decision.target.weights[NEURON] == 0.0
+    assert decision.action == Action.FALLBACK
+    gpu_live = decision.statistics["gpu_in_service"]
+    carried = min(100.0, 100.0 * gpu_live * 20 * 0.85 / 20.0)  # 20 req/s; gpu 20/instance at the 85% level
+    assert decision.target.weights[GPU] >= math.floor(10 * carried) / 10
+    assert decision.target.instance_counts[GPU] >= math.ceil(20 * 1.2 / 20)
+    world.run_until(lambda d: world.weights[NEURON] == 0.0, limit=5)
 
 
 def test_holding_shrinks_idle_gpu_to_its_warm_minimum_after_the_dwell():

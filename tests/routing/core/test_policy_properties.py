@@ -77,6 +77,10 @@ def drive(script: list[Step], checked: list[int] | None = None) -> World:
         check_valid(world, decision)
         if check_breach(world, decision, before_phase, before_share, before_since, gpu_live) and checked is not None:
             checked.append(world.tick_no)
+        elif decision.statistics.get("overflow") and checked is not None:
+            # Neuron past its saturation level and harmed: load, answered in this tick with capacity (the
+            # overflow to gpu; its shape is checked by check_breach on the minutes it sees).
+            checked.append(world.tick_no)
         if step.command:
             try:
                 decision = world.command(step.command)
@@ -137,9 +141,23 @@ def check_breach(world: World, decision: Decision, before: Phase, live_share: fl
         gpu = world.config.variants.gpu
         # The policy's own traffic estimate (a window aggregate) when it acted; else the last minute's.
         total = decision.statistics.get("sizing_rps") or (last[-1].invocations or 0) / 60 / max(live_share / 100, 1e-9)
-        carry = min(100.0, 100.0 * gpu_live * gpu.capacity_rps_per_instance / total) if total > 0 else 100.0
+        # What gpu's in-service instances carry at the saturation level (docs/routing.md, "Fallback").
+        level = world.config.holding.saturation_utilization
+        carry = min(100.0, 100.0 * gpu_live * gpu.capacity_rps_per_instance * level / total) if total > 0 else 100.0
         neuron_weight = effective_neuron_weight(world, decision)
         assert 100.0 - neuron_weight >= min(100.0 - live_share, 100.0) - 1e-6, decision.reason  # never toward neuron
+        if decision.statistics.get("overflow"):
+            # Load, not a fault (neuron loaded past its saturation level): gpu takes the traffic beyond
+            # neuron's in-service capacity, up to all its own instances carry, and is asked for its share.
+            neuron_carry = 100.0 * decision.statistics["neuron_in_service"] * \
+                world.config.variants.neuron.capacity_rps_per_instance / total
+            assert 100.0 - neuron_weight >= min(carry, 100.0 - neuron_carry) - 0.2, decision.reason
+            if decision.target is not None:
+                share = (100.0 - neuron_weight) / 100.0
+                needed = math.ceil(share * total * world.config.fallback.gpu_headroom / gpu.capacity_rps_per_instance
+                                   - 1e-9)
+                assert decision.target.instance_counts[GPU] >= min(gpu.max_count, needed), decision.reason
+            return True
         assert 100.0 - neuron_weight >= math.floor(10 * carry) / 10 - 0.2, decision.reason
         if carry >= 100.0:
             assert neuron_weight == 0.0, decision.reason

@@ -32,8 +32,9 @@ def test_pause_is_not_a_transition_of_an_idle_aborted_or_paused_canary(phase: Ph
 def test_a_breach_is_a_transition_only_where_the_guard_runs() -> None:
     breach_phases = {phase for (phase, event) in TRANSITIONS if event == Event.BREACH}
     assert breach_phases == set(GUARDED)
-    # The gap the table makes visible: no escalation from falling_back (see the module docstring).
+    # While falling back a breach is not a second fallback: it can only escalate the drain.
     assert not allows(Phase.FALLING_BACK, Event.BREACH)
+    assert next_phase(_state(Phase.FALLING_BACK), Event.ESCALATE) == Phase.FALLING_BACK
 
 
 def test_the_immediate_chain_after_a_fallback_leads_back_to_ramping() -> None:

@@ -83,11 +83,15 @@ def test_settle_delay_judges_a_minute_only_a_minute_after_it_closes_like_the_lam
     assert observed.for_variant("gpu")[0].start == setup.scenario.start  # minute 0, not minute 1
 
 
-def test_without_percentiles_readers_get_average_and_maximum_only(make_setup):
+def test_without_percentiles_readers_get_the_adapters_stand_in_and_are_told(make_setup):
     setup = make_setup(metrics={"percentiles": False})
     metrics = SimulatedMetrics(setup.scenario.start, percentiles=setup.scenario.metrics.percentiles)
     for vm in Fleet(setup).serve(0, {"neuron": 50.0, "gpu": 50.0}).variants.values():
         metrics.publish(vm)
-    minute = metrics.observe("ep", ["gpu"], setup.scenario.start + timedelta(minutes=1, seconds=5), 1).for_variant("gpu")[0]
-    assert minute.latency_p99_ms is None and minute.latency_p50_ms is None
+    observation = metrics.observe("ep", ["gpu"], setup.scenario.start + timedelta(minutes=1, seconds=5), 1)
+    minute = observation.for_variant("gpu")[0]
+    # As routing.core.observations does for CloudWatch: Maximum stands in for p90/p99, Average for p50.
     assert minute.latency_avg_ms is not None and minute.latency_max_ms is not None
+    assert minute.latency_p99_ms == minute.latency_p90_ms == minute.latency_max_ms
+    assert minute.latency_p50_ms == minute.latency_avg_ms
+    assert observation.percentiles_available is False
