@@ -44,6 +44,7 @@ from typing import Any
 
 from routing.adapters.json_store import resolve_state_dir
 from routing.adapters.sagemaker import EndpointBusy
+from routing.core.commands import COMMANDS
 from routing.core.model import (
     VARIANTS,
     Action,
@@ -60,7 +61,6 @@ from routing.core.model import (
     StateStore,
     Target,
 )
-from routing.core.policy import COMMANDS
 from routing.core.records import DecisionRecord, StepText
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
