@@ -171,7 +171,11 @@ def _matches(live: EndpointLive, target: Target) -> bool:
     return True
 
 
-def exit_code_for(decision: Decision | None, state: ControllerState | None) -> int:
+def exit_code_for(decision: Decision | None, state: ControllerState | None, command: str | None = None) -> int:
+    """1 when a tick fell back or the canary is aborted (a pipeline reads "rolled back"). A human's
+    command that did what it was asked exits 0, `abort` included (set -e scripts, retries)."""
+    if command is not None:
+        return EXIT_OK
     if decision is not None and decision.action in FAILED_ACTIONS:
         return EXIT_ROLLED_BACK
     if state is not None and state.phase in (Phase.ABORTED, Phase.FALLING_BACK):
@@ -344,7 +348,7 @@ class Controller:
                     stood_aside=False,
                 )
                 ahead = replace(ahead, exit_code=exit_override if exit_override is not None
-                                else exit_code_for(decision, new_state))
+                                else exit_code_for(decision, new_state, command))
                 # Saved with the state, appended right after: a crash in between is repaired by the next tick.
                 new_state = self.store.save(new_state.evolve(unrecorded=ahead.to_dict()), version)
                 ahead = replace(ahead, state_version=new_state.version)
@@ -363,7 +367,7 @@ class Controller:
             dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
             stood_aside=stood_aside,
         )
-        code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
+        code = exit_override if exit_override is not None else exit_code_for(decision, new_state, command)
         if stood_aside:
             code = EXIT_OK
         record = replace(record, exit_code=code)

@@ -237,11 +237,11 @@ def test_fallback_exits_1_with_a_record_naming_the_failed_gate_and_its_numbers(w
     assert world.store().records()[-1]["exit_code"] == 1
 
 
-def test_abort_exits_1_and_puts_everything_on_gpu(world):
+def test_abort_exits_0_and_puts_everything_on_gpu(world):
     controller = world.make()
     controller.command("start")
     result = controller.command("abort")
-    assert result.exit_code == 1 and world.router.updates[-1] == {"neuron": 0.0, "gpu": 100.0}
+    assert result.exit_code == 0 and world.router.updates[-1] == {"neuron": 0.0, "gpu": 100.0}
     assert world.store().load().phase == Phase.ABORTED
 
 
