@@ -32,6 +32,7 @@ record of the crashed tick; the recovering tick records what it reconciled.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import uuid
@@ -45,6 +46,7 @@ from typing import Any
 from routing.adapters.json_store import resolve_state_dir
 from routing.adapters.sagemaker import EndpointBusy
 from routing.core.commands import COMMANDS
+from routing.core.errors import HybridError, StateUnreadable
 from routing.core.model import (
     VARIANTS,
     Action,
@@ -61,7 +63,9 @@ from routing.core.model import (
     StateStore,
     Target,
 )
+from routing.core.observations import reject_non_finite
 from routing.core.records import DecisionRecord, StepText
+from routing.core.transitions import Event, transition
 from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,8 @@ UNRECORDED_KEY = "unrecorded"  # the ControllerState field of this tick's record
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
 WEIGHT_TOLERANCE = 1e-6
+DRIFT_TOLERANCE = 0.5  # percentage points of neuron share: more than this off what we applied is someone else's change
+DRIFT_PHASES = (Phase.RAMPING, Phase.HOLDING, Phase.FALLING_BACK, Phase.COOLING_DOWN)
 STATUS_RECORDS = 500  # status looks this far back for the last applied change
 
 
@@ -171,6 +177,31 @@ def _matches(live: EndpointLive, target: Target) -> bool:
     return True
 
 
+def _share(weights: Mapping[str, float], name: str) -> float:
+    total = sum(float(w) for w in weights.values())
+    return 100.0 * float(weights.get(name, 0.0)) / total if total > 0 else 0.0
+
+
+def landed(live: EndpointLive) -> Target:
+    """What the endpoint was asked to be (Desired*), as a Target: what this controller expects to
+    find next tick after its own update (a staged update included)."""
+    return Target(weights={n: v.desired_weight for n, v in live.variants.items()},
+                  instance_counts={n: v.desired_instance_count for n, v in live.variants.items()})
+
+
+def drift_of(state: ControllerState, live: EndpointLive) -> tuple[float, float] | None:
+    """(neuron share we applied, neuron share live) when someone else moved the weights, else None.
+
+    Weights only: autoscaling moves instance counts within min/max and that is nobody's drift."""
+    if state.applied_target is None or state.intent is not None or state.phase not in DRIFT_PHASES:
+        return None
+    expected = _share(state.applied_target.weights, "neuron")
+    now = _share({n: v.desired_weight for n, v in live.variants.items()}, "neuron")
+    if abs(expected - now) <= DRIFT_TOLERANCE:
+        return None
+    return expected, now
+
+
 def exit_code_for(decision: Decision | None, state: ControllerState | None, command: str | None = None) -> int:
     """1 when a tick fell back or the canary is aborted (a pipeline reads "rolled back"). A human's
     command that did what it was asked exits 0, `abort` included (set -e scripts, retries)."""
@@ -204,6 +235,7 @@ class Controller:
         self._prices = dict(prices) if prices is not None else None
         self.policy = policy if policy is not None else importlib.import_module("routing.policy")
         self.endpoint = config.name
+        self.recovered: list[dict[str, Any]] = []  # records this controller appended for an earlier tick
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -218,8 +250,15 @@ class Controller:
             out[instance_type] = price_per_hour(instance_type, overrides)
         return out
 
-    def _load(self) -> tuple[ControllerState, int | None]:
-        state = self.store.load()
+    def _load(self, command: str | None = None) -> tuple[ControllerState, int | None]:
+        try:
+            state = self.store.load()
+        except StateUnreadable:
+            if command != "abort":
+                raise
+            # The big red button works with a corrupt state: decide from the live endpoint alone
+            # (_run sends the update and leaves a record, and leaves the unreadable state as it is).
+            return self.policy.initial_state(self.config, self.endpoint), -1
         if state is None:
             return self.policy.initial_state(self.config, self.endpoint), None
         return state, state.version
@@ -281,7 +320,8 @@ class Controller:
         errors: list[str] = []
         warnings: list[str] = []
         notes: list[str] = []
-        state, version = self._load()
+        state, version = self._load(command)
+        stateless = version == -1  # abort over an unreadable state: send and record, save nothing
         try:
             live = self.router.describe()
         except AwsError as error:
@@ -293,15 +333,21 @@ class Controller:
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
+        if stateless:
+            notes.append("the stored state is unreadable: aborted from the live endpoint alone; the state file is "
+                         "left as it is (run `hybrid canary reset` to rebuild it)")
 
         observation: Observation | None = None
-        if redo is not None:
+        drift = drift_of(state, live) if command is None and redo is None else None
+        if drift is not None:
+            decision = self._drift_decision(state, live, now, drift)
+        elif redo is not None:
             decision = redo  # re-apply a fallback/abort whose update never reached AWS
         elif command is not None:
             decision = self.policy.apply_command(self.config, state, command, live, now)
         else:
             minutes = int(self.policy.window_minutes(self.config, state))
-            observation = self.metrics.observe(self.endpoint, VARIANTS, now, minutes)
+            observation = reject_non_finite(self.metrics.observe(self.endpoint, VARIANTS, now, minutes))
             if observation.error:
                 errors.append(observation.error)
             if not observation.percentiles_available:
@@ -319,6 +365,17 @@ class Controller:
 
         if dry_run:
             notes.append("dry run: nothing saved, endpoint unchanged")
+        elif stateless:
+            if target_needed:
+                assert target is not None
+                try:
+                    live_after = self.router.apply(target)
+                    applied = True
+                    errors.extend(self._verify(live_after, target, notes))
+                except HybridError as error:
+                    errors.append(str(error))
+                    exit_override = EXIT_AWS
+            new_state = decision.state
         else:
             try:
                 if target_needed:
@@ -329,18 +386,28 @@ class Controller:
                     saved = self.store.save(with_intent, version)
                     version = saved.version
                     try:
-                        live_after = self.router.apply(target)
+                        # Fencing at the endpoint: the store re-checks, right before the update, that
+                        # no other controller decided since our save (and that our lease still runs).
+                        with self._fenced(version):
+                            live_after = self.router.apply(target)
                         applied = True
                     except EndpointBusy as busy:
                         errors.append(str(busy))
                         new_state = state  # nothing changed on the endpoint: keep the previous state
-                    except AwsError as error:
+                    except (AwsError, HybridError) as error:
+                        # AWS trouble, or the endpoint/variant vanished between describe and update:
+                        # nothing landed; the intent is cleared, the record says why (exit 3).
                         errors.append(str(error))
                         new_state = state
                         exit_override = EXIT_AWS
                     if applied:
-                        errors.extend(self._verify(live_after, target))
+                        errors.extend(self._verify(live_after, target, notes))
+                        new_state = new_state.evolve(applied_target=landed(live_after))
                     new_state = new_state.evolve(intent=None, last_tick_at=now)
+                elif command is not None:
+                    # A command that sent nothing leaves no expectation of the weights (resume, start...).
+                    new_state = new_state.evolve(applied_target=landed(live) if new_state.phase in DRIFT_PHASES
+                                                 else None)
                 ahead = self._record(
                     now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
                     decision=decision, observation=observation, live_before=live_before, live_after=live_after,
@@ -374,6 +441,27 @@ class Controller:
         self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record
         return TickResult(decision, record.to_dict(), code, new_state, live_after, stood_aside, errors, typed=record)
 
+    def _fenced(self, version: int | None) -> Any:
+        fence = getattr(self.store, "fenced", None)
+        return fence(version) if fence is not None else contextlib.nullcontext()
+
+    def _drift_decision(self, state: ControllerState, live: EndpointLive, now: datetime,
+                        drift: tuple[float, float]) -> Decision:
+        """Someone else moved the weights: pause (never revert), say what changed and when."""
+        expected, found = drift
+        phase = state.phase
+        paused = transition(state, Event.PAUSE, paused_phase=phase, phase_since=now, applied_target=None)
+        since = state.last_tick_at.isoformat() if state.last_tick_at else "the last tick"
+        reason = (f"drift: the live weights were changed outside this controller between {since} and "
+                  f"{now.isoformat()}: neuron {expected:.1f}% -> {found:.1f}%; paused during {phase.value}, "
+                  f"not reverted: `hybrid canary resume` continues from the live split, `abort` puts all on gpu")
+        return Decision(state=paused, action=Action.NONE, reason=reason,
+                        statistics={"drift": {"before_neuron_percent": round(expected, 3),
+                                              "after_neuron_percent": round(found, 3),
+                                              "detected_at": now.isoformat(),
+                                              "last_tick_at": state.last_tick_at.isoformat()
+                                              if state.last_tick_at else None}})
+
     def _check_hardware(self, live: EndpointLive) -> None:
         """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
         for name in VARIANTS:
@@ -394,9 +482,16 @@ class Controller:
         if not pending:
             return state
         # Stood-aside records of other ticks may follow it: look a little further back than the newest.
-        if not any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
-            self.store.append_record({**pending, "notes": [*pending.get("notes", []),
-                                                           "appended by the next tick: the process died before writing it"]})
+        tick_id = str(pending.get("tick_id"))
+        has = getattr(self.store, "has_record", None)
+        present = has(tick_id) if has is not None else \
+            any(r.get("tick_id") == tick_id for r in self.store.records(limit=RECOVERY_LOOKBACK))
+        if not present:
+            record = {**pending, "notes": [*pending.get("notes", []),
+                                           "appended by the next tick: its own write did not land (the process "
+                                           "stopped, or the store refused it)"]}
+            self.store.append_record(record)
+            self.recovered.append(record)
         return state.evolve(unrecorded=None)
 
     def _failed_record(self, now: datetime, command: str | None, state: ControllerState, error: str) -> dict[str, Any]:
@@ -421,7 +516,8 @@ class Controller:
         if intent is None:
             return state, version, None
         target, action, decided_at = intent.target, intent.action, intent.decided_at.isoformat()
-        clean = state.evolve(intent=None)
+        # Whatever the endpoint shows now may be our own update in flight: never drift.
+        clean = state.evolve(intent=None, applied_target=landed(live))
         if _matches(live, target):
             notes.append(f"recovered: the {action.value} decided at {decided_at} reached the "
                          f"endpoint before the crash; kept, not sent again")
@@ -435,14 +531,15 @@ class Controller:
         previous = intent.previous_state or clean
         notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                      f"endpoint; dropped, deciding again on fresh metrics")
-        return previous.evolve(version=state.version), version, None
+        return previous.evolve(version=state.version, applied_target=landed(live)), version, None
 
-    def _verify(self, live: EndpointLive, target: Target) -> list[str]:
+    def _verify(self, live: EndpointLive, target: Target, notes: list[str]) -> list[str]:
         problems: list[str] = []
         if live.failure_reason:
             problems.append(f"endpoint FailureReason: {live.failure_reason}")
         if not _matches(live, target):
-            problems.append("endpoint Desired* weights/counts differ from the target after the update")
+            # One stage of a larger move (routing/core/staging.py): not an error, the next tick sends the next.
+            notes.append("staged update: this request is one stage toward the target; the next tick sends the next")
         if live.status not in ("InService", "Updating"):
             problems.append(f"endpoint status {live.status} after the update")
         return problems

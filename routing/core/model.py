@@ -289,6 +289,10 @@ class ControllerState:
     memory: PolicyMemory = field(default_factory=PolicyMemory)
     intent: Intent | None = None  # an update saved before it is sent; cleared once confirmed
     unrecorded: Mapping[str, Any] | None = None  # this tick's record, saved before it is appended; cleared next tick
+    # What this controller last sent and saw land: live weights that differ from it with no intent
+    # of ours in flight mean someone else changed them (drift). None: no expectation (idle, after a
+    # command that sent nothing, after drift was reported).
+    applied_target: Target | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -299,6 +303,7 @@ class ControllerState:
             "memory": self.memory.to_dict(),
             "intent": self.intent.to_dict() if self.intent is not None else None,
             "unrecorded": dict(self.unrecorded) if self.unrecorded is not None else None,
+            "applied_target": self.applied_target.to_dict() if self.applied_target is not None else None,
         }
         return out
 
@@ -317,8 +322,12 @@ class ControllerState:
         values["phase"] = Phase(data.get("phase", Phase.IDLE.value))
         values["paused_phase"] = Phase(data["paused_phase"]) if data.get("paused_phase") else None
         values["steps"] = tuple(data.get("steps", ()))
+        applied = data.get("applied_target")
         return cls(**values, memory=memory, intent=Intent.from_dict(intent) if intent else None,
-                   unrecorded=dict(unrecorded) if unrecorded else None)
+                   unrecorded=dict(unrecorded) if unrecorded else None,
+                   applied_target=Target(weights={k: float(v) for k, v in applied["weights"].items()},
+                                         instance_counts={k: int(v) for k, v in applied["instance_counts"].items()})
+                   if applied else None)
 
     def evolve(self, **changes: Any) -> ControllerState:
         return replace(self, **changes)

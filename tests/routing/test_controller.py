@@ -158,11 +158,11 @@ def world(tmp_path, example_config):
     router, metrics, clock = FakeRouter(), FakeMetrics(), ManualClock(T0)
 
     def make(store=None) -> Controller:
-        return Controller(example_config, metrics, router, store or JsonFileStateStore(tmp_path, "bert"), clock,
+        return Controller(example_config, metrics, router, store or JsonFileStateStore(tmp_path, "bert-classifier"), clock,
                           policy=_fake_policy())
 
     return SimpleNamespace(router=router, metrics=metrics, clock=clock, make=make,
-                           store=lambda: JsonFileStateStore(tmp_path, "bert"))
+                           store=lambda: JsonFileStateStore(tmp_path, "bert-classifier"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_crash_before_a_fallback_reaches_the_endpoint_reapplies_it_on_restart(wo
 
 
 def test_crash_after_the_final_save_loses_nothing(world):
-    store = CrashingStore(world.store().directory.parent, "bert", crash_on_save=3)
+    store = CrashingStore(world.store().directory.parent, "bert-classifier", crash_on_save=3)
     controller = world.make(store)
     controller.command("start")  # saves 1 (intent) and 2 (final)
     with pytest.raises(Crash):
@@ -352,11 +352,11 @@ def test_a_concurrent_save_makes_this_tick_stand_aside_before_touching_the_endpo
             if self.raced:  # only the tick's first read races (save() re-reads under the lock)
                 return state
             self.raced = True
-            other = JsonFileStateStore(self.directory.parent, "bert")
+            other = JsonFileStateStore(self.directory.parent, "bert-classifier")
             other.save(state.remember(last_fallback_cause="other"), state.version)  # another process wins
             return state
 
-    result = world.make(Racing(world.store().directory.parent, "bert")).tick()
+    result = world.make(Racing(world.store().directory.parent, "bert-classifier")).tick()
     assert result.stood_aside and result.exit_code == 0
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}]
     assert world.store().load().memory.last_fallback_cause == "other"

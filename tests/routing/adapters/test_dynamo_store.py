@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from routing.clock import ManualClock
-from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, LeaseHeld, create_table
+from routing.dynamo_state import LEASE_SECONDS, MAX_CLOCK_SKEW_SECONDS, DynamoStateStore, LeaseHeld, create_table
 from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore, dumps
 from routing.stores import open_store, table_for
@@ -70,14 +70,14 @@ def test_only_one_of_two_stores_holds_the_lease_until_it_releases_it(ddb):
     assert b.token > a.lease()["token"] - 1  # tokens only grow: release expires, never deletes
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_holder_can_no_longer_save(ddb):
+def test_an_expired_lease_is_taken_over_only_past_the_skew_bound_and_the_old_holder_can_no_longer_save(ddb):
     clock = ManualClock(T0)
     a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
     assert a.acquire()
     first_token = a.token
-    clock.advance(LEASE_SECONDS - 1)
-    assert not b.acquire()  # still within the lease
-    clock.advance(2)
+    clock.advance(LEASE_SECONDS + 1)
+    assert not b.acquire()  # expired on the holder's clock, but not by the skew bound on ours
+    clock.advance(MAX_CLOCK_SKEW_SECONDS + 1)
     assert b.acquire()
     assert b.token == first_token + 1
     # a stalled past its lease: its token no longer matches, so the fencing refuses its write.

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from routing.core.errors import StorageError
 from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore
 
@@ -42,7 +43,7 @@ def test_save_writes_state_file_atomically_leaving_no_temp_files(tmp_path):
     assert json.loads(store.state_path.read_text())["version"] == 2
 
 
-def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
+def test_failed_write_keeps_previous_state_and_says_so_in_one_line(tmp_path, monkeypatch):
     store = JsonFileStateStore(tmp_path, "ep")
     store.save(_state(step=1), None)
 
@@ -50,8 +51,9 @@ def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("routing.state.os.replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match=r"cannot write .*state.json: disk full .*nothing was saved") as error:
         store.save(_state(step=2), 1)
+    assert error.value.exit_code == 3
     assert store.load().step == 1
     assert not [p for p in store.directory.iterdir() if p.name.endswith(".tmp")]
 
