@@ -66,7 +66,7 @@ from routing.core.model import (
 from routing.core.observations import reject_non_finite
 from routing.core.records import DecisionRecord, StepText
 from routing.core.transitions import Event, transition
-from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
+from toolkit.errors import EXIT_AWS, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,19 @@ def drift_of(state: ControllerState, live: EndpointLive) -> tuple[float, float] 
     return expected, now
 
 
+def mismatch_of(state: ControllerState, live: EndpointLive) -> str | None:
+    """A sentence when the stored state and the live endpoint disagree, else None."""
+    share = live.share("neuron")
+    if state.phase in (Phase.IDLE, Phase.ABORTED) and share > DRIFT_TOLERANCE:
+        return (f"the state says {state.phase.value} but neuron carries {share:.1f}% of the live traffic "
+                f"(another state folder, or a change by hand): `hybrid canary abort` puts all on gpu")
+    drift = drift_of(state, live)
+    if drift is not None:
+        return (f"the live weights (neuron {drift[1]:.1f}%) differ from what the controller last applied "
+                f"({drift[0]:.1f}%): changed outside the controller")
+    return None
+
+
 def exit_code_for(decision: Decision | None, state: ControllerState | None, command: str | None = None) -> int:
     """1 when a tick fell back or the canary is aborted (a pipeline reads "rolled back"). A human's
     command that did what it was asked exits 0, `abort` included (set -e scripts, retries)."""
@@ -306,12 +319,72 @@ class Controller:
         return result
 
     def status(self) -> dict[str, Any]:
-        """Endpoint + controller summary without deciding anything (no metrics read, nothing saved)."""
-        state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        """Endpoint + controller summary without deciding anything (no metrics read, nothing saved).
+
+        The live split is always shown, whatever the state says (even an unreadable one), and a
+        state that disagrees with the live endpoint is flagged (`mismatch`)."""
         live = self.router.describe()
+        unreadable: str | None = None
+        try:
+            state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        except StateUnreadable as error:
+            unreadable = str(error)
+            state = self.policy.initial_state(self.config, self.endpoint)
         records = self.store.records(limit=STATUS_RECORDS)
         last_change = next((r for r in reversed(records) if r.get("applied")), None)
-        return status_view(self.config, state, live, records[-1] if records else None, last_change)
+        view = status_view(self.config, state, live, records[-1] if records else None, last_change)
+        view["state_error"] = unreadable
+        view["mismatch"] = unreadable or mismatch_of(state, live)
+        return view
+
+    def record_interruption(self, ticks: int) -> None:
+        """A record saying `route run` was stopped by Ctrl-C (best effort: the stop must not fail)."""
+        try:
+            state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        except HybridError:
+            state = self.policy.initial_state(self.config, self.endpoint)
+        record = DecisionRecord(time=self.clock.now(), tick_id=uuid.uuid4().hex, endpoint=self.endpoint,
+                                command="run", phase_before=state.phase, phase=state.phase, action=Action.NONE,
+                                reason=f"route run interrupted (Ctrl-C) after {ticks} tick(s); the endpoint keeps "
+                                       f"its split", state_version=state.version, exit_code=EXIT_INTERRUPTED)
+        try:
+            self.store.append_record(record.to_dict())
+        except (HybridError, OSError) as error:
+            log.warning("could not record the interruption: %s", error)
+
+    def reset(self) -> TickResult:
+        """`hybrid canary reset`: replace an unreadable (or any) state with one rebuilt from the live
+        endpoint and the records: paused if neuron carries weight (a human decides: resume or abort),
+        else idle. Leaves a record; the old state file is kept beside it."""
+        now = self.clock.now()
+        live = self.router.describe()
+        self._check_hardware(live)
+        records = self.store.records(limit=STATUS_RECORDS)
+        last = next((r for r in reversed(records) if r.get("phase") and not r.get("stood_aside")), None)
+        steps = tuple((last or {}).get("steps") or ()) or tuple(self.config.canary.resolved_steps())
+        share = live.share("neuron")
+        fresh = self.policy.initial_state(self.config, self.endpoint)
+        if share > 0:
+            was = Phase((last or {}).get("phase") or Phase.HOLDING.value)
+            paused_in = was if was in DRIFT_PHASES else Phase.HOLDING
+            step = max(0, min(int(((last or {}).get("step") or {}).get("k", 1)) - 1, len(steps) - 1))
+            state = fresh.evolve(phase=Phase.PAUSED, paused_phase=paused_in, steps=steps, step=step, phase_since=now,
+                                 last_tick_at=now)
+            reason = (f"state rebuilt from the live endpoint (neuron {share:.1f}%) and the records: paused during "
+                      f"{paused_in.value}; resume to continue or abort to put all on gpu")
+        else:
+            state = fresh.evolve(last_tick_at=now)
+            reason = "state rebuilt from the live endpoint (neuron 0%): idle"
+        reset = getattr(self.store, "reset", None)
+        if reset is None:
+            raise UserError("this state store cannot be reset")
+        saved = reset(state)
+        record = DecisionRecord(time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command="reset",
+                                phase_before=Phase.IDLE, phase=saved.phase, action=Action.NONE, reason=reason,
+                                before=live_summary(live), after=live_summary(live), state_version=saved.version,
+                                step=StepText.of(saved, steps))
+        self.store.append_record(record.to_dict())
+        return TickResult(None, record.to_dict(), EXIT_OK, saved, live, typed=record)
 
     # -- the tick --------------------------------------------------------------------------------
 
@@ -699,5 +772,7 @@ def run_loop(
             wait()
     except KeyboardInterrupt:
         # State and records are saved at the end of each tick: stopping between ticks loses nothing.
-        pass
+        # The stop itself is recorded (who reads the log sees why the ticks ended) and exits 130.
+        controller.record_interruption(ticks)
+        return EXIT_INTERRUPTED
     return code
