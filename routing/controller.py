@@ -202,6 +202,22 @@ def drift_of(state: ControllerState, live: EndpointLive) -> tuple[float, float] 
     return expected, now
 
 
+def _silent_everywhere(observation: Observation, state: ControllerState) -> Observation:
+    """No datapoint for any variant in the whole window although traffic was seen before: that is
+    CloudWatch (or the endpoint) saying nothing, not an idle service. Unknown: the tick holds, and
+    `fallback.max_unknown_ticks` such ticks fall back (docs/reliability.md: "holds, then fails safe")."""
+    if not observation.known or not (state.memory.total_rps or 0) > 0:
+        return observation
+    since = state.last_window_end
+    fresh = [m for minutes in observation.minutes.values() for m in minutes if since is None or m.start >= since]
+    # Only the minutes this tick judges for the first time (a clock that ran backwards judges none).
+    new_minutes = since is None or observation.window_end > since
+    if not new_minutes or any(m.has_data for m in fresh):
+        return observation
+    return replace(observation, error=f"no datapoints for any variant in the new minutes although "
+                                      f"{state.memory.total_rps:g} req/s were seen before")
+
+
 def mismatch_of(state: ControllerState, live: EndpointLive) -> str | None:
     """A sentence when the stored state and the live endpoint disagree, else None."""
     share = live.share("neuron")
@@ -421,6 +437,7 @@ class Controller:
         else:
             minutes = int(self.policy.window_minutes(self.config, state))
             observation = reject_non_finite(self.metrics.observe(self.endpoint, VARIANTS, now, minutes))
+            observation = _silent_everywhere(observation, state)
             if observation.error:
                 errors.append(observation.error)
             if not observation.percentiles_available:
