@@ -406,6 +406,7 @@ class Controller:
 
     def _run(self, command: str | None, dry_run: bool) -> TickResult:
         now = self.clock.now()
+        self.recovered = []  # per tick (a warm Lambda reuses this controller)
         errors: list[str] = []
         warnings: list[str] = []
         notes: list[str] = []

@@ -367,3 +367,40 @@ def test_a_warm_container_reuses_its_controller_with_each_ticks_own_store_and_cl
     assert [v for k, v in lambda_handler._WARM.items() if k[0] == "controller"] == [controller]
     assert controller.store.owner == "tick-2" and controller.clock is world.clock
     assert not controller.store.holds_lease  # released with the tick's record
+
+
+def test_a_fallback_whose_record_write_is_throttled_notifies_once_when_the_next_tick_lands_it(world, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from routing.core.errors import StorageError
+
+    world.cli("start")
+    _ramp(world, [])
+    world.notices()  # drain the promotion notice
+    world.feed(neuron_p99_ms=400.0)
+    world.feed(neuron_p99_ms=400.0)
+    original = DynamoStateStore.append_record
+    throttled = {"left": 5}  # every retry of the fallback's record write is throttled
+
+    def put_item(self: Any, **kwargs: Any) -> Any:
+        if throttled["left"] > 0 and kwargs.get("TableName") == TABLE and "record" in kwargs.get("Item", {}):
+            throttled["left"] -= 1
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "PutItem")
+        return real_put(**kwargs)
+
+    real_put = world.ddb.put_item
+    monkeypatch.setattr(DynamoStateStore, "append_record",
+                        lambda self, record: (setattr(self.client, "put_item", lambda **kw: put_item(self, **kw)),
+                                              original(self, record))[1])
+    monkeypatch.setattr("routing.adapters.dynamo_store.time.sleep", lambda _s: None)
+    with pytest.raises(StorageError, match="kept in the state and the next tick appends it"):
+        world.invoke()
+    assert world.share() == 0.0  # the fallback landed; its record and notice wait in the outbox
+    assert world.notices() == []
+    world.feed()
+    world.invoke()
+    notices = world.notices()
+    assert [n["event"] for n in notices] == ["fallback"]
+    fallbacks = [r for r in world.records() if r["action"] == "fallback"]
+    assert len(fallbacks) == 1 and any("did not land" in n for n in fallbacks[0]["notes"])
