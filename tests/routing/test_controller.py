@@ -387,3 +387,31 @@ def test_aws_error_on_update_exits_3_and_changes_nothing(world):
     assert result.exit_code == 3
     assert "instance quota exceeded" in result.record["errors"][0]
     assert world.store().load().step == 0
+
+
+def test_ctrl_c_on_the_loop_is_recorded_and_exits_130(world):
+    from routing.controller import run_loop
+
+    controller = world.make()
+    controller.command("start")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    code = run_loop(controller, wait=interrupted, on_result=lambda _r: None, on_warning=lambda _t: None)
+    assert code == 130
+    last = controller.store.records()[-1]
+    assert last["command"] == "run" and "interrupted (Ctrl-C) after 1 tick" in last["reason"]
+    assert last["exit_code"] == 130
+
+
+def test_a_staged_update_is_a_note_not_an_error():
+    from routing.controller import Controller
+
+    live = EndpointLive("bert", "InService", {
+        "neuron": VariantLive("neuron", "ml.inf2.xlarge", 10.0, 10.0, 1, 1),
+        "gpu": VariantLive("gpu", "ml.g5.xlarge", 90.0, 90.0, 2, 2),
+    })
+    notes: list[str] = []
+    problems = Controller._verify(None, live, _target(50.0), notes)  # type: ignore[arg-type]
+    assert problems == [] and notes and notes[0].startswith("staged update")
