@@ -265,3 +265,17 @@ def test_a_throttled_record_is_delivered_by_the_next_tick_once_and_truthfully(wo
         world.feed()
         world.tick()
     assert len([r for r in world.records() if r["tick_id"] == pending["tick_id"]]) == 1
+
+
+@pytest.mark.fault("the endpoint is deleted between describe and update")
+def test_an_endpoint_deleted_mid_tick_leaves_a_record_exit_3_and_no_intent(world: World):
+    ready_to_progress(world)
+
+    def delete() -> None:
+        world.sm.delete_endpoint(EndpointName=world.name)
+
+    ctl = world.controller(router=Faulty(world.router(), hooks={"apply": delete}))
+    record = world.tick(ctl)
+    assert record["exit_code"] == 3 and "does not exist" in " ".join(record["errors"])
+    state = world.store().load()
+    assert state.intent is None and state.step == 0  # nothing advanced: the step never landed
