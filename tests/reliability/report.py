@@ -152,10 +152,21 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "security_known_gaps": sec["xfailed"],
         "other_tests": sum(by_kind.get("other", Counter()).values()),
         "other_failed": by_kind.get("other", Counter())["failed"],
+        "cases": _cases(tests),
         "known_gaps": [{"kind": k, "reason": r} for k, r in gaps],
         "failures": [{"test": t, "reason": r} for t, r in failures],
         "skipped": skips,
     }
+
+
+def _cases(tests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each fault / bad input by what it is (parametrized cases folded), with survived/tried."""
+    out: dict[tuple[str, str], Counter[str]] = {}
+    for entry in tests.values():
+        if entry["kind"] in ("fault", "bad_input") and entry["what"] and entry["outcome"] != "skipped":
+            out.setdefault((entry["kind"], entry["what"]), Counter())[entry["outcome"]] += 1
+    return [{"kind": k, "what": w, "passed": c["passed"], "tried": sum(c.values())}
+            for (k, w), c in sorted(out.items())]
 
 
 def render(s: dict[str, Any], seconds: float) -> str:
@@ -175,6 +186,10 @@ def render(s: dict[str, Any], seconds: float) -> str:
     ]
     width = max(len(r[0]) for r in rows)
     lines = ["| what | count |", "|---|---:|", *(f"| {k.ljust(width)} | {v} |" for k, v in rows)]
+    for case in s.get("cases", []):
+        mark = "survived" if case["passed"] == case["tried"] else "NOT survived"
+        label = "fault" if case["kind"] == "fault" else "bad input"
+        lines.append(f"{label}: {case['what']} ({case['passed']}/{case['tried']} {mark})")
     for gap in s["known_gaps"]:
         lines.append(f"known gap ({gap['kind']}): {gap['reason']}")
     for failure in s["failures"]:
