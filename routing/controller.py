@@ -517,7 +517,14 @@ class Controller:
                 stood_aside = True
                 new_state = state  # what this tick decided was not stored: record the state it found
                 errors.append(f"stood aside: {conflict}")
-                notes.append("another controller saved first; this tick changed nothing further")
+                if applied:
+                    # Said as it is: the update landed, only the state save lost (the next tick
+                    # reads the live endpoint and keeps it). Exit 3, not a quiet 0.
+                    notes.append("the endpoint update reached AWS but the state could not be saved after it; "
+                                 "the next tick reconciles with the live endpoint")
+                    exit_override = EXIT_AWS
+                else:
+                    notes.append("another controller saved first; this tick changed nothing further")
 
         record = self._record(
             now=now, command=command, state_before=state, state_after=new_state, decision=decision,
@@ -526,7 +533,7 @@ class Controller:
             stood_aside=stood_aside,
         )
         code = exit_override if exit_override is not None else exit_code_for(decision, new_state, command)
-        if stood_aside:
+        if stood_aside and exit_override is None:
             code = EXIT_OK
         record = replace(record, exit_code=code)
         self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record

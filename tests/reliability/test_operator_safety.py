@@ -279,3 +279,20 @@ def test_an_endpoint_deleted_mid_tick_leaves_a_record_exit_3_and_no_intent(world
     assert record["exit_code"] == 3 and "does not exist" in " ".join(record["errors"])
     state = world.store().load()
     assert state.intent is None and state.step == 0  # nothing advanced: the step never landed
+
+
+@pytest.mark.fault("the lease is lost after the update landed, before the final save (DynamoDB)")
+def test_an_update_that_landed_but_could_not_be_saved_is_reported_as_such_exit_3(world: World):
+    store = _dynamo(world, "cli", world.clock)
+    _ramp_on_dynamo(world, store)
+    saves = {"n": 0}
+
+    def steal_before_the_final_save() -> None:
+        saves["n"] += 1
+        if saves["n"] == 2:  # the first save is the intent; the second comes after the update
+            world.clock.advance(LEASE_SECONDS + MAX_CLOCK_SKEW_SECONDS + 1)
+            assert _dynamo(world, "other", world.clock).acquire()
+
+    result = world.controller(store=Faulty(store, hooks={"save": steal_before_the_final_save})).tick_leased()
+    assert result.record["applied"] and result.exit_code == 3
+    assert any("reached AWS but the state could not be saved" in n for n in result.record["notes"])
