@@ -81,9 +81,11 @@ def notice(record: DecisionRecord) -> tuple[str, str] | None:
     if record.stood_aside or record.dry_run:
         return None
     ramp_done = record.phase_before == Phase.RAMPING and record.phase == Phase.HOLDING
-    if record.action not in NOTIFY_ACTIONS and not ramp_done:
+    drift = bool((record.statistics or {}).get("drift"))  # a human changed the weights: paused, not reverted
+    if record.action not in NOTIFY_ACTIONS and not ramp_done and not drift:
         return None
-    what = "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
+    what = "paused: weights changed outside the controller" if drift else \
+        "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
     subject = f"[hybrid] {record.endpoint}: {what}"[:100]
     after = (record.after or {}).get("variants") or {}
     message = {

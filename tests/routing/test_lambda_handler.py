@@ -404,3 +404,19 @@ def test_a_fallback_whose_record_write_is_throttled_notifies_once_when_the_next_
     assert [n["event"] for n in notices] == ["fallback"]
     fallbacks = [r for r in world.records() if r["action"] == "fallback"]
     assert len(fallbacks) == 1 and any("did not land" in n for n in fallbacks[0]["notes"])
+
+
+def test_a_human_change_pauses_the_lambda_and_notifies_without_reverting(world):
+    world.cli("start")
+    _ramp(world, [], limit=3)
+    assert world.share() > 0
+    world.notices()
+    world.sm.update_endpoint_weights_and_capacities(EndpointName=world.name, DesiredWeightsAndCapacities=[
+        {"VariantName": "neuron", "DesiredWeight": 0.0}, {"VariantName": "gpu", "DesiredWeight": 100.0}])
+    world.feed()
+    summary = world.invoke()
+    assert summary["phase"] == "paused" and summary["notified"]
+    assert [n["event"] for n in world.notices()] == ["paused: weights changed outside the controller"]
+    world.feed()
+    world.invoke()
+    assert world.share() == 0.0
