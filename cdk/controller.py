@@ -46,7 +46,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
 from cdk.endpoint import NAG_ACCOUNT, NAG_PARTITION, NAG_REGION
-from routing.dynamo_state import LAMBDA_TIMEOUT_SECONDS, LEASE_SECONDS
+from routing.dynamo_state import LAMBDA_TIMEOUT_SECONDS, LEASE_SECONDS, TTL_ATTRIBUTE
 from routing.lambda_handler import (
     CONFIG_ENV,
     SETTLE_ENV,
@@ -274,6 +274,9 @@ class RoutingController(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            # Retention: record items carry `ttl` (routing/adapters/dynamo_store.py, RECORD_RETENTION_DAYS);
+            # DynamoDB deletes them after it. State and lease items have none and stay.
+            time_to_live_attribute=TTL_ATTRIBUTE,
             # The decision log is an audit trail: keep it when the stack goes.
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )

@@ -32,6 +32,7 @@ record of the crashed tick; the recovering tick records what it reconciled.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import uuid
@@ -45,6 +46,8 @@ from typing import Any
 from routing.adapters.json_store import resolve_state_dir
 from routing.adapters.sagemaker import EndpointBusy, stuck_remedy
 from routing.core import versions  # issue 17: model versions
+from routing.core.commands import COMMANDS
+from routing.core.errors import HybridError, StateUnreadable
 from routing.core.model import (
     VARIANTS,
     Action,
@@ -61,9 +64,10 @@ from routing.core.model import (
     StateStore,
     Target,
 )
-from routing.core.policy import COMMANDS
+from routing.core.observations import reject_non_finite
 from routing.core.records import DecisionRecord, StepText
-from toolkit.errors import EXIT_AWS, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
+from routing.core.transitions import Event, transition
+from toolkit.errors import EXIT_AWS, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLED_BACK, AwsError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,8 @@ UNRECORDED_KEY = "unrecorded"  # the ControllerState field of this tick's record
 SAFE_DIRECTION = (Action.FALLBACK, Action.ABORT, Action.STEP_BACK)
 FAILED_ACTIONS = (Action.FALLBACK, Action.ABORT)
 WEIGHT_TOLERANCE = 1e-6
+DRIFT_TOLERANCE = 0.5  # percentage points of neuron share: more than this off what we applied is someone else's change
+DRIFT_PHASES = (Phase.RAMPING, Phase.HOLDING, Phase.FALLING_BACK, Phase.COOLING_DOWN)
 STATUS_RECORDS = 500  # status looks this far back for the last applied change
 # Notes of a tick that found the endpoint UpdateRollbackFailed/Failed: the first such tick alerts.
 STUCK_FIRST_NOTE = "alert: the first tick to find the endpoint"
@@ -175,7 +181,65 @@ def _matches(live: EndpointLive, target: Target) -> bool:
     return True
 
 
-def exit_code_for(decision: Decision | None, state: ControllerState | None) -> int:
+def _share(weights: Mapping[str, float], name: str) -> float:
+    total = sum(float(w) for w in weights.values())
+    return 100.0 * float(weights.get(name, 0.0)) / total if total > 0 else 0.0
+
+
+def landed(live: EndpointLive) -> Target:
+    """What the endpoint was asked to be (Desired*), as a Target: what this controller expects to
+    find next tick after its own update (a staged update included)."""
+    return Target(weights={n: v.desired_weight for n, v in live.variants.items()},
+                  instance_counts={n: v.desired_instance_count for n, v in live.variants.items()})
+
+
+def drift_of(state: ControllerState, live: EndpointLive) -> tuple[float, float] | None:
+    """(neuron share we applied, neuron share live) when someone else moved the weights, else None.
+
+    Weights only: autoscaling moves instance counts within min/max and that is nobody's drift."""
+    if state.applied_target is None or state.intent is not None or state.phase not in DRIFT_PHASES:
+        return None
+    expected = _share(state.applied_target.weights, "neuron")
+    now = _share({n: v.desired_weight for n, v in live.variants.items()}, "neuron")
+    if abs(expected - now) <= DRIFT_TOLERANCE:
+        return None
+    return expected, now
+
+
+def _silent_everywhere(observation: Observation, state: ControllerState) -> Observation:
+    """No datapoint for any variant in the whole window although traffic was seen before: that is
+    CloudWatch (or the endpoint) saying nothing, not an idle service. Unknown: the tick holds, and
+    `fallback.max_unknown_ticks` such ticks fall back (docs/reliability.md: "holds, then fails safe")."""
+    if not observation.known or not (state.memory.total_rps or 0) > 0:
+        return observation
+    since = state.last_window_end
+    fresh = [m for minutes in observation.minutes.values() for m in minutes if since is None or m.start >= since]
+    # Only the minutes this tick judges for the first time (a clock that ran backwards judges none).
+    new_minutes = since is None or observation.window_end > since
+    if not new_minutes or any(m.has_data for m in fresh):
+        return observation
+    return replace(observation, error=f"no datapoints for any variant in the new minutes although "
+                                      f"{state.memory.total_rps:g} req/s were seen before")
+
+
+def mismatch_of(state: ControllerState, live: EndpointLive) -> str | None:
+    """A sentence when the stored state and the live endpoint disagree, else None."""
+    share = live.share("neuron")
+    if state.phase in (Phase.IDLE, Phase.ABORTED) and share > DRIFT_TOLERANCE:
+        return (f"the state says {state.phase.value} but neuron carries {share:.1f}% of the live traffic "
+                f"(another state folder, or a change by hand): `hybrid canary abort` puts all on gpu")
+    drift = drift_of(state, live)
+    if drift is not None:
+        return (f"the live weights (neuron {drift[1]:.1f}%) differ from what the controller last applied "
+                f"({drift[0]:.1f}%): changed outside the controller")
+    return None
+
+
+def exit_code_for(decision: Decision | None, state: ControllerState | None, command: str | None = None) -> int:
+    """1 when a tick fell back or the canary is aborted (a pipeline reads "rolled back"). A human's
+    command that did what it was asked exits 0, `abort` included (set -e scripts, retries)."""
+    if command is not None:
+        return EXIT_OK
     if decision is not None and decision.action in FAILED_ACTIONS:
         return EXIT_ROLLED_BACK
     if state is not None and state.phase in (Phase.ABORTED, Phase.FALLING_BACK):
@@ -204,6 +268,7 @@ class Controller:
         self._prices = dict(prices) if prices is not None else None
         self.policy = policy if policy is not None else importlib.import_module("routing.policy")
         self.endpoint = config.name
+        self.recovered: list[dict[str, Any]] = []  # records this controller appended for an earlier tick
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -218,8 +283,15 @@ class Controller:
             out[instance_type] = price_per_hour(instance_type, overrides)
         return out
 
-    def _load(self) -> tuple[ControllerState, int | None]:
-        state = self.store.load()
+    def _load(self, command: str | None = None) -> tuple[ControllerState, int | None]:
+        try:
+            state = self.store.load()
+        except StateUnreadable:
+            if command != "abort":
+                raise
+            # The big red button works with a corrupt state: decide from the live endpoint alone
+            # (_run sends the update and leaves a record, and leaves the unreadable state as it is).
+            return self.policy.initial_state(self.config, self.endpoint), -1
         if state is None:
             return self.policy.initial_state(self.config, self.endpoint), None
         return state, state.version
@@ -267,21 +339,83 @@ class Controller:
         return result
 
     def status(self) -> dict[str, Any]:
-        """Endpoint + controller summary without deciding anything (no metrics read, nothing saved)."""
-        state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        """Endpoint + controller summary without deciding anything (no metrics read, nothing saved).
+
+        The live split is always shown, whatever the state says (even an unreadable one), and a
+        state that disagrees with the live endpoint is flagged (`mismatch`)."""
         live = self.router.describe()
+        unreadable: str | None = None
+        try:
+            state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        except StateUnreadable as error:
+            unreadable = str(error)
+            state = self.policy.initial_state(self.config, self.endpoint)
         records = self.store.records(limit=STATUS_RECORDS)
         last_change = next((r for r in reversed(records) if r.get("applied")), None)
-        return status_view(self.config, state, live, records[-1] if records else None, last_change)
+        view = status_view(self.config, state, live, records[-1] if records else None, last_change)
+        view["state_error"] = unreadable
+        view["mismatch"] = unreadable or mismatch_of(state, live)
+        return view
+
+    def record_interruption(self, ticks: int) -> None:
+        """A record saying `route run` was stopped by Ctrl-C (best effort: the stop must not fail)."""
+        try:
+            state = self.store.load() or self.policy.initial_state(self.config, self.endpoint)
+        except HybridError:
+            state = self.policy.initial_state(self.config, self.endpoint)
+        record = DecisionRecord(time=self.clock.now(), tick_id=uuid.uuid4().hex, endpoint=self.endpoint,
+                                command="run", phase_before=state.phase, phase=state.phase, action=Action.NONE,
+                                reason=f"route run interrupted (Ctrl-C) after {ticks} tick(s); the endpoint keeps "
+                                       f"its split", state_version=state.version, exit_code=EXIT_INTERRUPTED)
+        try:
+            self.store.append_record(record.to_dict())
+        except (HybridError, OSError) as error:
+            log.warning("could not record the interruption: %s", error)
+
+    def reset(self) -> TickResult:
+        """`hybrid canary reset`: replace an unreadable (or any) state with one rebuilt from the live
+        endpoint and the records: paused if neuron carries weight (a human decides: resume or abort),
+        else idle. Leaves a record; the old state file is kept beside it."""
+        now = self.clock.now()
+        live = self.router.describe()
+        self._check_hardware(live)
+        records = self.store.records(limit=STATUS_RECORDS)
+        last = next((r for r in reversed(records) if r.get("phase") and not r.get("stood_aside")), None)
+        steps = tuple((last or {}).get("steps") or ()) or tuple(self.config.canary.resolved_steps())
+        share = live.share("neuron")
+        fresh = self.policy.initial_state(self.config, self.endpoint)
+        if share > 0:
+            was = Phase((last or {}).get("phase") or Phase.HOLDING.value)
+            paused_in = was if was in DRIFT_PHASES else Phase.HOLDING
+            step = max(0, min(int(((last or {}).get("step") or {}).get("k", 1)) - 1, len(steps) - 1))
+            state = fresh.evolve(phase=Phase.PAUSED, paused_phase=paused_in, steps=steps, step=step, phase_since=now,
+                                 last_tick_at=now)
+            reason = (f"state rebuilt from the live endpoint (neuron {share:.1f}%) and the records: paused during "
+                      f"{paused_in.value}; resume to continue or abort to put all on gpu")
+        else:
+            state = fresh.evolve(last_tick_at=now)
+            reason = "state rebuilt from the live endpoint (neuron 0%): idle"
+        reset = getattr(self.store, "reset", None)
+        if reset is None:
+            raise UserError("this state store cannot be reset")
+        saved = reset(state)
+        record = DecisionRecord(time=now, tick_id=uuid.uuid4().hex, endpoint=self.endpoint, command="reset",
+                                phase_before=Phase.IDLE, phase=saved.phase, action=Action.NONE, reason=reason,
+                                before=live_summary(live), after=live_summary(live), state_version=saved.version,
+                                step=StepText.of(saved, steps))
+        self.store.append_record(record.to_dict())
+        return TickResult(None, record.to_dict(), EXIT_OK, saved, live, typed=record)
 
     # -- the tick --------------------------------------------------------------------------------
 
     def _run(self, command: str | None, dry_run: bool) -> TickResult:
         now = self.clock.now()
+        self.recovered = []  # per tick (a warm Lambda reuses this controller)
         errors: list[str] = []
         warnings: list[str] = []
         notes: list[str] = []
-        state, version = self._load()
+        state, version = self._load(command)
+        stateless = version == -1  # abort over an unreadable state: send and record, save nothing
         try:
             live = self.router.describe()
         except AwsError as error:
@@ -298,9 +432,15 @@ class Controller:
         live_before = live
 
         state, version, redo = self._reconcile(state, version, live, now, dry_run, notes)
+        if stateless:
+            notes.append("the stored state is unreadable: aborted from the live endpoint alone; the state file is "
+                         "left as it is (run `hybrid canary reset` to rebuild it)")
 
         observation: Observation | None = None
-        if redo is not None:
+        drift = drift_of(state, live) if command is None and redo is None else None
+        if drift is not None:
+            decision = self._drift_decision(state, live, now, drift)
+        elif redo is not None:
             decision = redo  # re-apply a fallback/abort whose update never reached AWS
         elif command is not None:
             decision = self.policy.apply_command(self.config, state, command, live, now)
@@ -310,7 +450,8 @@ class Controller:
             state = versioned.state
             notes.extend(versioned.notes)
             minutes = int(self.policy.window_minutes(self.config, state))
-            observation = self.metrics.observe(self.endpoint, VARIANTS, now, minutes)
+            observation = reject_non_finite(self.metrics.observe(self.endpoint, VARIANTS, now, minutes))
+            observation = _silent_everywhere(observation, state)
             if observation.error:
                 errors.append(observation.error)
             if not observation.percentiles_available:
@@ -329,6 +470,17 @@ class Controller:
 
         if dry_run:
             notes.append("dry run: nothing saved, endpoint unchanged")
+        elif stateless:
+            if target_needed:
+                assert target is not None
+                try:
+                    live_after = self.router.apply(target)
+                    applied = True
+                    errors.extend(self._verify(live_after, target, notes))
+                except HybridError as error:
+                    errors.append(str(error))
+                    exit_override = EXIT_AWS
+            new_state = decision.state
         else:
             try:
                 if target_needed:
@@ -339,18 +491,28 @@ class Controller:
                     saved = self.store.save(with_intent, version)
                     version = saved.version
                     try:
-                        live_after = self.router.apply(target)
+                        # Fencing at the endpoint: the store re-checks, right before the update, that
+                        # no other controller decided since our save (and that our lease still runs).
+                        with self._fenced(version):
+                            live_after = self.router.apply(target)
                         applied = True
                     except EndpointBusy as busy:
                         errors.append(str(busy))
                         new_state = state  # nothing changed on the endpoint: keep the previous state
-                    except AwsError as error:
+                    except (AwsError, HybridError) as error:
+                        # AWS trouble, or the endpoint/variant vanished between describe and update:
+                        # nothing landed; the intent is cleared, the record says why (exit 3).
                         errors.append(str(error))
                         new_state = state
                         exit_override = EXIT_AWS
                     if applied:
-                        errors.extend(self._verify(live_after, target))
+                        errors.extend(self._verify(live_after, target, notes))
+                        new_state = new_state.evolve(applied_target=landed(live_after))
                     new_state = new_state.evolve(intent=None, last_tick_at=now)
+                elif command is not None:
+                    # A command that sent nothing leaves no expectation of the weights (resume, start...).
+                    new_state = new_state.evolve(applied_target=landed(live) if new_state.phase in DRIFT_PHASES
+                                                 else None)
                 exit_override = self._sync_scaling(new_state.phase, target, errors, notes, exit_override)
                 ahead = self._record(
                     now=now, command=command, state_before=state, state_after=new_state.evolve(version=(version or 0) + 1),
@@ -359,7 +521,7 @@ class Controller:
                     stood_aside=False,
                 )
                 ahead = replace(ahead, exit_code=exit_override if exit_override is not None
-                                else exit_code_for(decision, new_state))
+                                else exit_code_for(decision, new_state, command))
                 # Saved with the state, appended right after: a crash in between is repaired by the next tick.
                 new_state = self.store.save(new_state.evolve(unrecorded=ahead.to_dict()), version)
                 ahead = replace(ahead, state_version=new_state.version)
@@ -370,7 +532,14 @@ class Controller:
                 stood_aside = True
                 new_state = state  # what this tick decided was not stored: record the state it found
                 errors.append(f"stood aside: {conflict}")
-                notes.append("another controller saved first; this tick changed nothing further")
+                if applied:
+                    # Said as it is: the update landed, only the state save lost (the next tick
+                    # reads the live endpoint and keeps it). Exit 3, not a quiet 0.
+                    notes.append("the endpoint update reached AWS but the state could not be saved after it; "
+                                 "the next tick reconciles with the live endpoint")
+                    exit_override = EXIT_AWS
+                else:
+                    notes.append("another controller saved first; this tick changed nothing further")
 
         record = self._record(
             now=now, command=command, state_before=state, state_after=new_state, decision=decision,
@@ -378,8 +547,8 @@ class Controller:
             dry_run=dry_run, applied=applied, errors=errors, warnings=warnings, notes=notes,
             stood_aside=stood_aside,
         )
-        code = exit_override if exit_override is not None else exit_code_for(decision, new_state)
-        if stood_aside:
+        code = exit_override if exit_override is not None else exit_code_for(decision, new_state, command)
+        if stood_aside and exit_override is None:
             code = EXIT_OK
         record = replace(record, exit_code=code)
         self.store.append_record(record.to_dict())  # also when standing aside: that is worth a record
@@ -405,6 +574,27 @@ class Controller:
             return exit_override if exit_override is not None else EXIT_AWS
         return exit_override
 
+    def _fenced(self, version: int | None) -> Any:
+        fence = getattr(self.store, "fenced", None)
+        return fence(version) if fence is not None else contextlib.nullcontext()
+
+    def _drift_decision(self, state: ControllerState, live: EndpointLive, now: datetime,
+                        drift: tuple[float, float]) -> Decision:
+        """Someone else moved the weights: pause (never revert), say what changed and when."""
+        expected, found = drift
+        phase = state.phase
+        paused = transition(state, Event.PAUSE, paused_phase=phase, phase_since=now, applied_target=None)
+        since = state.last_tick_at.isoformat() if state.last_tick_at else "the last tick"
+        reason = (f"drift: the live weights were changed outside this controller between {since} and "
+                  f"{now.isoformat()}: neuron {expected:.1f}% -> {found:.1f}%; paused during {phase.value}, "
+                  f"not reverted: `hybrid canary resume` continues from the live split, `abort` puts all on gpu")
+        return Decision(state=paused, action=Action.NONE, reason=reason,
+                        statistics={"drift": {"before_neuron_percent": round(expected, 3),
+                                              "after_neuron_percent": round(found, 3),
+                                              "detected_at": now.isoformat(),
+                                              "last_tick_at": state.last_tick_at.isoformat()
+                                              if state.last_tick_at else None}})
+
     def _check_hardware(self, live: EndpointLive) -> None:
         """Refuse to drive an endpoint whose hardware is not what hybrid.yaml says (prices and sizing would lie)."""
         for name in VARIANTS:
@@ -425,9 +615,16 @@ class Controller:
         if not pending:
             return state
         # Stood-aside records of other ticks may follow it: look a little further back than the newest.
-        if not any(r.get("tick_id") == pending.get("tick_id") for r in self.store.records(limit=RECOVERY_LOOKBACK)):
-            self.store.append_record({**pending, "notes": [*pending.get("notes", []),
-                                                           "appended by the next tick: the process died before writing it"]})
+        tick_id = str(pending.get("tick_id"))
+        has = getattr(self.store, "has_record", None)
+        present = has(tick_id) if has is not None else \
+            any(r.get("tick_id") == tick_id for r in self.store.records(limit=RECOVERY_LOOKBACK))
+        if not present:
+            record = {**pending, "notes": [*pending.get("notes", []),
+                                           "appended by the next tick: its own write did not land (the process "
+                                           "stopped, or the store refused it)"]}
+            self.store.append_record(record)
+            self.recovered.append(record)
         return state.evolve(unrecorded=None)
 
     def _stuck(self, now: datetime, command: str | None, state: ControllerState, live: EndpointLive,
@@ -469,7 +666,8 @@ class Controller:
         if intent is None:
             return state, version, None
         target, action, decided_at = intent.target, intent.action, intent.decided_at.isoformat()
-        clean = state.evolve(intent=None)
+        # Whatever the endpoint shows now may be our own update in flight: never drift.
+        clean = state.evolve(intent=None, applied_target=landed(live))
         if self._reached(live, target):
             notes.append(f"recovered: the {action.value} decided at {decided_at} reached the "
                          f"endpoint before the crash; kept, not sent again")
@@ -483,14 +681,15 @@ class Controller:
         previous = intent.previous_state or clean
         notes.append(f"recovered: the {action.value} decided at {decided_at} never reached the "
                      f"endpoint; dropped, deciding again on fresh metrics")
-        return previous.evolve(version=state.version), version, None
+        return previous.evolve(version=state.version, applied_target=landed(live)), version, None
 
-    def _verify(self, live: EndpointLive, target: Target) -> list[str]:
+    def _verify(self, live: EndpointLive, target: Target, notes: list[str]) -> list[str]:
         problems: list[str] = []
         if live.failure_reason:
             problems.append(f"endpoint FailureReason: {live.failure_reason}")
         if not self._reached(live, target):
-            problems.append("endpoint Desired* weights/counts differ from the target after the update")
+            # One stage of a larger move (routing/core/staging.py): not an error, the next tick sends the next.
+            notes.append("staged update: this request is one stage toward the target; the next tick sends the next")
         if live.status not in ("InService", "Updating"):
             problems.append(f"endpoint status {live.status} after the update")
         return problems
@@ -653,5 +852,7 @@ def run_loop(
             wait()
     except KeyboardInterrupt:
         # State and records are saved at the end of each tick: stopping between ticks loses nothing.
-        pass
+        # The stop itself is recorded (who reads the log sees why the ticks ended) and exits 130.
+        controller.record_interruption(ticks)
+        return EXIT_INTERRUPTED
     return code

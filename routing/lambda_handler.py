@@ -84,9 +84,11 @@ def notice(record: DecisionRecord) -> tuple[str, str] | None:
     if stuck is not None:
         return stuck
     ramp_done = record.phase_before == Phase.RAMPING and record.phase == Phase.HOLDING
-    if record.action not in NOTIFY_ACTIONS and not ramp_done:
+    drift = bool((record.statistics or {}).get("drift"))  # a human changed the weights: paused, not reverted
+    if record.action not in NOTIFY_ACTIONS and not ramp_done and not drift:
         return None
-    what = "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
+    what = "paused: weights changed outside the controller" if drift else \
+        "promoted (ramp complete)" if ramp_done and record.action not in NOTIFY_ACTIONS else record.action.value
     subject = f"[hybrid] {record.endpoint}: {what}"[:100]
     after = (record.after or {}).get("variants") or {}
     message = {
@@ -182,18 +184,28 @@ def handle(
     if result.stood_aside and result.decision is None:
         return _summary(record, notified=False)
 
-    notified = False
-    message = notice(record)
-    if message is not None and topic_arn:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            clients.get("sns").publish(TopicArn=topic_arn, Subject=message[0], Message=message[1])
-            notified = True
-        except (ClientError, BotoCoreError) as error:
-            # The tick is done and recorded; a lost notice must not undo it. Logged for the alarm on logs.
-            log.error("SNS publish to %s failed: %s", topic_arn, error)
+    # The outbox: a notice goes out once its record has landed. Records an earlier tick could not
+    # write (throttled past its retries, or the process stopped) are appended by this tick from the
+    # state, and their notices go out now: a fallback's notice is never lost with its record.
+    for earlier in getattr(controller, "recovered", []) or []:
+        _publish(clients, topic_arn, DecisionRecord.from_dict(earlier))
+    notified = _publish(clients, topic_arn, record)
     return _summary(record, notified=notified)
+
+
+def _publish(clients: Any, topic_arn: str | None, record: DecisionRecord) -> bool:
+    message = notice(record)
+    if message is None or not topic_arn:
+        return False
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        clients.get("sns").publish(TopicArn=topic_arn, Subject=message[0], Message=message[1])
+        return True
+    except (ClientError, BotoCoreError) as error:
+        # The tick is done and recorded; a lost notice must not undo it. Logged for the alarm on logs.
+        log.error("SNS publish to %s failed: %s", topic_arn, error)
+        return False
 
 
 def _summary(record: DecisionRecord, *, notified: bool) -> dict[str, Any]:

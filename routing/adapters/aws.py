@@ -37,6 +37,11 @@ def client(
     sess = boto_session if boto_session is not None else session(region, profile)
     config = Config(retries={"max_attempts": max_attempts, "mode": "adaptive"}, connect_timeout=10, read_timeout=30)
     url = endpoint_url or os.environ.get(ENDPOINT_URL_ENV) or None
+    if url is not None and "://" not in url:
+        from routing.core.errors import UserError
+
+        raise UserError(f"--endpoint-url / {ENDPOINT_URL_ENV} {url!r} has no scheme: write it as http://{url} "
+                        f"(or https://)")
     return sess.client(service, region_name=region or sess.region_name, endpoint_url=url, config=config)
 
 

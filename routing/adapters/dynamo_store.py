@@ -22,6 +22,22 @@ Concurrency, two layers:
   it never deletes it), so a holder that stalled past its expiry and lost the lease cannot
   write with its old token.
 
+Fencing at the endpoint (the state's version protects only the table): right before an endpoint
+update the controller calls `fenced(version)`, which (1) refuses once this holder has run past its
+deadline, LEASE_SECONDS - MAX_CLOCK_SKEW_SECONDS after its last successful lease write, measured
+on its own monotonic clock; (2) re-validates and extends the lease with a conditional write
+(owner, token, unexpired, and the state still at the version this tick saved). A holder that
+stalled, or whose lease another controller took, sends nothing.
+
+Clock skew: a reader never takes a lease over on its own clock alone. The lease item records the
+holder's expiry (on the holder's clock); a reader may take it only once its own clock is
+MAX_CLOCK_SKEW_SECONDS past that expiry. The bound is documented (docs/reliability.md): clocks
+further apart than it (NTP keeps Lambda and EC2 within milliseconds) could let a reader take over
+early, and then the holder's fence (the token changed) still stops its update.
+
+Retention: every record item carries `ttl` (epoch seconds, RECORD_RETENTION_DAYS after its time);
+the stack enables DynamoDB TTL on that attribute. State and lease items have none.
+
 LEASE_SECONDS is longer than the Lambda's timeout (the CDK construct reads both constants from
 here): once a lease has expired, its holder has certainly been stopped by Lambda, so the next
 tick may safely repair whatever that holder left (routing/controller.py's intent protocol).
@@ -32,15 +48,17 @@ reconcile reads the live endpoint and keeps whatever reached it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from routing.core.errors import StateUnreadable, StorageError
 from routing.core.model import Action, ConcurrentModification, ControllerState, Phase
 from routing.core.records import DecisionRecord, StepText
 
@@ -51,6 +69,13 @@ LEASE_SK = "lease"
 RECORD_PREFIX = "record#"
 LAMBDA_TIMEOUT_SECONDS = 60  # the Lambda's timeout (cdk/controller.py uses it)
 LEASE_SECONDS = 2 * LAMBDA_TIMEOUT_SECONDS  # > the timeout, with margin for clock skew between hosts
+MAX_CLOCK_SKEW_SECONDS = 30  # the clock difference between hosts the lease tolerates (see the docstring)
+RECORD_RETENTION_DAYS = 90  # record items expire (DynamoDB TTL attribute `ttl`) this long after their time
+TTL_ATTRIBUTE = "ttl"
+WRITE_ATTEMPTS = 5  # a throttled or conflicting write is retried this often (with backoff) before exit 3
+RETRYABLE = ("ThrottlingError", "ProvisionedThroughputExceeded", "ProvisionedThroughputExceededException",
+             "ThrottlingException", "TransactionConflict", "TransactionConflictException", "RequestLimitExceeded",
+             "InternalServerError")
 
 
 def _dumps(data: Any) -> str:
@@ -80,6 +105,10 @@ class DynamoStateStore:
         owner: str | None = None,
         lease_seconds: int = LEASE_SECONDS,
         release_after_record: bool = True,
+        skew_seconds: int = MAX_CLOCK_SKEW_SECONDS,
+        monotonic: Any = None,
+        retention_days: int = RECORD_RETENTION_DAYS,
+        sleep: Any = None,
     ) -> None:
         if client is None:
             import boto3
@@ -93,6 +122,12 @@ class DynamoStateStore:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.release_after_record = release_after_record
+        self.skew_seconds = skew_seconds
+        self.retention_days = retention_days
+        # Elapsed time on this process's own clock (never the wall clock: it may jump); tests pass a fake.
+        self.monotonic = monotonic or time.monotonic
+        self.sleep = sleep or time.sleep
+        self.renewed_at: float | None = None  # monotonic time of our last successful lease write
         self.token: int | None = None  # the fencing token of the lease this store holds
         self.holder: dict[str, Any] | None = None  # who held the lease when acquire() failed
 
@@ -126,14 +161,15 @@ class DynamoStateStore:
                 TableName=self.table,
                 Key=self._key(LEASE_SK),
                 UpdateExpression="SET #owner = :me, expires_at = :exp, acquired_at = :at ADD #token :one",
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #owner = :me",
+                # Expired on the holder's clock by more than the skew bound on ours: never on our clock alone.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :stale OR #owner = :me",
                 ExpressionAttributeNames={"#owner": "owner", "#token": "token"},
                 ExpressionAttributeValues={
                     ":me": {"S": self.owner},
                     ":exp": {"N": str(_epoch(now) + self.lease_seconds)},
                     ":at": {"S": now.isoformat()},
                     ":one": {"N": "1"},
-                    ":now": {"N": str(_epoch(now))},
+                    ":stale": {"N": str(_epoch(now) - self.skew_seconds)},
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -144,8 +180,92 @@ class DynamoStateStore:
             self.holder = self.lease()
             return False
         self.token = int(answer["Attributes"]["token"]["N"])
+        self.renewed_at = self.monotonic()
         self.holder = None
         return True
+
+    def deadline_left(self) -> float:
+        """Seconds (monotonic) before this holder must stop sending updates; <= 0: past it."""
+        if self.token is None or self.renewed_at is None:
+            return 0.0
+        return self.lease_seconds - self.skew_seconds - (self.monotonic() - self.renewed_at)
+
+    @contextlib.contextmanager
+    def fenced(self, version: int | None) -> Iterator[None]:
+        """Re-validate and extend the lease right before an endpoint update (see the module docstring).
+
+        Raises ConcurrentModification (send nothing) past the deadline, when the lease was taken
+        over, or when the state moved past `version`."""
+        from botocore.exceptions import ClientError
+
+        if self.deadline_left() <= 0:
+            raise ConcurrentModification(
+                f"not sent: this tick ran past its lease deadline on {self.endpoint} (lease {self.lease_seconds} s "
+                f"- clock-skew bound {self.skew_seconds} s); another controller may be deciding")
+        now = self._now()
+        renew = {
+            "Update": {
+                "TableName": self.table, "Key": self._key(LEASE_SK),
+                "UpdateExpression": "SET expires_at = :exp",
+                "ConditionExpression": "#owner = :me AND #token = :tok",
+                "ExpressionAttributeNames": {"#owner": "owner", "#token": "token"},
+                "ExpressionAttributeValues": {":exp": {"N": str(_epoch(now) + self.lease_seconds)},
+                                              ":me": {"S": self.owner}, ":tok": {"N": str(self.token)}},
+            }
+        }
+        check = {"ConditionCheck": {
+            "TableName": self.table, "Key": self._key(STATE_SK),
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeValues": {":v": {"N": str(version or 0)}},
+        }}
+        started = self.monotonic()
+        try:
+            self._transact([renew, check])
+        except ClientError as error:
+            if self._code(error) != "TransactionCanceledException":
+                raise
+            lost = self.token
+            self.token = None
+            raise ConcurrentModification(
+                f"not sent: the lease on {self.endpoint} (token {lost}) was taken over or the state moved past "
+                f"version {version} (another controller decided meanwhile)") from None
+        self.renewed_at = started  # the lease runs from before the write, never from after it
+        if self.deadline_left() <= 0:  # the renewal itself stalled
+            raise ConcurrentModification(f"not sent: the lease renewal on {self.endpoint} took past the deadline")
+        yield
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        """transact_write_items, retrying throttling and transaction conflicts (with backoff); a
+        condition failure is raised at once. Past the retries: StorageError (exit 3), said as it is."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as error:
+                if not self._retryable(error) or attempt + 1 == WRITE_ATTEMPTS:
+                    if self._retryable(error):
+                        raise StorageError(
+                            f"DynamoDB write to {self.table} for {self.endpoint} throttled or conflicting after "
+                            f"{WRITE_ATTEMPTS} attempts ({self._reasons(error)}); nothing was saved") from None
+                    raise
+                self.sleep(min(0.05 * 2 ** attempt, 1.0))
+
+    @staticmethod
+    def _reasons(error: Exception) -> str:
+        reasons = [r.get("Code") for r in getattr(error, "response", {}).get("CancellationReasons", []) or []]
+        return ", ".join(r for r in reasons if r and r != "None") or DynamoStateStore._code(error)
+
+    @classmethod
+    def _retryable(cls, error: Exception) -> bool:
+        code = cls._code(error)
+        if code in RETRYABLE:
+            return True
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code") for r in getattr(error, "response", {}).get("CancellationReasons", []) or []]
+            return "ConditionalCheckFailed" not in reasons and any(r in RETRYABLE for r in reasons)
+        return False
 
     def lease(self) -> dict[str, Any] | None:
         """The lease item as plain values (owner, token, expires_at, acquired_at), or None."""
@@ -214,9 +334,34 @@ class DynamoStateStore:
         item = self.client.get_item(TableName=self.table, Key=self._key(STATE_SK), ConsistentRead=True).get("Item")
         if not item:
             return None
-        state = ControllerState.from_dict(json.loads(item["state"]["S"]))
+        where = f"the state item of {self.endpoint} in table {self.table}"
+        try:
+            data = json.loads(item["state"]["S"])
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            state = ControllerState.from_dict(data)
+            version = int(item["version"]["N"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise StateUnreadable(f"{where} is not a controller state: run hybrid canary reset -c <config> "
+                                  f"(rebuilds it from the live endpoint and the records)") from None
+        if state.endpoint != self.endpoint:
+            raise StateUnreadable(f"{where} belongs to endpoint {state.endpoint!r}: run hybrid canary reset")
         # The item's version attribute is the one the condition checks: it wins over the JSON copy.
-        return state.evolve(version=int(item["version"]["N"]))
+        return state.evolve(version=version)
+
+    def reset(self, state: ControllerState) -> ControllerState:
+        """Overwrite the state item whatever it holds (`hybrid canary reset` only); version goes on
+        from the stored one so a stale writer still fails its condition."""
+        item = self.client.get_item(TableName=self.table, Key=self._key(STATE_SK), ConsistentRead=True).get("Item")
+        try:
+            old = int(item["version"]["N"]) if item else 0
+        except (KeyError, ValueError):
+            old = 0
+        new = state.evolve(version=old + 1)
+        self.client.put_item(TableName=self.table, Item={
+            **self._key(STATE_SK), "version": {"N": str(new.version)}, "state": {"S": _dumps(new.to_dict())},
+            "updated_at": {"S": self._now().isoformat()}, "lease_token": {"N": "0"}})
+        return new
 
     def save(self, state: ControllerState, expected_version: int | None) -> ControllerState:
         """Conditional on the version (fencing) AND on holding the lease, which this save renews."""
@@ -255,8 +400,9 @@ class DynamoStateStore:
                 ":now": {"N": str(_epoch(now))},
             },
         }
+        started = self.monotonic()
         try:
-            self.client.transact_write_items(TransactItems=[{"Update": renew}, {"Put": put}])
+            self._transact([{"Update": renew}, {"Put": put}])
         except ClientError as error:
             if self._code(error) != "TransactionCanceledException":
                 raise
@@ -272,6 +418,7 @@ class DynamoStateStore:
                 f"state of {self.endpoint} is at version {current.version if current else None}, "
                 f"expected {expected_version}"
             ) from None
+        self.renewed_at = started
         return new
 
     # -- records -----------------------------------------------------------------------------------
@@ -285,15 +432,53 @@ class DynamoStateStore:
         # Records of the same tick time (a tick and the one that stood aside beside it) sort by
         # the wall clock's nanoseconds, i.e. in the order they were written; the random tail
         # keeps two hosts from ever sharing a key.
+        from botocore.exceptions import ClientError
+
         moment = str(record.get("time") or self._now().isoformat())
         sk = f"{RECORD_PREFIX}{moment}#{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        self.client.put_item(
-            TableName=self.table,
-            Item={**self._key(sk), "record": {"S": _dumps(dict(record))}},
-            ConditionExpression="attribute_not_exists(sk)",
-        )
+        item: dict[str, Any] = {**self._key(sk), "record": {"S": _dumps(dict(record))}}
+        if record.get("tick_id"):
+            item["tick_id"] = {"S": str(record["tick_id"])}
+        try:
+            expires = _epoch(datetime.fromisoformat(moment)) + self.retention_days * 86400
+            item[TTL_ATTRIBUTE] = {"N": str(expires)}
+        except ValueError:
+            pass
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sk)")
+                break
+            except ClientError as error:
+                if not self._retryable(error):
+                    raise
+                if attempt + 1 == WRITE_ATTEMPTS:
+                    # The record stays in the state (`unrecorded`): the next tick appends it.
+                    raise StorageError(f"the decision record of {self.endpoint} could not be written to {self.table} "
+                                       f"after {WRITE_ATTEMPTS} attempts (throttled); it is kept in the state and "
+                                       f"the next tick appends it") from None
+                self.sleep(min(0.05 * 2 ** attempt, 1.0))
         if self.release_after_record:
             self.release()
+
+    def has_record(self, tick_id: str) -> bool:
+        """Is this tick's record in the table? (The newest records first; a recovered record is never
+        appended twice, however many records came after it.)"""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": "tick_id = :t OR contains(#r, :needle)",
+            "ExpressionAttributeNames": {"#r": "record"},
+            "ExpressionAttributeValues": {":pk": {"S": self.endpoint}, ":prefix": {"S": RECORD_PREFIX},
+                                          ":t": {"S": tick_id}, ":needle": {"S": f'"tick_id":"{tick_id}"'}},
+            "ScanIndexForward": False, "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            if page.get("Items"):
+                return True
+            if "LastEvaluatedKey" not in page:
+                return False
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The newest `limit` records (all when None), oldest first."""

@@ -9,20 +9,31 @@ Layout: `<state_dir>/<endpoint>/state.json`, `records.jsonl`, `lock`.
 - The check-and-write runs under an exclusive fcntl.flock on `lock`, so two local processes
   (a `route run` loop and a human's `canary pause`) cannot both pass the check.
 - records.jsonl is only ever appended (one JSON object per line, flushed and fsynced);
-  nothing rewrites or truncates it.
+  nothing rewrites or truncates it. Retention: once it passes `rotate_bytes` (default 50 MB)
+  it is renamed to records.jsonl.1 (.1 -> .2 ..., `keep` files kept) and a new one begins.
+- Fencing at the endpoint: `fenced(version)` holds the lock and re-checks that the stored
+  version is still the one this tick saved with its intent, for the duration of the endpoint
+  update. A tick that stalled after saving its intent, while another tick decided (a fallback),
+  finds a newer version and does not send (ConcurrentModification).
+- A state file that cannot be read (truncated, empty, not JSON, wrong shape, not UTF-8, another
+  endpoint's) raises StateUnreadable: one line naming the file and `hybrid canary reset`.
+  Disk trouble (full disk, a file where the folder should be) raises StorageError (exit 3).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from routing.core.errors import StateUnreadable, StorageError, UserError
 from routing.core.model import ConcurrentModification, ControllerState
 
 STATE_FILE = "state.json"
@@ -42,15 +53,43 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def finite(data: Any) -> Any:
+    """NaN and infinities as None (unknown), recursively: JSON has no token for them, and a record
+    with a bare NaN is not JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple, set, frozenset)):
+        return [finite(v) for v in data]
+    if hasattr(data, "to_dict") and not isinstance(data, type):
+        return finite(data.to_dict())
+    return data
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, default=_json_default, sort_keys=False, separators=(",", ":"))
+    return json.dumps(finite(data), default=_json_default, sort_keys=False, separators=(",", ":"), allow_nan=False)
+
+
+RECOVERY = "hybrid canary reset -c <config> (rebuilds it from the live endpoint and the records)"
+
+
+def _disk_error(path: Path, error: OSError) -> StorageError | UserError:
+    if isinstance(error, (NotADirectoryError, FileExistsError)) or error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return UserError(f"state_dir: {path} is not a folder (a file is in the way): point state_dir or "
+                         f"--state-dir at a folder")
+    return StorageError(f"cannot write {path}: {error.strerror or error} (disk full or read-only?); "
+                        f"nothing was saved")
 
 
 class JsonFileStateStore:
     """StateStore over local files (the CLI's store; DynamoDB backs the in-account controller)."""
 
-    def __init__(self, state_dir: str | Path, endpoint: str) -> None:
+    def __init__(self, state_dir: str | Path, endpoint: str, *, rotate_bytes: int = 50 * 1024 * 1024,
+                 keep: int = 5) -> None:
         self.endpoint = endpoint
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
         self.directory = Path(state_dir) / endpoint
         self.state_path = self.directory / STATE_FILE
         self.records_path = self.directory / RECORDS_FILE
@@ -61,26 +100,86 @@ class JsonFileStateStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive inter-process lock (blocking). Not re-entrant: do not nest."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as handle:
+        self._mkdir()
+        try:
+            handle = open(self.lock_path, "a+")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise _disk_error(self.lock_path, error) from None
+        with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    def _mkdir(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _disk_error(self.directory, error) from None
+
+    @contextlib.contextmanager
+    def fenced(self, version: int | None) -> Iterator[None]:
+        """Hold the lock while the endpoint is updated, if the stored state is still at `version`.
+
+        Raises ConcurrentModification (send nothing) when another tick saved since: the decision
+        this tick is about to send is stale (e.g. it stalled while another tick fell back)."""
+        with self.locked():
+            current = self._read()
+            stored = None if current is None else current.version
+            if stored != version:
+                raise ConcurrentModification(
+                    f"not sent: state of {self.endpoint} moved to version {stored} since this tick saved "
+                    f"version {version} (another controller decided meanwhile)")
+            yield
+
     # -- state -------------------------------------------------------------------------------------
 
     def load(self) -> ControllerState | None:
+        return self._read()
+
+    def _read(self) -> ControllerState | None:
+        path = self.state_path
         try:
-            text = self.state_path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except FileNotFoundError:
             return None
-        return ControllerState.from_dict(json.loads(text))
+        except NotADirectoryError:
+            raise UserError(f"state_dir: {self.directory.parent} is not a folder (a file is in the way): point "
+                            f"state_dir or --state-dir at a folder") from None
+        except UnicodeDecodeError:
+            raise StateUnreadable(f"state file {path} is not UTF-8 text: run {RECOVERY}") from None
+        except OSError as error:
+            raise StateUnreadable(f"state file {path} cannot be read ({error.strerror}): run {RECOVERY}") from None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            state = ControllerState.from_dict(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            what = "empty" if not text.strip() else f"not a controller state ({str(error).splitlines()[0][:80]})"
+            raise StateUnreadable(f"state file {path} is {what}: run {RECOVERY}") from None
+        if state.endpoint != self.endpoint:
+            raise StateUnreadable(f"state file {path} belongs to endpoint {state.endpoint!r}, not {self.endpoint!r}: "
+                                  f"move it away or run {RECOVERY}")
+        return state
+
+    def reset(self, state: ControllerState) -> ControllerState:
+        """Replace whatever state.json holds (corrupt or not) with `state`; the old file is kept beside
+        it as state.json.corrupt-<n> for the post-mortem. `hybrid canary reset` only."""
+        with self.locked():
+            if self.state_path.exists():
+                n = 1
+                while (self.directory / f"{STATE_FILE}.corrupt-{n}").exists():
+                    n += 1
+                os.replace(self.state_path, self.directory / f"{STATE_FILE}.corrupt-{n}")
+            new = state.evolve(version=1)
+            self._write_atomically(dumps(new.to_dict()) + "\n")
+            return new
 
     def save(self, state: ControllerState, expected_version: int | None) -> ControllerState:
         with self.locked():
-            current = self.load()
+            current = self._read()
             stored_version = None if current is None else current.version
             if stored_version != expected_version:
                 raise ConcurrentModification(
@@ -91,6 +190,12 @@ class JsonFileStateStore:
             return new
 
     def _write_atomically(self, text: str) -> None:
+        try:
+            self._write_atomically_or_raise(text)
+        except OSError as error:
+            raise _disk_error(self.state_path, error) from None
+
+    def _write_atomically_or_raise(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "w") as handle:
@@ -112,11 +217,57 @@ class JsonFileStateStore:
     # -- records -----------------------------------------------------------------------------------
 
     def append_record(self, record: Mapping[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._mkdir()
         line = dumps(dict(record))
         if "\n" in line:  # json.dumps never emits raw newlines; guard the one-record-per-line format
             raise ValueError("record serialised with a newline")
         data = (line + "\n").encode("utf-8")
+        tick_id = record.get("tick_id")
+        try:
+            with self.locked():
+                # Once per tick: a tick appending its own record and another recovering it from the
+                # state (the outbox) may race; whoever comes second finds it and writes nothing.
+                if tick_id and self._in_tail(str(tick_id)):
+                    return
+                self._rotate_if_due()
+                self._append_bytes(data)
+        except OSError as error:
+            raise _disk_error(self.records_path, error) from None
+
+    def _in_tail(self, tick_id: str, window: int = 256 * 1024) -> bool:
+        needle = f'"tick_id":"{tick_id}"'.encode()
+        try:
+            with self.records_path.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - window))
+                return needle in handle.read()
+        except FileNotFoundError:
+            return False
+
+    def has_record(self, tick_id: str) -> bool:
+        """Is the record of this tick in the log (current file or the newest rotated one)? Reads the
+        files as bytes, no lookback limit: a recovered record is never appended twice."""
+        needle = f'"tick_id":"{tick_id}"'.encode()
+        for path in (self.records_path, self.records_path.with_name(f"{RECORDS_FILE}.1")):
+            try:
+                if needle in path.read_bytes():
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def _rotate_if_due(self) -> None:
+        """Under the lock: records.jsonl -> .1 -> .2 ... once it passes rotate_bytes (keep files)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.records_path.stat().st_size < self.rotate_bytes:
+                return
+            for n in range(self.keep - 1, 0, -1):
+                older = self.records_path.with_name(f"{RECORDS_FILE}.{n}")
+                if older.exists():
+                    os.replace(older, self.records_path.with_name(f"{RECORDS_FILE}.{n + 1}"))
+            os.replace(self.records_path, self.records_path.with_name(f"{RECORDS_FILE}.1"))
+
+    def _append_bytes(self, data: bytes) -> None:
         # O_APPEND: every write lands at the end even with several writers.
         with open(self.records_path, "ab+") as handle:
             handle.seek(0, os.SEEK_END)

@@ -23,3 +23,15 @@ class UserError(HybridError):
     """Bad input: a config, flag or name the user must fix. Nothing was changed."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class StateUnreadable(UserError):
+    """The stored controller state cannot be used (corrupt, wrong shape, another endpoint's).
+
+    Exit 2 with one line naming the file and the recovery (`hybrid canary reset`); `abort` still works."""
+
+
+class StorageError(HybridError):
+    """The disk or the state table failed (full disk, a directory where a file should be): exit 3."""
+
+    exit_code = EXIT_AWS

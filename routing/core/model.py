@@ -359,6 +359,10 @@ class ControllerState:
     neuron_model: ModelVersion | None = None
     gpu_model: ModelVersion | None = None
     neuron_model_unjudged: bool = False
+    # What this controller last sent and saw land: live weights that differ from it with no intent
+    # of ours in flight mean someone else changed them (drift). None: no expectation (idle, after a
+    # command that sent nothing, after drift was reported).
+    applied_target: Target | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -372,6 +376,7 @@ class ControllerState:
             "neuron_model": self.neuron_model.to_dict() if self.neuron_model else None,
             "gpu_model": self.gpu_model.to_dict() if self.gpu_model else None,
             "neuron_model_unjudged": self.neuron_model_unjudged,
+            "applied_target": self.applied_target.to_dict() if self.applied_target is not None else None,
         }
         return out
 
@@ -393,8 +398,12 @@ class ControllerState:
         values["neuron_model"] = ModelVersion.from_dict(data.get("neuron_model"))
         values["gpu_model"] = ModelVersion.from_dict(data.get("gpu_model"))
         values["neuron_model_unjudged"] = bool(data.get("neuron_model_unjudged", False))
+        applied = data.get("applied_target")
         return cls(**values, memory=memory, intent=Intent.from_dict(intent) if intent else None,
-                   unrecorded=dict(unrecorded) if unrecorded else None)
+                   unrecorded=dict(unrecorded) if unrecorded else None,
+                   applied_target=Target(weights={k: float(v) for k, v in applied["weights"].items()},
+                                         instance_counts={k: int(v) for k, v in applied["instance_counts"].items()})
+                   if applied else None)
 
     def evolve(self, **changes: Any) -> ControllerState:
         return replace(self, **changes)

@@ -17,8 +17,9 @@ then holds, and fails safe after fallback.max_unknown_ticks), never into missing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,3 +171,20 @@ def observation_from(series: Series, variants: Sequence[str], start: datetime,
         targeted=targeted,
         percentiles_available=percentiles_ok,
     ), fallbacks
+
+
+def reject_non_finite(observation: Observation) -> Observation:
+    """NaN or an infinity anywhere in the minutes makes the whole observation unknown (error set,
+    minutes dropped): the tick holds, and `fallback.max_unknown_ticks` unknown ticks in a row fall
+    back, exactly as when CloudWatch cannot be read. Kept apart from observation_from (the
+    controller calls it at the boundary) so the parsing and this rule change independently."""
+    if not observation.known:
+        return observation
+    for variant, minutes in observation.minutes.items():
+        for minute in minutes:
+            for name, value in ((f.name, getattr(minute, f.name)) for f in fields(minute)):
+                if isinstance(value, float) and not math.isfinite(value):
+                    return replace(observation, minutes={}, targeted={},
+                                   error=f"CloudWatch returned {value} for {variant} {name} at "
+                                         f"{minute.start.isoformat()}: a non-finite value is unknown, not a number")
+    return observation

@@ -51,8 +51,12 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase | str] = {
     (Phase.ABORTED, Event.START): Phase.RAMPING,
     **{(phase, Event.PAUSE): Phase.PAUSED for phase in _ACTIVE},
     (Phase.PAUSED, Event.RESUME): RESUMED,
-    **{(phase, Event.ABORT): Phase.ABORTED for phase in (*_ACTIVE, Phase.PAUSED)},
-    **{(phase, Event.PROMOTE): Phase.HOLDING for phase in Phase},
+    # Abort is the big red button: accepted in every phase (from idle or aborted it still puts
+    # everything on gpu when the live endpoint has neuron weight; see routing/core/commands.py).
+    **{(phase, Event.ABORT): Phase.ABORTED for phase in Phase},
+    # Promote only where a canary is progressing (a paused one resumes into it); never from idle,
+    # a fallback, a cool-down or an abort: those must not put traffic on neuron without judgement.
+    **{(phase, Event.PROMOTE): Phase.HOLDING for phase in (Phase.RAMPING, Phase.HOLDING, Phase.PAUSED)},
     **{(phase, Event.BREACH): Phase.FALLING_BACK for phase in GUARDED},
     **{(phase, Event.BREACH_LIMIT): Phase.ABORTED for phase in GUARDED},
     (Phase.RAMPING, Event.RAMP_DONE): Phase.HOLDING,

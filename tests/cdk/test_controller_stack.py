@@ -82,6 +82,8 @@ def test_the_table_is_on_demand_with_point_in_time_recovery_encryption_and_the_s
     assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
     assert props["TableName"] == "bert-classifier-routing"  # what the CLI derives from the same config
     assert table["DeletionPolicy"] == "Retain"  # the decision log outlives the stack
+    # Retention: record items expire on the attribute the store writes (state and lease items have none).
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
 
 
 def test_endpoint_actions_are_scoped_to_the_endpoint_and_table_actions_to_the_table(stack):

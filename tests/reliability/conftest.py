@@ -41,9 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "bad_input(kind): a user mistake answered by a one-line error, exit 2")
 
 
-# Record accounting for tests/reliability/report.py: every tick a test runs to completion must
-# append exactly one record; `lost` counts weight changes (or ticks) no record explains.
-LEDGER: dict[str, int] = {"ticks": 0, "records": 0, "lost": 0}
+# Record accounting for tests/reliability/report.py, counted where every tick runs
+# (Controller._run, wrapped by the autouse `ledger` fixture): threads and ticks that raise count
+# too. A tick that returns must find its own record in the store; a tick that raises must leave
+# its record in the state's outbox (`unrecorded`), and by the end of the test every outbox record
+# must be in the log. `lost` counts the ticks no record explains.
+LEDGER: dict[str, int] = {"ticks": 0, "records": 0, "lost": 0, "raised": 0}
 
 
 def count_lost(n: int) -> None:
@@ -121,9 +124,6 @@ class World:
         after = self.records()
         # A restart first appends the record of a tick that died after saving its state (write-ahead).
         recovered = sum(1 for r in after[before:] if any("appended by the next tick" in n for n in r.get("notes", [])))
-        LEDGER["ticks"] += 1
-        LEDGER["records"] += len(after) - before - recovered
-        count_lost(max(0, 1 - (len(after) - before - recovered)))
         assert len(after) == before + 1 + recovered, f"tick left {len(after) - before} records, expected exactly 1"
         assert after[-1] == result.record
         return result.record
@@ -176,6 +176,48 @@ def record_updates(sm: Any, sink: list[dict[str, float]]) -> None:
 
     sm.meta.events.register(f"provide-client-params.{operation}", asked)
     sm.meta.events.register(f"after-call.{operation}", answered)
+
+
+def _unwrap(store: Any) -> Any:
+    while hasattr(store, "_inner"):
+        store = store._inner
+    return store
+
+
+@pytest.fixture(autouse=True)
+def ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Count every tick at Controller._run (see LEDGER); check every outbox record landed at the end."""
+    original = Controller._run
+    stores: dict[int, Any] = {}
+
+    def counted(self: Controller, command: str | None, dry_run: bool) -> Any:
+        store = _unwrap(self.store)
+        stores[id(store)] = store
+        LEDGER["ticks"] += 1
+        try:
+            result = original(self, command, dry_run)
+        except BaseException:
+            LEDGER["raised"] += 1  # its record must be in the outbox (checked at the end) or never decided
+            raise
+        tick_id = result.record.get("tick_id")
+        if tick_id and hasattr(store, "has_record") and store.has_record(str(tick_id)):
+            LEDGER["records"] += 1
+        elif not result.stood_aside or result.decision is not None:
+            count_lost(1)
+        else:
+            LEDGER["records"] += 1  # a stand-aside record (lease): appended by the store itself
+        return result
+
+    monkeypatch.setattr(Controller, "_run", counted)
+    yield
+    for store in stores.values():
+        try:
+            state = store.load()
+        except Exception:
+            continue
+        pending = state.unrecorded if state is not None else None
+        if pending and not store.has_record(str(pending.get("tick_id"))):
+            count_lost(1)  # a record left in the outbox that no tick delivered
 
 
 @pytest.fixture

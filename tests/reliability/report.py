@@ -144,6 +144,7 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "records_lost_in_known_gaps": sum(e.get("lost", 0) for e in tests.values() if e["outcome"] == "xfailed"),
         "ticks": ledger.get("ticks", 0),
         "records_written": ledger.get("records", 0),
+        "ticks_raised": ledger.get("raised", 0),
         "bad_inputs_tried": sum(bad.values()) - bad["skipped"],
         "clear_errors_given": bad["passed"],
         "bad_input_known_gaps": bad["xfailed"],
@@ -152,10 +153,21 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "security_known_gaps": sec["xfailed"],
         "other_tests": sum(by_kind.get("other", Counter()).values()),
         "other_failed": by_kind.get("other", Counter())["failed"],
+        "cases": _cases(tests),
         "known_gaps": [{"kind": k, "reason": r} for k, r in gaps],
         "failures": [{"test": t, "reason": r} for t, r in failures],
         "skipped": skips,
     }
+
+
+def _cases(tests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each fault / bad input by what it is (parametrized cases folded), with survived/tried."""
+    out: dict[tuple[str, str], Counter[str]] = {}
+    for entry in tests.values():
+        if entry["kind"] in ("fault", "bad_input") and entry["what"] and entry["outcome"] != "skipped":
+            out.setdefault((entry["kind"], entry["what"]), Counter())[entry["outcome"]] += 1
+    return [{"kind": k, "what": w, "passed": c["passed"], "tried": sum(c.values())}
+            for (k, w), c in sorted(out.items())]
 
 
 def render(s: dict[str, Any], seconds: float) -> str:
@@ -164,6 +176,7 @@ def render(s: dict[str, Any], seconds: float) -> str:
         ("faults survived", s["faults_survived"]),
         ("faults not yet survived (known gaps)", s["faults_known_gaps"]),
         ("ticks run / records written", f"{s['ticks']} / {s['records_written']}"),
+        ("  ticks that raised (killed, exit 2/3: their records go via the outbox)", s.get("ticks_raised", 0)),
         ("records lost", s["records_lost"]),
         ("  of which in known gaps", s["records_lost_in_known_gaps"]),
         ("bad inputs tried", s["bad_inputs_tried"]),
@@ -175,6 +188,10 @@ def render(s: dict[str, Any], seconds: float) -> str:
     ]
     width = max(len(r[0]) for r in rows)
     lines = ["| what | count |", "|---|---:|", *(f"| {k.ljust(width)} | {v} |" for k, v in rows)]
+    for case in s.get("cases", []):
+        mark = "survived" if case["passed"] == case["tried"] else "NOT survived"
+        label = "fault" if case["kind"] == "fault" else "bad input"
+        lines.append(f"{label}: {case['what']} ({case['passed']}/{case['tried']} {mark})")
     for gap in s["known_gaps"]:
         lines.append(f"known gap ({gap['kind']}): {gap['reason']}")
     for failure in s["failures"]:

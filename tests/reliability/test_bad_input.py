@@ -255,3 +255,46 @@ def test_deploy_refuses_model_artifacts_that_do_not_exist(tmp_path, aws, capsys)
     out = capsys.readouterr()
     assert code == 2 and "model.tar.gz" in out.err + out.out
     assert _endpoint_view(sm, data["name"]) is None, "an endpoint was created from artifacts that do not exist"
+
+
+# ------------------------------------------------------------------------------------------------
+# The controller's own state and the phase (issue 16)
+
+CORRUPT_STATES = {"truncated": b'{"endpoint": "x", "phase": "ramp', "empty": b"", "wrong-shape": b"[1, 2]",
+                  "not-utf8": b"\xff\xfe", "another-endpoint": b'{"endpoint": "someone-else", "phase": "idle"}'}
+
+
+@pytest.mark.bad_input("corrupt or foreign state file")
+@pytest.mark.parametrize("kind", list(CORRUPT_STATES))
+@pytest.mark.parametrize("command", [["route", "tick"], ["canary", "start"], ["canary", "pause"]],
+                         ids=["tick", "start", "pause"])
+def test_a_corrupt_state_is_one_line_naming_the_file_and_reset(tmp_path, aws, capsys, kind, command):
+    data, sm = aws
+    create_endpoint(sm, data["name"], neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
+    state = tmp_path / "state" / data["name"] / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(CORRUPT_STATES[kind])
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    code = run([*command, "-c", str(path)])
+    line = _one_clear_line(capsys)
+    assert code == 2 and str(state) in line and "hybrid canary reset" in line, line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.bad_input("a command the phase refuses")
+@pytest.mark.parametrize("command", [["canary", "promote"], ["canary", "promote", "--full"], ["canary", "resume"],
+                                     ["canary", "pause"]], ids=["promote", "promote-full", "resume", "pause"])
+def test_a_command_refused_in_idle_says_why_and_changes_nothing(tmp_path, aws, capsys, command):
+    data, sm = aws
+    create_endpoint(sm, data["name"], neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before, live = _snapshot(tmp_path), _endpoint_view(sm, data["name"])
+    capsys.readouterr()
+    code = run([*command, "-c", str(path)])
+    line = _one_clear_line(capsys)
+    assert code == 2 and "while idle" in line, line
+    assert _snapshot(tmp_path) == before and _endpoint_view(sm, data["name"]) == live

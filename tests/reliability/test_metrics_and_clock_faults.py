@@ -8,6 +8,7 @@ itself the signal) and writes one record per tick.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -26,14 +27,52 @@ def _no_neuron_step(world: World, sent: int) -> None:
 
 
 @pytest.mark.fault("metrics missing for both variants")
-def test_no_datapoints_at_all_never_take_a_step(world: World):
-    ready_to_progress(world)
+def test_no_datapoints_at_all_hold_then_fail_safe(world: World):
+    ready_to_progress(world, complete=False)
     sent = len(world.updates)
-    for _ in range(world.config.fallback.max_unknown_ticks + 2):
+    limit = world.config.fallback.max_unknown_ticks
+    for _ in range(limit - 1):  # holds: nothing is known, nothing moves
         _advance_without_metrics(world, 1)
-        world.tick()
-        _no_neuron_step(world, sent)
-    assert_safe(world)
+        assert world.tick()["action"] == "hold"
+        assert world.share() == STEPS[0]
+    _advance_without_metrics(world, 1)
+    record = world.tick()  # ...then fails safe: everything to gpu
+    assert record["action"] == "fallback", record["reason"]
+    _no_neuron_step(world, sent)
+    assert_safe(world, gpu_only=True)
+
+
+@pytest.mark.fault("NaN and infinite metric values")
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_metrics_are_unknown_hold_then_fail_safe_and_records_stay_json(world: World, bad: float):
+    import json
+    from dataclasses import replace
+
+    class NonFinite:  # CloudWatch as it would look if a statistic came back NaN/inf
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def observe(self, *args: Any, **kwargs: Any) -> Any:
+            seen = self.inner.observe(*args, **kwargs)
+            minutes = dict(seen.minutes)
+            if minutes.get("neuron"):
+                minutes["neuron"] = (*minutes["neuron"][:-1], replace(minutes["neuron"][-1], latency_p99_ms=bad))
+            return replace(seen, minutes=minutes)
+
+    ready_to_progress(world)
+    limit = world.config.fallback.max_unknown_ticks
+    ctl = world.controller(metrics=NonFinite(world.metrics()))
+    for n in range(limit):
+        world.feed()
+        record = world.tick(ctl)
+        if n < limit - 1:
+            assert record["action"] == "hold" and "non-finite" in " ".join(record["errors"]), record["reason"]
+            assert world.share() == STEPS[0]
+    assert record["action"] == "fallback", record["reason"]
+    assert_safe(world, gpu_only=True)
+    text = (world.state_dir / world.name / "records.jsonl").read_text()
+    for line in text.splitlines():
+        json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token} in records.jsonl"))
 
 
 @pytest.mark.fault("neuron variant absent from the metrics")
@@ -157,10 +196,14 @@ def test_a_clock_jump_past_the_cooldown_re_ramps_from_the_first_step_only(world:
     world.start_and_ramp_to(1)
     world.feed(2, neuron_p99_ms=400.0)
     world.tick()
+    world.feed()
+    assert world.tick()["phase"] == "cooling_down"  # drained: the cool-down runs from here
     sent = len(world.updates)
     _advance_without_metrics(world, 24 * 60)
     for _ in range(3):
         world.feed()
         world.tick()
+    assert world.updates[sent:], "the ramp never resumed after the cooldown"
+    assert world.updates[sent] == {"neuron": STEPS[0], "gpu": 100.0 - STEPS[0]}, world.updates[sent:]
     assert all(u["neuron"] <= STEPS[0] for u in world.updates[sent:]), world.updates[sent:]
     assert_safe(world)

@@ -40,3 +40,11 @@ def test_a_known_gap_fails_unless_allowed_and_a_failure_always_fails():
 def test_skipped_cases_are_not_counted_as_tried():
     s = summarise(_results({"a": ("security", "skipped"), "b": ("security", "passed")}))
     assert s["security_checks"] == 1 and verdict(s, allow_known_gaps=False) == 0
+
+
+def test_each_case_is_listed_by_what_it_is_with_survived_of_tried():
+    results = _results({"a[1]": ("fault", "passed"), "a[2]": ("fault", "failed")})
+    for node in ("a[1]", "a[2]"):
+        results["reliability"]["tests"][node]["what"] = "NaN metrics"
+    text = render(summarise(results), 1.0)
+    assert "fault: NaN metrics (1/2 NOT survived)" in text

@@ -114,8 +114,9 @@ def test_an_abort_racing_a_tick_leaves_one_winner_and_a_safe_split(world: World)
     count_lost(max(0, before + 2 + retried - len(world.records())))
     assert len(world.records()) == before + 2 + retried
     assert_safe(world)
-    if out["abort"].exit_code == 0:  # the abort (first or retried) went through: neuron has nothing
-        assert world.share() == 0.0
+    # The abort (first or retried) always goes through: exit 0 and neuron has nothing.
+    assert out["abort"].exit_code == 0 and out["abort"].decision.action.value == "abort"
+    assert world.share() == 0.0
 
 
 @pytest.mark.fault("a human's abort loses the save race to a tick")
@@ -137,5 +138,5 @@ def test_an_abort_that_loses_the_race_is_retried_or_reported_as_not_done(world: 
     thread.join(60)
     result = out["abort"]
     assert_safe(world)
-    assert world.share() == 0.0 or result.exit_code != 0, (
-        f"abort stood aside (exit {result.exit_code}) and neuron still has {world.share()}%")
+    assert result.exit_code == 0 and result.decision.action.value == "abort", result.record["reason"]
+    assert world.share() == 0.0, f"abort exited {result.exit_code} and neuron still has {world.share()}%"

@@ -158,11 +158,11 @@ def world(tmp_path, example_config):
     router, metrics, clock = FakeRouter(), FakeMetrics(), ManualClock(T0)
 
     def make(store=None) -> Controller:
-        return Controller(example_config, metrics, router, store or JsonFileStateStore(tmp_path, "bert"), clock,
+        return Controller(example_config, metrics, router, store or JsonFileStateStore(tmp_path, "bert-classifier"), clock,
                           policy=_fake_policy())
 
     return SimpleNamespace(router=router, metrics=metrics, clock=clock, make=make,
-                           store=lambda: JsonFileStateStore(tmp_path, "bert"))
+                           store=lambda: JsonFileStateStore(tmp_path, "bert-classifier"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,11 +237,11 @@ def test_fallback_exits_1_with_a_record_naming_the_failed_gate_and_its_numbers(w
     assert world.store().records()[-1]["exit_code"] == 1
 
 
-def test_abort_exits_1_and_puts_everything_on_gpu(world):
+def test_abort_exits_0_and_puts_everything_on_gpu(world):
     controller = world.make()
     controller.command("start")
     result = controller.command("abort")
-    assert result.exit_code == 1 and world.router.updates[-1] == {"neuron": 0.0, "gpu": 100.0}
+    assert result.exit_code == 0 and world.router.updates[-1] == {"neuron": 0.0, "gpu": 100.0}
     assert world.store().load().phase == Phase.ABORTED
 
 
@@ -327,7 +327,7 @@ def test_crash_before_a_fallback_reaches_the_endpoint_reapplies_it_on_restart(wo
 
 
 def test_crash_after_the_final_save_loses_nothing(world):
-    store = CrashingStore(world.store().directory.parent, "bert", crash_on_save=3)
+    store = CrashingStore(world.store().directory.parent, "bert-classifier", crash_on_save=3)
     controller = world.make(store)
     controller.command("start")  # saves 1 (intent) and 2 (final)
     with pytest.raises(Crash):
@@ -352,11 +352,11 @@ def test_a_concurrent_save_makes_this_tick_stand_aside_before_touching_the_endpo
             if self.raced:  # only the tick's first read races (save() re-reads under the lock)
                 return state
             self.raced = True
-            other = JsonFileStateStore(self.directory.parent, "bert")
+            other = JsonFileStateStore(self.directory.parent, "bert-classifier")
             other.save(state.remember(last_fallback_cause="other"), state.version)  # another process wins
             return state
 
-    result = world.make(Racing(world.store().directory.parent, "bert")).tick()
+    result = world.make(Racing(world.store().directory.parent, "bert-classifier")).tick()
     assert result.stood_aside and result.exit_code == 0
     assert world.router.updates == [{"neuron": 10.0, "gpu": 90.0}]
     assert world.store().load().memory.last_fallback_cause == "other"
@@ -387,3 +387,31 @@ def test_aws_error_on_update_exits_3_and_changes_nothing(world):
     assert result.exit_code == 3
     assert "instance quota exceeded" in result.record["errors"][0]
     assert world.store().load().step == 0
+
+
+def test_ctrl_c_on_the_loop_is_recorded_and_exits_130(world):
+    from routing.controller import run_loop
+
+    controller = world.make()
+    controller.command("start")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    code = run_loop(controller, wait=interrupted, on_result=lambda _r: None, on_warning=lambda _t: None)
+    assert code == 130
+    last = controller.store.records()[-1]
+    assert last["command"] == "run" and "interrupted (Ctrl-C) after 1 tick" in last["reason"]
+    assert last["exit_code"] == 130
+
+
+def test_a_staged_update_is_a_note_not_an_error():
+    from routing.controller import Controller
+
+    live = EndpointLive("bert", "InService", {
+        "neuron": VariantLive("neuron", "ml.inf2.xlarge", 10.0, 10.0, 1, 1),
+        "gpu": VariantLive("gpu", "ml.g5.xlarge", 90.0, 90.0, 2, 2),
+    })
+    notes: list[str] = []
+    problems = Controller._verify(None, live, _target(50.0), notes)  # type: ignore[arg-type]
+    assert problems == [] and notes and notes[0].startswith("staged update")

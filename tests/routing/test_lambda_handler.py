@@ -412,3 +412,56 @@ def test_a_stuck_endpoint_is_recorded_every_tick_alerted_once_and_route_tick_exi
     world.feed()
     summary = world.invoke()
     assert summary["exit_code"] == 0 and "hybrid deploy" not in summary["reason"]
+
+
+def test_a_fallback_whose_record_write_is_throttled_notifies_once_when_the_next_tick_lands_it(world, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from routing.core.errors import StorageError
+
+    world.cli("start")
+    _ramp(world, [])
+    world.notices()  # drain the promotion notice
+    world.feed(neuron_p99_ms=400.0)
+    world.feed(neuron_p99_ms=400.0)
+    original = DynamoStateStore.append_record
+    throttled = {"left": 5}  # every retry of the fallback's record write is throttled
+
+    def put_item(self: Any, **kwargs: Any) -> Any:
+        if throttled["left"] > 0 and kwargs.get("TableName") == TABLE and "record" in kwargs.get("Item", {}):
+            throttled["left"] -= 1
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "PutItem")
+        return real_put(**kwargs)
+
+    real_put = world.ddb.put_item
+    monkeypatch.setattr(DynamoStateStore, "append_record",
+                        lambda self, record: (setattr(self.client, "put_item", lambda **kw: put_item(self, **kw)),
+                                              original(self, record))[1])
+    monkeypatch.setattr("routing.adapters.dynamo_store.time.sleep", lambda _s: None)
+    with pytest.raises(StorageError, match="kept in the state and the next tick appends it"):
+        world.invoke()
+    assert world.share() == 0.0  # the fallback landed; its record and notice wait in the outbox
+    assert world.notices() == []
+    world.feed()
+    world.invoke()
+    notices = world.notices()
+    assert [n["event"] for n in notices] == ["fallback"]
+    fallbacks = [r for r in world.records() if r["action"] == "fallback"]
+    assert len(fallbacks) == 1 and any("did not land" in n for n in fallbacks[0]["notes"])
+
+
+def test_a_human_change_pauses_the_lambda_and_notifies_without_reverting(world):
+    world.cli("start")
+    _ramp(world, [], limit=3)
+    assert world.share() > 0
+    world.notices()
+    world.sm.update_endpoint_weights_and_capacities(EndpointName=world.name, DesiredWeightsAndCapacities=[
+        {"VariantName": "neuron", "DesiredWeight": 0.0}, {"VariantName": "gpu", "DesiredWeight": 100.0}])
+    world.feed()
+    summary = world.invoke()
+    assert summary["phase"] == "paused" and summary["notified"]
+    assert [n["event"] for n in world.notices()] == ["paused: weights changed outside the controller"]
+    world.feed()
+    world.invoke()
+    assert world.share() == 0.0

@@ -5,7 +5,8 @@ the demo use: CloudWatch + SageMaker through boto3, state and records in a local
 `--endpoint-url` (or env AWS_ENDPOINT_URL) targets the embedded AWS; without it, real AWS.
 `--now` (or env HYBRID_NOW) pins the controller's clock: for tests and replays only.
 
-Exit codes: 0 progressed or held, 1 fell back / rolled back / aborted, 2 bad input, 3 AWS error.
+Exit codes: 0 progressed or held (and a command that did what it was asked, abort included), 1 a tick
+or loop fell back / rolled back, 2 bad input or a command the phase refuses, 3 AWS error.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _render_record(record: dict[str, Any]) -> None:
     for warning in record.get("warnings", []):
         console.print(f"  [yellow]warning[/yellow] {warning}")
     for note in record.get("notes", []):
-        console.print(f"  note: {note}")
+        if note.startswith("staged update"):  # one stage of a larger move: progress, not a problem
+            console.print(f"  [cyan]staged[/cyan] {note.removeprefix('staged update: ')}")
+        else:
+            console.print(f"  note: {note}")
 
 
 def _render_status(view: dict[str, Any]) -> None:
@@ -135,6 +139,8 @@ def _render_status(view: dict[str, Any]) -> None:
                   f"fallbacks {view['fallbacks']}")
     if view.get("failure_reason"):
         console.print(f"  [red]FailureReason[/red] {view['failure_reason']}")
+    if view.get("mismatch"):
+        console.print(f"  [red]MISMATCH[/red] {view['mismatch']}")
     table = Table(box=None, pad_edge=False)
     for column in ("variant", "type", "share", "weight (cur/desired)", "count (cur/desired)"):
         table.add_column(column)
@@ -198,6 +204,18 @@ def register(app: typer.Typer) -> None:
         emit(result.record, output, _render_record)
         raise typer.Exit(result.exit_code)
 
+    @canary_app.command("promote")
+    def promote(
+        full: bool = typer.Option(False, "--full", help="Skip every remaining step: straight to the target share."),
+        config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """Pass the current step now (ramping; a paused ramp resumes); --full goes to the end. Refused
+        (exit 2) from idle, a fallback, a cool-down or an abort."""
+        _command("promote-full" if full else "promote", config, output, dry_run, endpoint_url, profile, region,
+                 state_dir, now)
+
     def _make(name: str, doc: str) -> None:
         def command(
             config: str = ConfigOption, output: Output = OutputOption, dry_run: bool = DryRunOption,
@@ -209,11 +227,24 @@ def register(app: typer.Typer) -> None:
         command.__doc__ = doc
         canary_app.command(name)(command)
 
-    _make("start", "Begin the canary: the next tick takes step 1 (neuron capacity first, then traffic).")
+    _make("start", "Begin the canary: the next tick takes step 1 (neuron capacity first, then traffic). "
+                   "Already started from the same config: nothing to do, exit 0.")
+    @canary_app.command("reset")
+    def reset(
+        config: str = ConfigOption, output: Output = OutputOption,
+        endpoint_url: str | None = EndpointUrlOption, profile: str | None = ProfileOption,
+        region: str | None = RegionOption, state_dir: str | None = StateDirOption, now: str | None = NowOption,
+    ) -> None:
+        """Rebuild an unreadable state from the live endpoint and the records (paused if neuron has weight,
+        else idle); the old state file is kept beside it."""
+        controller = _controller(config, endpoint_url, profile, region, state_dir, now)
+        result = controller.reset()
+        emit(result.record, output, _render_record)
+        raise typer.Exit(result.exit_code)
+
     _make("pause", "Freeze the split where it is; ticks hold until resume.")
     _make("resume", "Continue from where the canary was paused.")
-    _make("promote", "Skip the remaining steps: straight to the target neuron share.")
-    _make("abort", "All weighted traffic back to gpu and stop (exit 1).")
+    _make("abort", "The big red button, in any phase: all traffic to gpu (sized for it), a record, exit 0.")
 
     @canary_app.command("status")
     def canary_status(
@@ -281,6 +312,7 @@ def register(app: typer.Typer) -> None:
         code = run_loop(controller, wait=lambda: _wait(controller, manual, interval), on_result=show,
                         on_warning=lambda text: sys.stderr.write(f"warning: {text}\n"), dry_run=dry_run,
                         max_ticks=max_ticks, forever=forever)
+        # Ctrl-C: run_loop recorded the interruption; toolkit/cli.py's run() prints the message.
         raise typer.Exit(code)
 
     @route_app.command("log")

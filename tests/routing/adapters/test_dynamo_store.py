@@ -8,7 +8,14 @@ import boto3
 import pytest
 
 from routing.clock import ManualClock
-from routing.dynamo_state import LEASE_SECONDS, DynamoStateStore, LeaseHeld, create_table
+from routing.dynamo_state import (
+    LEASE_SECONDS,
+    MAX_CLOCK_SKEW_SECONDS,
+    RECORD_RETENTION_DAYS,
+    DynamoStateStore,
+    LeaseHeld,
+    create_table,
+)
 from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore, dumps
 from routing.stores import open_store, table_for
@@ -70,14 +77,14 @@ def test_only_one_of_two_stores_holds_the_lease_until_it_releases_it(ddb):
     assert b.token > a.lease()["token"] - 1  # tokens only grow: release expires, never deletes
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_holder_can_no_longer_save(ddb):
+def test_an_expired_lease_is_taken_over_only_past_the_skew_bound_and_the_old_holder_can_no_longer_save(ddb):
     clock = ManualClock(T0)
     a, b = _store(ddb, clock, "a"), _store(ddb, clock, "b")
     assert a.acquire()
     first_token = a.token
-    clock.advance(LEASE_SECONDS - 1)
-    assert not b.acquire()  # still within the lease
-    clock.advance(2)
+    clock.advance(LEASE_SECONDS + 1)
+    assert not b.acquire()  # expired on the holder's clock, but not by the skew bound on ours
+    clock.advance(MAX_CLOCK_SKEW_SECONDS + 1)
     assert b.acquire()
     assert b.token == first_token + 1
     # a stalled past its lease: its token no longer matches, so the fencing refuses its write.
@@ -190,3 +197,66 @@ def test_a_save_is_one_transaction_checking_the_lease_token_and_the_version_toge
         stub.add_response("transact_write_items", {}, expected)
         assert store.save(state, 3).version == 4
         stub.assert_no_pending_responses()
+
+
+def _throttle(ddb, code: str, times: int, operation: str = "TransactWriteItems"):
+    from botocore.exceptions import ClientError
+
+    real = ddb.transact_write_items
+    left = {"n": times}
+
+    def transact(**kwargs):
+        if left["n"] > 0:
+            left["n"] -= 1
+            reasons = [{"Code": "None"}, {"Code": code}]
+            raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": code},
+                               "CancellationReasons": reasons}, operation)
+        return real(**kwargs)
+
+    ddb.transact_write_items = transact
+    return left
+
+
+def test_a_throttled_save_is_retried_and_then_lands(ddb):
+    store = DynamoStateStore(TABLE, "ep", client=ddb, clock=ManualClock(T0), owner="a", sleep=lambda _s: None)
+    store.save(ControllerState(endpoint="ep"), None)
+    left = _throttle(ddb, "ThrottlingError", 2)
+    assert store.save(ControllerState(endpoint="ep", step=1), 1).version == 2
+    assert left["n"] == 0 and store.load().step == 1
+
+
+def test_a_save_throttled_past_its_retries_says_so_and_is_not_a_version_conflict(ddb):
+    from routing.core.errors import StorageError
+
+    store = DynamoStateStore(TABLE, "ep", client=ddb, clock=ManualClock(T0), owner="a", sleep=lambda _s: None)
+    store.save(ControllerState(endpoint="ep"), None)
+    _throttle(ddb, "TransactionConflict", 99)
+    with pytest.raises(StorageError, match=r"throttled or conflicting after 5 attempts .*TransactionConflict"):
+        store.save(ControllerState(endpoint="ep", step=1), 1)
+
+
+def test_record_items_carry_a_ttl_and_a_recovered_record_is_found_however_old(ddb):
+    clock = ManualClock(T0)
+    store = _store(ddb, clock, "a")
+    store.append_record({"time": T0.isoformat(), "tick_id": "first", "action": "fallback"})
+    for n in range(60):
+        store.append_record({"time": (T0 + timedelta(minutes=n + 1)).isoformat(), "tick_id": f"t{n}"})
+    items = ddb.scan(TableName=TABLE)["Items"]
+    first = next(i for i in items if i.get("tick_id", {}).get("S") == "first")
+    assert int(first["ttl"]["N"]) == int(T0.timestamp()) + RECORD_RETENTION_DAYS * 86400
+    assert store.has_record("first") and not store.has_record("never")
+
+
+def test_an_unreadable_or_foreign_state_item_is_one_line_naming_the_recovery(ddb):
+    from routing.core.errors import StateUnreadable
+
+    store = _store(ddb, ManualClock(T0), "a")
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": "ep"}, "sk": {"S": "state"}, "version": {"N": "3"},
+                                        "state": {"S": '{"phase": "ramp'}})
+    with pytest.raises(StateUnreadable, match="hybrid canary reset"):
+        store.load()
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": "ep"}, "sk": {"S": "state"}, "version": {"N": "3"},
+                                        "state": {"S": '{"endpoint": "other", "phase": "ramping"}'}})
+    with pytest.raises(StateUnreadable, match="belongs to endpoint 'other'"):
+        store.load()
+    assert store.reset(ControllerState(endpoint="ep")).version == 4 and store.load().version == 4

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from routing.core.errors import StorageError
 from routing.model import ConcurrentModification, ControllerState, Intent, Phase
 from routing.state import JsonFileStateStore
 
@@ -42,7 +43,7 @@ def test_save_writes_state_file_atomically_leaving_no_temp_files(tmp_path):
     assert json.loads(store.state_path.read_text())["version"] == 2
 
 
-def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
+def test_failed_write_keeps_previous_state_and_says_so_in_one_line(tmp_path, monkeypatch):
     store = JsonFileStateStore(tmp_path, "ep")
     store.save(_state(step=1), None)
 
@@ -50,8 +51,9 @@ def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("routing.state.os.replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match=r"cannot write .*state.json: disk full .*nothing was saved") as error:
         store.save(_state(step=2), 1)
+    assert error.value.exit_code == 3
     assert store.load().step == 1
     assert not [p for p in store.directory.iterdir() if p.name.endswith(".tmp")]
 
@@ -131,3 +133,52 @@ def test_record_after_a_torn_line_starts_on_its_own_line(tmp_path):
         handle.write('{"n": 2, "trunc')
     store.append_record({"n": 3})
     assert [r["n"] for r in store.records()] == [1, 3]
+
+
+def test_records_rotate_past_the_size_limit_keeping_the_newest_files(tmp_path):
+    store = JsonFileStateStore(tmp_path, "ep", rotate_bytes=500, keep=3)
+    for n in range(100):
+        store.append_record({"tick_id": f"t{n}", "n": n})
+    rotated = sorted(p.name for p in store.directory.iterdir() if p.name.startswith("records.jsonl."))
+    assert rotated == ["records.jsonl.1", "records.jsonl.2", "records.jsonl.3"]
+    assert store.records()[-1]["n"] == 99 and store.has_record("t99")
+    assert all(p.stat().st_size < 500 + 100 for p in store.directory.glob("records.jsonl*"))
+
+
+def test_a_record_is_appended_once_per_tick_and_non_finite_numbers_become_null(tmp_path):
+    import json
+
+    store = JsonFileStateStore(tmp_path, "ep")
+    store.append_record({"tick_id": "a", "p99": float("nan"), "rate": [float("inf"), 1.0]})
+    store.append_record({"tick_id": "a", "p99": 1.0})
+    lines = store.records_path.read_text().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0], parse_constant=lambda t: pytest.fail(t)) == {"tick_id": "a", "p99": None,
+                                                                              "rate": [None, 1.0]}
+
+
+@pytest.mark.parametrize("content", [b"", b'{"phase": "ramp', b"[1]", b"\xff\xfe", b'{"endpoint": "other"}'])
+def test_an_unreadable_state_file_is_one_line_naming_the_file_and_reset(tmp_path, content):
+    from routing.core.errors import StateUnreadable
+
+    store = JsonFileStateStore(tmp_path, "ep")
+    store.directory.mkdir(parents=True)
+    store.state_path.write_bytes(content)
+    with pytest.raises(StateUnreadable) as error:
+        store.load()
+    assert str(store.state_path) in str(error.value) and "hybrid canary reset" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert store.reset(_state(step=0)).version == 1
+    assert (store.directory / "state.json.corrupt-1").read_bytes() == content
+
+
+def test_a_stale_version_is_fenced_before_the_endpoint_update(tmp_path):
+    from routing.core.model import ConcurrentModification
+
+    store = JsonFileStateStore(tmp_path, "ep")
+    saved = store.save(_state(step=1), None)
+    with store.fenced(saved.version):
+        pass
+    store.save(_state(step=2), saved.version)  # another tick decided meanwhile
+    with pytest.raises(ConcurrentModification, match="not sent"), store.fenced(saved.version):
+        pytest.fail("entered the fence with a stale version")

@@ -13,7 +13,6 @@ from routing import policy
 from routing.model import Action, ControllerState, Phase
 from tests.routing.core.policy_world import MINUTE, T0, Behaviour, World, make_config
 from toolkit.config import GPU, NEURON
-from toolkit.errors import UserError
 
 
 def shares(world: World) -> list[float]:
@@ -427,91 +426,6 @@ def test_holding_shrinks_idle_gpu_to_its_warm_minimum_after_the_dwell():
     decision = world.run_until(lambda d: d.action == Action.SCALE, limit=10)
     assert decision.target.instance_counts[GPU] == world.config.variants.gpu.min_count
     assert decision.target.weights == {NEURON: 100.0, GPU: 0.0}
-
-
-# ------------------------------------------------------------------------------------------------
-# Manual commands
-
-
-def test_start_begins_at_the_first_step_at_or_above_the_live_share():
-    world = World(make_config(), weights={NEURON: 25.0, GPU: 75.0})
-    started = world.command("start")
-    assert started.state.step == 1 and "step 2 moves" in started.reason
-    assert shares(world)[:1] == [] and world.tick().action == Action.HOLD  # already at 25%: bake it
-    world.run_until(lambda d: d.action == Action.PROGRESS)
-    assert shares(world)[0] == 50.0
-
-
-def test_start_twice_is_a_user_error():
-    world = World(make_config()).started()
-    with pytest.raises(UserError, match="already ramping"):
-        world.command("start")
-
-
-def test_unknown_command_is_a_user_error():
-    world = World(make_config())
-    with pytest.raises(UserError, match="unknown command"):
-        world.command("rollback")
-
-
-def test_pause_keeps_the_weights_and_resume_returns_to_the_phase():
-    world = World(make_config()).started()
-    world.run(3)
-    before = dict(world.weights)
-    paused = world.command("pause")
-    assert paused.target is None and paused.state.paused_phase == Phase.RAMPING
-    ticks = world.run(10)
-    assert all(d.action == Action.NONE and d.target is None for d in ticks)
-    assert world.weights == before
-    resumed = world.command("resume")
-    assert resumed.state.phase == Phase.RAMPING
-    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
-
-
-def test_resume_when_not_paused_is_a_user_error():
-    world = World(make_config()).started()
-    with pytest.raises(UserError, match="not paused"):
-        world.command("resume")
-
-
-def test_a_breach_while_paused_still_falls_back():
-    world = World(make_config()).started()
-    world.run(3)
-    world.command("pause")
-    world.neuron = Behaviour(p99_ms=400.0)
-    decision = world.run_until(lambda d: d.action != Action.NONE, limit=5)
-    assert decision.action == Action.FALLBACK
-
-
-def test_abort_sends_everything_to_gpu_and_stops():
-    world = World(make_config()).started()
-    world.run(6)
-    decision = world.command("abort")
-    assert decision.action == Action.ABORT and decision.state.phase == Phase.ABORTED
-    assert decision.target.weights == {NEURON: 0.0, GPU: 100.0}
-    assert decision.target.instance_counts[GPU] >= 1
-    with pytest.raises(UserError, match="nothing to abort"):
-        world.command("abort")
-
-
-def test_promote_goes_straight_to_the_target_share_and_holds():
-    world = World(make_config(), counts={NEURON: 2, GPU: 2}).started()
-    world.run(3)
-    decision = world.command("promote")
-    assert decision.action == Action.PROMOTE and decision.state.phase == Phase.HOLDING
-    assert decision.target.weights == {NEURON: 100.0, GPU: 0.0}
-
-
-def test_promote_scales_neuron_first_when_it_lacks_capacity():
-    world = World(make_config(), rps=100, counts={NEURON: 1, GPU: 6}).started()
-    world.run(3)
-    before = world.weights[NEURON]
-    decision = world.command("promote")
-    assert decision.action == Action.PROMOTE and decision.state.phase == Phase.HOLDING
-    assert decision.target.weights[NEURON] == before  # unchanged until neuron has the capacity
-    assert decision.target.instance_counts[NEURON] == math.ceil(100 / 40)
-    nxt = world.run_until(lambda d: d.target is not None)
-    assert nxt.target.weights[NEURON] == 100.0
 
 
 def test_restart_from_a_stored_state_resumes_without_repeating_a_step():
