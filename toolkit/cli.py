@@ -169,6 +169,8 @@ def run(argv: list[str] | None = None) -> int:
         with _wide_output_when_piped():
             result = app(args=args, prog_name="hybrid", standalone_mode=False)
     except typer.Exit as stop:
+        if stop.exit_code == EXIT_INTERRUPTED:  # e.g. `route run` after recording the Ctrl-C
+            return _interrupted(as_json)
         return stop.exit_code
     except SystemExit as stop:  # shell completion ends with sys.exit
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

@@ -77,6 +77,21 @@ def test_ctrl_c_exits_130_with_a_message(monkeypatch, capsys):
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
 
 
+def test_a_command_that_ends_with_exit_130_after_recording_ctrl_c_still_says_so(monkeypatch, capsys):
+    """`route run` records the interruption and raises typer.Exit(130): the user sees why it stopped."""
+    import typer
+
+    from toolkit.commands import config_cmds
+
+    def interrupted(_: Any) -> None:
+        raise typer.Exit(130)
+
+    monkeypatch.setattr(config_cmds, "load", interrupted)
+    assert run(["validate", "-c", str(EXAMPLE_CONFIG)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+
+
 def test_piped_output_is_not_wrapped_at_80_columns(monkeypatch, capsys):
     monkeypatch.delenv("COLUMNS", raising=False)
     assert run(["images", "-c", str(EXAMPLE_CONFIG)]) == 0

@@ -90,6 +90,18 @@ def test_register_writes_a_config_that_deploys_the_registered_packages(aws, tmp_
     assert container["ModelPackageName"] == registered["packages"]["neuron"]
 
 
+@pytest.mark.parametrize("where", ["folder", "missing-folder"])
+def test_register_write_config_to_a_folder_is_refused_before_anything_is_registered(aws, tmp_path, capsys, where):
+    path = write(tmp_path, pipeline_data(tmp_path, backend="container"))
+    _step(capsys, "compile", "-c", path)
+    target = tmp_path if where == "folder" else tmp_path / "nowhere" / "hybrid.packages.yaml"
+    assert run(["register", "-c", path, "--approve", "--write-config", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--write-config" in err[0] and "Traceback" not in err[0]
+    sm = boto3.client("sagemaker", region_name="us-east-2")
+    assert sm.list_model_package_groups()["ModelPackageGroupSummaryList"] == []  # nothing registered
+
+
 # --- docs/ci.md's pipeline, as an IAM user holding exactly the documented policy ---------------
 
 DOCS_CI = Path(__file__).resolve().parents[2] / "docs" / "ci.md"

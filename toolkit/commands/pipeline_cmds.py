@@ -56,6 +56,17 @@ def _warn(message: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
+def _check_config_target(target: str) -> None:
+    """--write-config must name a file in an existing folder (checked before anything is registered)."""
+    from toolkit.errors import UserError
+
+    path = Path(target)
+    if path.is_dir():
+        raise UserError(f"--write-config {target}: is a folder; name the file to write, e.g. {path / 'hybrid.packages.yaml'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--write-config {target}: folder {path.parent} does not exist; create it or name another file")
+
+
 def _write_package_config(source: str, target: str, packages: dict[str, str]) -> None:
     """A copy of hybrid.yaml whose variants deploy the registered packages (the CDK app reads it)."""
     import yaml
@@ -68,7 +79,13 @@ def _write_package_config(source: str, target: str, packages: dict[str, str]) ->
         model.pop("artifact", None)
         model["model_package_arn"] = arn
     parse_config(data, target)  # never write a config the other commands would refuse
-    Path(target).write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        Path(target).write_text(yaml.safe_dump(data, sort_keys=False))
+    except OSError as error:  # disk full, permissions: the packages are registered; say so (exit 3)
+        from routing.core.errors import StorageError
+
+        raise StorageError(f"--write-config {target}: could not write ({error.strerror or error}); the packages are "
+                       f"registered: run `hybrid register --write-config FILE` again to write it") from error
 
 
 def register(app: typer.Typer) -> None:
@@ -130,6 +147,8 @@ def register(app: typer.Typer) -> None:
         from toolkit.registry import register_models
 
         cfg = _load(config)
+        if write_config:
+            _check_config_target(write_config)  # refuse before registering anything
         sagemaker, s3 = _clients(cfg, endpoint_url, profile, "sagemaker", "s3")
         compiled = lookup(cfg, s3_client=s3)
         if compiled is None:
