@@ -412,6 +412,10 @@ def test_a_staged_update_is_a_note_not_an_error():
         "neuron": VariantLive("neuron", "ml.inf2.xlarge", 10.0, 10.0, 1, 1),
         "gpu": VariantLive("gpu", "ml.g5.xlarge", 90.0, 90.0, 2, 2),
     })
+    from types import SimpleNamespace
+
     notes: list[str] = []
-    problems = Controller._verify(None, live, _target(50.0), notes)  # type: ignore[arg-type]
+    bare = SimpleNamespace(router=None)  # a router without autoscaling: the whole target is the endpoint's
+    bare._reached = lambda live, target: Controller._reached(bare, live, target)  # type: ignore[arg-type]
+    problems = Controller._verify(bare, live, _target(50.0), notes)  # type: ignore[arg-type]
     assert problems == [] and notes and notes[0].startswith("staged update")
