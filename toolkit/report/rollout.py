@@ -13,7 +13,6 @@ traffic with toolkit.plan.instances_for (the autoscaling target, the capacity, t
 from __future__ import annotations
 
 import json
-import os
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -37,27 +36,22 @@ from toolkit.report.model import (
     with_minutes,
 )
 
-TABLE_ENV = "HYBRID_TABLE"
 RECORD_PREFIX = "record#"
 SHARE_LAG_SECONDS = 30  # a tick a few seconds into a minute sets the weights that minute is served at
 
 
 def records_path(config: Any, config_path: str | Path, state_dir: str | None) -> Path:
-    base = Path(config_path).resolve().parent
-    directory = Path(state_dir if state_dir is not None else config.state_dir)
-    if not directory.is_absolute():
-        directory = base / directory
-    return directory / config.name / "records.jsonl"
+    """records.jsonl of the JSON store, resolved as the controller resolves it (routing/adapters/json_store.py)."""
+    from routing.adapters.json_store import resolve_state_dir
+
+    return resolve_state_dir(config, state_dir, Path(config_path).resolve().parent) / config.name / "records.jsonl"
 
 
 def table_name(config: Any, table: str | None) -> str | None:
-    """--table, else env HYBRID_TABLE, else the in-account controller's table when it is enabled."""
-    name = table or os.environ.get(TABLE_ENV) or None
-    if name:
-        return name
-    if config.controller.enabled:
-        return str(config.controller.table(config.name))
-    return None
+    """--table, else env HYBRID_TABLE, else the in-account controller's table (the controller's own rule)."""
+    from routing.adapters.stores import table_for
+
+    return table_for(config, table)
 
 
 def read_file_records(path: Path) -> list[dict[str, Any]]:
