@@ -300,59 +300,84 @@ def _failing_worker(error: Exception) -> Worker:
     return send
 
 
+class _Tally:
+    """What one level's workers measured, shared under a lock: latencies, errors, the first error,
+    and the window's clock (started once every worker is connected and warmed up)."""
+
+    def __init__(self, timer: Callable[[], float]) -> None:
+        self.timer = timer
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.first_error: str | None = None
+        self.start = self.last = 0.0
+
+    def begin(self) -> None:
+        self.start = self.timer()
+        self.last = self.timer()
+
+    def send(self, send: Worker, body: bytes, since: float, on_request: Callable[[], None] | None) -> None:
+        """Send one request and count it; its latency runs from `since` (sent, or arrived)."""
+        failure: str | None = None
+        try:
+            send(body)
+        except Exception as error:  # every failure kind counts as an error of this level
+            failure = f"{type(error).__name__}: {error}"
+        t1 = self.timer()
+        with self.lock:
+            if failure is None:
+                self.latencies.append((t1 - since) * 1000.0)
+            else:
+                self.errors += 1
+                self.first_error = self.first_error or failure
+            self.last = max(self.last, t1)
+        if on_request is not None:
+            on_request()
+
+    def window(self, stopped_by: str) -> Window:
+        return Window(self.latencies, self.errors, max(self.last - self.start, 1e-9), stopped_by, self.first_error)
+
+
+def _warm_worker(target: Any, body: bytes, warmup: int, ready: threading.Barrier) -> Worker:
+    """A connected worker after its untimed, uncounted warm-up requests (connection and cache
+    set-up); waits until every worker is ready. A worker that cannot connect fails every request."""
+    try:
+        send = target.new_worker()
+    except Exception as error:  # e.g. connection refused
+        send = _failing_worker(error)
+    try:
+        for _ in range(warmup):
+            send(body)
+    except Exception:
+        pass
+    finally:
+        ready.wait()
+    return send
+
+
 def _closed_window(target: Any, body: bytes, concurrency: int, duration_s: float, max_requests: int | None,
                    timer: Callable[[], float], on_request: Callable[[], None] | None, warmup: int) -> Window:
-    lock = threading.Lock()
-    latencies: list[float] = []
-    counts = {"issued": 0, "errors": 0}
-    clock: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    # The clock starts once every worker is connected and warmed up.
-    ready = threading.Barrier(concurrency, action=lambda: clock.update(start=timer(), last=timer()))
+    tally = _Tally(timer)
+    issued = 0
+    ready = threading.Barrier(concurrency, action=tally.begin)
 
     def reserve() -> bool:
-        with lock:
-            if max_requests is not None and counts["issued"] >= max_requests:
+        nonlocal issued
+        with tally.lock:
+            if max_requests is not None and issued >= max_requests:
                 return False
-            if timer() >= clock["start"] + duration_s:
+            if timer() >= tally.start + duration_s:
                 return False
-            counts["issued"] += 1
+            issued += 1
             return True
 
     def work() -> None:
-        try:
-            send = target.new_worker()
-        except Exception as error:  # e.g. connection refused: every request of this worker fails
-            send = _failing_worker(error)
-        try:
-            for _ in range(warmup):  # untimed, uncounted: first requests pay connection and cache set-up
-                send(body)
-        except Exception:
-            pass
-        finally:
-            ready.wait()
+        send = _warm_worker(target, body, warmup, ready)
         while reserve():
-            t0 = timer()
-            failure: str | None = None
-            try:
-                send(body)
-            except Exception as error:  # every failure kind counts as an error of this level
-                failure = f"{type(error).__name__}: {error}"
-            t1 = timer()
-            with lock:
-                if failure is None:
-                    latencies.append((t1 - t0) * 1000.0)
-                else:
-                    counts["errors"] += 1
-                    errors.setdefault("first", failure)
-                clock["last"] = max(clock["last"], t1)
-            if on_request is not None:
-                on_request()
+            tally.send(send, body, timer(), on_request)
 
     _run_workers(work, concurrency)
-    return Window(latencies, counts["errors"], max(clock["last"] - clock["start"], 1e-9),
-                  "max_requests" if max_requests is not None and counts["issued"] >= max_requests else "duration",
-                  errors.get("first"))
+    return tally.window("max_requests" if max_requests is not None and issued >= max_requests else "duration")
 
 
 def _run_workers(work: Callable[[], None], count: int) -> None:
@@ -384,56 +409,28 @@ def _open_window(target: Any, body: bytes, rate: float, workers: int, duration_s
     """Requests arrive at Poisson times whether or not earlier ones are done; a request's latency
     runs from its arrival, so time spent waiting for a free worker (queueing) counts."""
     offsets = poisson_arrivals(rng, rate, duration_s, max_requests)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    counts = {"errors": 0, "next": 0}
-    clock: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    ready = threading.Barrier(workers, action=lambda: clock.update(start=timer(), last=timer()))
+    tally = _Tally(timer)
+    taken = 0
+    ready = threading.Barrier(workers, action=tally.begin)
 
     def take() -> float | None:
-        with lock:
-            if counts["next"] >= len(offsets):
+        nonlocal taken
+        with tally.lock:
+            if taken >= len(offsets):
                 return None
-            counts["next"] += 1
-            return clock["start"] + offsets[counts["next"] - 1]
+            taken += 1
+            return tally.start + offsets[taken - 1]
 
     def work() -> None:
-        try:
-            send = target.new_worker()
-        except Exception as error:
-            send = _failing_worker(error)
-        try:
-            for _ in range(warmup):
-                send(body)
-        except Exception:
-            pass
-        finally:
-            ready.wait()
+        send = _warm_worker(target, body, warmup, ready)
         while (arrival := take()) is not None:
             now = timer()
             if now < arrival:
                 sleep(arrival - now)  # idle until the request arrives; a late worker sends at once
-            failure: str | None = None
-            try:
-                send(body)
-            except Exception as error:
-                failure = f"{type(error).__name__}: {error}"
-            t1 = timer()
-            with lock:
-                if failure is None:
-                    latencies.append((t1 - arrival) * 1000.0)
-                else:
-                    counts["errors"] += 1
-                    errors.setdefault("first", failure)
-                clock["last"] = max(clock["last"], t1)
-            if on_request is not None:
-                on_request()
+            tally.send(send, body, arrival, on_request)
 
     _run_workers(work, workers)
-    return Window(latencies, counts["errors"], max(clock["last"] - clock["start"], 1e-9),
-                  "max_requests" if max_requests is not None and len(offsets) >= max_requests else "duration",
-                  errors.get("first"))
+    return tally.window("max_requests" if max_requests is not None and len(offsets) >= max_requests else "duration")
 
 
 def _summarise(windows: Sequence[Window], concurrency: int, batch_size: int = 1, rate: float | None = None,
