@@ -15,6 +15,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from tests.conftest import EXAMPLE_CONFIG
+from tests.toolkit._virtual_clock import VirtualClock
 from toolkit.benchmark import (
     format_capacity,
     parse_concurrency,
@@ -48,17 +49,6 @@ def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 # -- the done-when: known delays in, figures out ----------------------------------------------------
 
 
-class VirtualClock:
-    """Time that moves only when the contract server 'sleeps': transport and scheduling take none."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_benchmark_reports_known_delays_and_prices_capacity_from_the_table(example_config):

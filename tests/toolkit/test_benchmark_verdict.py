@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE_CONFIG
+from tests.toolkit._virtual_clock import VirtualClock
 from toolkit import benchmark as bench
 from toolkit.benchmark import (
     BatchResult,
@@ -29,19 +30,6 @@ from toolkit.cli import run
 from toolkit.contract_server import Behaviour, ContractServer
 from toolkit.errors import UserError
 from toolkit.pricing import HOSTING_PRICES_US_EAST_1
-
-
-class VirtualClock:
-    """Time that moves only when a server or the load generator sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from tests.toolkit._virtual_clock import VirtualClock as Clock
 from toolkit.contract_server import INVOKED_VARIANT_HEADER, Behaviour, ContractServer, LatencyModel
 from toolkit.errors import UserError
 
@@ -91,15 +92,6 @@ def test_normal_latency_is_never_negative():
 # -- known behaviours for the benchmark: cold start, batch-dependent latency, jitter spells ------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_first_request_and_the_first_after_idle_are_cold():
