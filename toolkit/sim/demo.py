@@ -96,24 +96,33 @@ def stage_placeholder_artifacts(config: HybridConfig, s3_client: Any) -> None:
         s3_client.put_object(Bucket=bucket, Key=key, Body=b"placeholder model.tar.gz (simulated fleet)")
 
 
-def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any], None] | None,
-                  say: Callable[[str], None]) -> tuple[RunResult, dict[str, int]]:
+def deploy_and_control(setup: Setup, aws: Any, state_dir: str | Path | None,
+                       settle_seconds: int = DEPLOYED_SETTLE_SECONDS) -> tuple[Any, Any]:
+    """On a running EmbeddedAws: stage placeholder artifacts, `hybrid deploy` the scenario's config, and
+    return the fleet simulator and the real controller on its clock (the demo, the report tests)."""
     from routing.controller import build_controller
     from toolkit.deploy import deploy_endpoint
-    from toolkit.local.server import EmbeddedAws
     from toolkit.sim.aws import aws_simulator
+
+    s3 = aws.client("s3")
+    stage_placeholder_artifacts(setup.config, s3)
+    deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, source="config",
+                    show_progress=False, poll=0.0, sleep=lambda _s: None)
+    aws.hold_updates(True)
+    simulator = aws_simulator(setup, aws)
+    controller = build_controller(setup.config, endpoint_url=aws.endpoint_url, state_dir=state_dir,
+                                  clock=simulator.clock, settle_seconds=settle_seconds)
+    return simulator, controller
+
+
+def _run_embedded(setup: Setup, state_dir: Path, on_minute: Callable[[Row, Any], None] | None,
+                  say: Callable[[str], None]) -> tuple[RunResult, dict[str, int]]:
+    from toolkit.local.server import EmbeddedAws
 
     say("starting the embedded AWS")
     with EmbeddedAws(setup.config.region, export_env=True) as aws:
         say(f"deploying {setup.config.name} (hybrid deploy) on {aws.endpoint_url}")
-        s3 = aws.client("s3")
-        stage_placeholder_artifacts(setup.config, s3)
-        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, source="config",
-                        show_progress=False, poll=0.0, sleep=lambda _s: None)
-        aws.hold_updates(True)
-        simulator = aws_simulator(setup, aws)
-        controller = build_controller(setup.config, endpoint_url=aws.endpoint_url, state_dir=state_dir,
-                                      clock=simulator.clock, settle_seconds=DEPLOYED_SETTLE_SECONDS)
+        simulator, controller = deploy_and_control(setup, aws, state_dir)
         say("running")
         result = run(setup, simulator, controller, on_minute=on_minute)
         calls = {

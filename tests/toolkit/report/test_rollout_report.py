@@ -30,11 +30,8 @@ FALLBACK_TINT = np.array([252, 235, 236])  # FALLBACK_SHADE at alpha 0.10 over w
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
     """Deploy, run the real controller against the embedded AWS for 55 minutes (the controller judges minutes 60 s after they close, as deployed); yield while the AWS is up."""
-    from routing.controller import build_controller
     from toolkit.config import load_config
-    from toolkit.deploy import deploy_endpoint
-    from toolkit.sim.aws import aws_simulator
-    from toolkit.sim.demo import stage_placeholder_artifacts
+    from toolkit.sim.demo import deploy_and_control
     from toolkit.sim.runner import run as run_sim
     from toolkit.sim.scenario import parse_scenario, resolve
 
@@ -45,14 +42,7 @@ def rollout(tmp_path_factory):
     config_path.write_text(yaml.safe_dump(setup.config.model_dump(mode="json", exclude_none=True)))
     state_dir = root / "state"
     with EmbeddedAws(setup.config.region) as aws:
-        s3 = aws.client("s3")
-        stage_placeholder_artifacts(setup.config, s3)
-        deploy_endpoint(setup.config, sagemaker_client=aws.client("sagemaker"), s3_client=s3, source="config",
-                        show_progress=False, poll=0.0, sleep=lambda _s: None)
-        aws.hold_updates(True)
-        simulator = aws_simulator(setup, aws)
-        controller = build_controller(setup.config, endpoint_url=aws.endpoint_url, state_dir=state_dir,
-                                      clock=simulator.clock)
+        simulator, controller = deploy_and_control(setup, aws, state_dir, settle_seconds=0)
         result = run_sim(setup, simulator, controller)
         yield {"aws": aws, "config": config_path, "state_dir": state_dir, "result": result, "root": root}
 
