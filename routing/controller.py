@@ -498,7 +498,13 @@ class Controller:
                         applied = True
                     except EndpointBusy as busy:
                         errors.append(str(busy))
-                        new_state = state  # nothing changed on the endpoint: keep the previous state
+                        if decision.action in FAILED_ACTIONS and new_state.phase != state.phase:
+                            # A fallback or abort stands although SageMaker refuses updates while it
+                            # updates (an autoscaling activity can take minutes): the new phase re-asks
+                            # every tick until neuron is drained, and the record says when it was decided.
+                            notes.append("decided while the endpoint updates; sent as soon as it is InService")
+                        else:
+                            new_state = state  # nothing changed on the endpoint: keep the previous state
                     except (AwsError, HybridError) as error:
                         # AWS trouble, or the endpoint/variant vanished between describe and update:
                         # nothing landed; the intent is cleared, the record says why (exit 3).
@@ -804,7 +810,8 @@ def build_controller(
     return Controller(
         config,
         metrics=CloudWatchMetrics(clients.cloudwatch, settle_seconds=settle_seconds),
-        router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS, autoscaling=autoscaling),
+        router=SageMakerRouter(clients.sagemaker, config.name, VARIANTS, autoscaling=autoscaling,
+                               base_floors={v: config.variant(v).min_count for v in VARIANTS}),
         store=store if store is not None else JsonFileStateStore(resolve_state_dir(config, state_dir), config.name),
         clock=clock or SystemClock(),
         policy=policy,

@@ -115,9 +115,20 @@ class ScalableTargets:
         return wanted
 
 
-def wanted_scaling(current: VariantScaling, phase: Phase, floor: int | None) -> VariantScaling:
-    """What the router wants of a target: the policy's count as the floor (if any), scale-in per phase. Pure."""
-    wanted = replace(current, scale_in_suspended=phase in SCALE_IN_SUSPENDED_PHASES)
+def wanted_scaling(current: VariantScaling, phase: Phase, floor: int | None, desired: int | None = None,
+                   base: int | None = None) -> VariantScaling:
+    """What the router wants of a target: the policy's count as the floor (if any), scale-in per phase. Pure.
+
+    With `base` (the configured min_count) and `desired` (the variant's DesiredInstanceCount now):
+    where scale-in is allowed, a floor that asks for no more than the variant already has (or no
+    floor) gives MinCapacity back to `base`. Policy targets carry the counts already asked, so
+    without the release every count ever asked (a peak, a ramp, a fallback) would stay the floor
+    and autoscaling could never scale in again.
+    """
+    suspended = phase in SCALE_IN_SUSPENDED_PHASES
+    wanted = replace(current, scale_in_suspended=suspended)
+    if base is not None and not suspended and (floor is None or (desired is not None and floor <= desired)):
+        floor = base
     if floor is not None:
         minimum = max(MIN_FLOOR, int(floor))
         wanted = replace(wanted, min_capacity=minimum, max_capacity=max(current.max_capacity, minimum))

@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from routing.adapters.autoscaling import ScalableTargets, VariantScaling, wanted_scaling
@@ -72,7 +72,7 @@ class SageMakerRouter:
     """Router over the SageMaker control plane for one endpoint."""
 
     def __init__(self, sagemaker: Any, endpoint: str, variants: Sequence[str] = ("neuron", "gpu"),
-                 autoscaling: ScalableTargets | None = None) -> None:
+                 autoscaling: ScalableTargets | None = None, base_floors: Mapping[str, int] | None = None) -> None:
         self._sm = sagemaker
         self.endpoint = endpoint
         self.variants = tuple(variants)
@@ -82,6 +82,8 @@ class SageMakerRouter:
         self.api_calls = 0  # SageMaker calls (the bench's "update" budget is about these)
         self.autoscaling = autoscaling
         self.scaling: dict[str, VariantScaling] = {}  # as read by the last describe()
+        self.base_floors = dict(base_floors or {})  # the configured min_count: floors go back to it (wanted_scaling)
+        self._desired: dict[str, int] = {}  # DesiredInstanceCount per variant, as read by the last describe()
 
     @property
     def autoscaling_calls(self) -> int:
@@ -129,6 +131,7 @@ class SageMakerRouter:
     def describe(self) -> EndpointLive:
         """DescribeEndpoint (+ the variants' scalable targets once per call, when autoscaling is wired)."""
         live = self._describe_endpoint()
+        self._desired = {name: v.desired_instance_count for name, v in live.variants.items()}
         if self.autoscaling is not None:
             self.scaling = self.autoscaling.read()
         return live
@@ -210,7 +213,7 @@ class SageMakerRouter:
         notes = []
         for variant, current in sorted(self.scaling.items()):
             floor = target.instance_counts.get(variant) if target is not None else None
-            wanted = wanted_scaling(current, phase, floor)
+            wanted = wanted_scaling(current, phase, floor, self._desired.get(variant), self.base_floors.get(variant))
             if wanted == current:
                 continue
             self.scaling[variant] = self.autoscaling.register(wanted)

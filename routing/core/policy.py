@@ -191,8 +191,11 @@ def _minute_totals(minutes: Mapping[str, tuple[MinuteMetrics, ...]], neuron_shar
     for start in sorted(set(n_by) | set(g_by)):
         n = n_by[start].invocations if start in n_by else None
         g = g_by[start].invocations if start in g_by else None
-        if n is None and not g and neuron_share > 0:
-            total: float | None = None  # neuron (with weight) reported nothing, gpu nothing to infer from: unknown, not 0
+        if n is None and not g:
+            # Neuron reported nothing and gpu nothing to infer from: unknown, not 0 (after a fallback
+            # from a silent neuron, its silent minutes are older than the new share: read as 0 they
+            # size gpu for no traffic, then fit a false growth trend when the traffic reappears).
+            total: float | None = None
         elif (n and g) or since is None or start < since:
             total = (n or 0.0) + (g or 0.0) if (n is not None or g is not None) else None
         elif g and gpu_share > 0:
@@ -991,18 +994,30 @@ def on_holding(t: Tick) -> Decision:
     return _decision(t, state, Action.HOLD, reason, None, stats)
 
 
-def _reassert(t: Tick, action: Action, what: str) -> Decision | None:
-    """Level-triggered: if neuron still has live weight where it must have none, ask again."""
-    if t.live <= SHARE_EPSILON:
-        return None
-    # Returned even while the endpoint updates: the controller applies it as soon as it can.
+def _reassert(t: Tick, action: Action, what: str, capacity: bool = False) -> Decision | None:
+    """Level-triggered: if neuron still has live weight where it must have none, ask again.
+
+    capacity: also while gpu has not been asked for the whole traffic. A fallback is staged
+    (weights first, gpu capacity on a later request: routing/core/staging.py), so the gpu count
+    must be asked again once the weights have landed; without it gpu waits for its autoscaler
+    (3 minutes above target, then the scale-up) while its warm floor carries everything
+    (measured on neuron-outage: gpu asked 4 minutes after the fallback, 3,600 bad requests a minute).
+    """
     target = _fallback_target(t, t.state.memory.fallback_gradual and action == Action.FALLBACK)
-    return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}; {_gpu_text(target)}",
-                     target)
+    if t.live > SHARE_EPSILON:
+        # Returned even while the endpoint updates: the controller applies it as soon as it can.
+        return _decision(t, t.state, action, f"{what}: neuron still at {_pct(round(t.live, 2))}; {_gpu_text(target)}",
+                         target)
+    asked = _asked_counts(t.endpoint).get(GPU, 0)
+    if capacity and asked < target.instance_counts[GPU]:
+        return _decision(t, t.state, Action.SCALE,
+                         f"{what}: neuron drained; gpu {asked} -> {target.instance_counts[GPU]} instances "
+                         f"for the whole traffic ({t.measured.sizing_rps:.1f} req/s)", target)
+    return None
 
 
 def on_falling_back(t: Tick) -> Decision | Moved:
-    again = _reassert(t, Action.FALLBACK, "falling back")
+    again = _reassert(t, Action.FALLBACK, "falling back", capacity=True)
     if again is not None:
         return again
     # The cool-down counts from the moment neuron is drained (a gradual fallback drains over minutes).
@@ -1011,10 +1026,10 @@ def on_falling_back(t: Tick) -> Decision | Moved:
 
 
 def on_cooling_down(t: Tick) -> Decision | Moved:
-    again = _reassert(t, Action.FALLBACK, "cooling down")
+    until = t.state.cooldown_until or t.now
+    again = _reassert(t, Action.FALLBACK, "cooling down", capacity=t.now < until)
     if again is not None:
         return again
-    until = t.state.cooldown_until or t.now
     if t.now < until or not t.observation.known:
         left = (until - t.now).total_seconds() / 60
         reason = (f"cooling down after fallback {t.state.fallbacks}/{t.config.fallback.max_fallbacks}: "
