@@ -32,6 +32,7 @@ from routing.core.gates import (
     assess,
     confirmed_above,
     fmt_cost,
+    fmt_int,
     fmt_ms,
     judged_points,
     tail_ratio,
@@ -630,10 +631,40 @@ def guard(t: Tick) -> Decision | None:
     if t.live > 0 and t.assessed.breaches:
         why = "; ".join(f"{g.name} failed: {g.detail}" for g in t.assessed.breaches)
         return fall_back(t, why, gradual=drains_gradually(t, t.assessed.breaches))
+    insure = _gpu_ahead_of_silence(t)
+    if insure is not None:
+        return insure
     harmed = _saturation_harm(t)
     if t.live > 0 and harmed and state.phase in (Phase.RAMPING, Phase.HOLDING):
         return overflow(t, _phase_goal(t), neuron_load(t), harmed)
     return None
+
+
+def _gpu_ahead_of_silence(t: Tick) -> Decision | None:
+    """Capacity before traffic for a fallback that silence may force: gpu scales, weights stay.
+
+    When gpu carries no traffic it cannot vouch for the minute, so one silent neuron minute is
+    either a CloudWatch minute that is late or the start of an outage, and the fallback waits for
+    the second (Silence.min_minutes). The gpu scale-up (minutes) is asked on the first: if the
+    second minute confirms the outage, the fallback's traffic lands on gpu instances already
+    starting; if the minute was late, holding sheds them again (the insurance costs a few
+    instance-minutes). Measured on neuron-outage: about one minute of all traffic failing saved.
+    """
+    silence = t.measured.silence
+    if (t.live <= 0 or t.state.phase not in (Phase.RAMPING, Phase.HOLDING) or silence.minutes < 1
+            or silence.minutes >= silence.min_minutes
+            or silence.expected < t.config.fallback.expected_invocations_for_silence):
+        return None
+    asked = _asked_counts(t.endpoint)
+    need = gpu_needed(t.config, 100.0, t.measured.sizing_rps)
+    if asked.get(GPU, 0) >= need:
+        return None
+    counts = _bounded_counts(t.config, {**asked, GPU: need})
+    target = Target(weights=_weights(t.live), instance_counts=counts)
+    reason = (f"neuron silent for {silence.minutes} min with {fmt_int(silence.expected)} requests expected "
+              f"(an outage if the next minute is silent too; a late CloudWatch minute looks the same for one): "
+              f"gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances ahead of a fallback, weights unchanged")
+    return _decision(t, t.state, Action.SCALE, reason, target, {"sizing_rps": t.measured.sizing_rps})
 
 
 def _saturation_harm(t: Tick) -> str:
