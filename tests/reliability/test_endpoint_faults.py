@@ -61,6 +61,26 @@ def test_a_breach_on_a_busy_endpoint_falls_back_as_soon_as_it_is_in_service(worl
     assert_safe(world, gpu_only=True)
 
 
+@pytest.mark.fault("a fallback decided while the endpoint is Updating")
+def test_a_fallback_decided_on_a_busy_endpoint_is_stored_and_sent_once_it_is_in_service(world: World):
+    world.start_and_ramp_to(1)
+    world.feed(2, neuron_p99_ms=400.0)
+    set_status(world, "Updating")
+    sent = len(world.updates)
+    record = world.tick()
+    assert len(world.updates) == sent and not record["applied"]
+    # The decision stands (a scaling activity can hold the endpoint for minutes): stored, recorded.
+    state = world.store().load()
+    assert state.phase.value == "falling_back" and state.fallbacks == 1
+    assert record["action"] == "fallback" and any("decided while the endpoint updates" in n for n in record["notes"])
+    set_status(world, "InService")
+    world.clock.advance(30)
+    world.tick()
+    assert world.updates[sent:] == [{"neuron": 0.0, "gpu": 100.0}]
+    assert world.store().load().fallbacks == 1  # decided once, not again when it landed
+    assert_safe(world, gpu_only=True)
+
+
 @pytest.mark.fault("endpoint starts Updating between describe and update")
 def test_an_endpoint_that_starts_updating_mid_tick_gets_no_update_and_the_step_waits(world: World):
     ready_to_progress(world)

@@ -31,3 +31,23 @@ def test_the_wanted_target_is_always_valid_and_only_the_routers_fields_change(cu
 
 def test_scale_in_is_suspended_exactly_during_a_ramp_and_a_fallback_episode():
     assert {Phase.RAMPING, Phase.FALLING_BACK, Phase.COOLING_DOWN} == SCALE_IN_SUSPENDED_PHASES
+
+
+@given(scalings, st.sampled_from(list(Phase)), st.none() | st.integers(0, 50), st.integers(1, 50), st.integers(1, 5))
+def test_where_scale_in_is_allowed_a_floor_asking_no_more_than_there_is_goes_back_to_min_count(
+        current, phase, floor, desired, base):
+    wanted = wanted_scaling(current, phase, floor, desired, base)
+    assert 1 <= wanted.min_capacity <= wanted.max_capacity
+    if phase in SCALE_IN_SUSPENDED_PHASES:
+        # A ramp or a fallback keeps what it asked for (as without a base).
+        assert wanted == wanted_scaling(current, phase, floor)
+    elif floor is not None and floor > desired:
+        assert wanted.min_capacity == max(1, floor)  # an ask for more: autoscaling scales out to it
+    else:
+        assert wanted.min_capacity == base  # released: a peak's count is not kept as the floor forever
+
+
+def test_a_peak_count_is_not_kept_as_the_floor_once_holding():
+    peak = VariantScaling("neuron", 5, 6)
+    assert wanted_scaling(peak, Phase.HOLDING, 5, desired=5, base=1).min_capacity == 1
+    assert wanted_scaling(peak, Phase.RAMPING, 5, desired=5, base=1).min_capacity == 5

@@ -224,3 +224,60 @@ def test_an_outage_starting_as_neuron_takes_everything_is_caught_while_gpu_repor
     decision = world.run_until(lambda d: d.action == Action.FALLBACK, limit=8)
     assert decision.failed_gates[0].name == "data"
     assert world.tick_no - onset <= 3  # the mixed minute, then the two silent minutes gpu cannot vouch for
+
+
+# ------------------------------------------------------------------------------------------------
+# Fallback capacity: gpu asked for the whole traffic, and ahead of a silence that may be an outage
+
+
+def test_once_the_fallback_weights_landed_gpu_capacity_for_the_whole_traffic_is_asked_again():
+    # The endpoint takes a fallback in stages (weights first, gpu capacity on a later request):
+    # after the weights landed the policy must ask the gpu count again, not wait for autoscaling.
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}).started()
+    _holding(world)
+    world.neuron = Behaviour(error_rate=0.6)
+    world.apply = False
+    fallback = world.run_until(lambda d: d.action == Action.FALLBACK)
+    wanted = fallback.target.instance_counts[GPU]
+    assert wanted >= 4
+    world.weights = dict(fallback.target.weights)  # only the weights landed
+    decision = world.tick()
+    assert decision.action == Action.SCALE and "neuron drained" in decision.reason
+    assert decision.target.instance_counts[GPU] == wanted
+    assert decision.target.weights[NEURON] == 0.0
+    world.counts = dict(decision.target.instance_counts)  # the capacity was asked
+    later = world.run(3)
+    assert all(d.action != Action.SCALE for d in later)  # asked once it is asked: nothing more
+
+
+def test_silent_minutes_before_a_fallback_are_unknown_traffic_not_zero():
+    # An outage at 100% neuron: its silent minutes must not size gpu for no traffic afterwards.
+    # gpu, with no weight, publishes Invocations = 0 (idle_rows): those minutes are not "no traffic".
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}, idle_rows=True, delay=1).started()
+    _holding(world)
+    start = world.tick_no
+    world.neuron = Behaviour(silent=lambda tick: tick > start)
+    world.run_until(lambda d: d.action == Action.FALLBACK, limit=10)
+    for decision in world.run(4):
+        assert decision.statistics["sizing_rps"] >= 55.0, decision.reason
+
+
+def test_the_first_silent_minute_at_full_neuron_scales_gpu_without_moving_weights():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}).started()
+    _holding(world)
+    start = world.tick_no
+    world.neuron = Behaviour(silent=lambda tick: tick > start)
+    world.gpu = Behaviour(p99_ms=38.0, silent=lambda tick: tick > start)  # no weight: no rows either
+    world.apply = False
+    decisions = world.run_until(lambda d: d.action != Action.HOLD, limit=5)
+    assert decisions.action == Action.SCALE, decisions.reason
+    assert decisions.target.weights[NEURON] == 100.0  # one silent minute may be a late datapoint
+    assert decisions.target.instance_counts[GPU] >= 4  # sized for the whole traffic
+    world.counts = dict(decisions.target.instance_counts)
+    assert world.run_until(lambda d: d.action != Action.HOLD, limit=3).action == Action.FALLBACK
+
+
+def test_late_metrics_at_full_neuron_never_scale_gpu_ahead_of_a_fallback():
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}, delay=3).started()
+    _holding(world)
+    assert all(d.action not in (Action.SCALE, Action.FALLBACK) or "silent" not in d.reason for d in world.run(15))
