@@ -8,10 +8,13 @@ Instead the router owns the target's FLOOR and its scale-in switch:
 
 - a count the policy asks for becomes the target's MinCapacity (RegisterScalableTarget on the
   existing target; MaxCapacity is raised with it if needed): autoscaling itself scales out to it;
-- dynamic scale-in is suspended (SuspendedState.DynamicScalingInSuspended) while the canary ramps
-  and during a fallback episode (falling_back, cooling_down), so autoscaling cannot take away the
-  capacity a step or the fallback just asked for; it is restored in every other phase (holding,
-  paused, idle, aborted). Scale-out and scheduled scaling are left as the target has them.
+- dynamic scale-in is suspended (SuspendedState.DynamicScalingInSuspended) for neuron while the
+  canary ramps, and for both variants during a fallback episode (falling_back, cooling_down), so
+  autoscaling cannot take away the capacity a step or the fallback just asked for; it is restored
+  in every other phase (holding, paused, idle, aborted), and gpu (the donor) keeps it through a
+  ramp. Scale-out and scheduled scaling are left as the target has them.
+- where scale-in is allowed, a floor asking no more than the variant already has goes back to the
+  configured min_count (wanted_scaling), so a count asked once is not the floor forever.
 
 Calls: one DescribeScalableTargets per tick (both variants, filtered by resource id), and one
 RegisterScalableTarget per variant whose floor or switch must change (at most two per tick, most
@@ -29,8 +32,16 @@ from toolkit.errors import AwsError
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-# Phases in which autoscaling must not remove capacity the controller asked for.
+# Phases in which autoscaling must not remove capacity the controller asked for: neuron's through
+# a ramp (asked ahead of the steps) and a fallback episode (warm for the re-ramp); gpu's only in a
+# fallback episode. During a ramp gpu is the donor: it may shed what its shrinking share no longer
+# needs (a fallback re-asks gpu capacity for the whole traffic at once, routing/core/policy.py).
 SCALE_IN_SUSPENDED_PHASES = frozenset({Phase.RAMPING, Phase.FALLING_BACK, Phase.COOLING_DOWN})
+GPU_SCALE_IN_SUSPENDED_PHASES = frozenset({Phase.FALLING_BACK, Phase.COOLING_DOWN})
+
+
+def scale_in_suspended(variant: str, phase: Phase) -> bool:
+    return phase in (GPU_SCALE_IN_SUSPENDED_PHASES if variant == "gpu" else SCALE_IN_SUSPENDED_PHASES)
 MIN_FLOOR = 1  # Application Auto Scaling keeps a real-time variant at >= 1 instance
 
 
@@ -125,7 +136,7 @@ def wanted_scaling(current: VariantScaling, phase: Phase, floor: int | None, des
     without the release every count ever asked (a peak, a ramp, a fallback) would stay the floor
     and autoscaling could never scale in again.
     """
-    suspended = phase in SCALE_IN_SUSPENDED_PHASES
+    suspended = scale_in_suspended(current.variant, phase)
     wanted = replace(current, scale_in_suspended=suspended)
     if base is not None and not suspended and (floor is None or (desired is not None and floor <= desired)):
         floor = base

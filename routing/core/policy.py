@@ -116,17 +116,21 @@ def cooldown_for(config: HybridConfig, fallbacks: int) -> timedelta:
     return timedelta(minutes=min(minutes, fb.max_cooldown_minutes))
 
 
-def neuron_needed(config: HybridConfig, share: float, total_rps: float) -> int:
+def neuron_needed(config: HybridConfig, share: float, total_rps: float, autoscaler: bool = False) -> int:
     """Neuron instances to carry share% of total_rps (at least one as soon as it has weight).
 
     Sized so the load stays at or below holding.saturation_utilization of the per-instance
     capacity: sizing at 100% puts each step at the edge where latency climbs (queueing) and the
     regression gate trips on a healthy model, and holding would step back at once anyway.
+    autoscaler: nor below what neuron's autoscaling target asks for (target_invocations_per_instance):
+    target tracking scales a smaller count out minutes later anyway.
     """
     vc = config.variants.neuron
     low = max(vc.min_count, 1 if share > 0 else 0)
-    return instances_for(share / 100.0 * total_rps, vc.capacity_rps_per_instance, low, vc.max_count,
-                         1.0 / config.holding.saturation_utilization)
+    per_instance = vc.capacity_rps_per_instance * config.holding.saturation_utilization
+    if autoscaler:
+        per_instance = min(per_instance, vc.target_invocations_per_instance / 60.0)
+    return instances_for(share / 100.0 * total_rps, per_instance, low, vc.max_count)
 
 
 def gpu_needed(config: HybridConfig, share: float, total_rps: float) -> int:
@@ -562,7 +566,8 @@ def fall_back(t: Tick, why: str, gradual: bool = False) -> Decision:
     return _decision(t, state, Action.FALLBACK, reason, target, stats)
 
 
-def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str, detail: str = "") -> Decision:
+def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str, detail: str = "",
+          plan_share: float | None = None) -> Decision:
     """Move the neuron share to goal, capacity first.
 
     If neuron lacks the instances for the new share: SCALE (counts up, weights unchanged), and the
@@ -580,13 +585,21 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
     stats = {"goal_share": goal, "neuron_needed": need_n, "sizing_rps": rps}
     if goal > t.live and live_counts.get(NEURON, 0) < need_n:
         have = live_counts.get(NEURON, 0)
-        target = Target(weights=_weights(t.live), instance_counts=_bounded_counts(t.config, counts))
         if asked.get(NEURON, 0) >= need_n:
             reason = (f"{why}: waiting for neuron capacity before {_pct(goal)} "
                       f"({have} of {need_n} instances in service for {rps:.1f} req/s)")
             return _decision(t, state, Action.HOLD, reason, None, stats)
-        reason = (f"{why}: scaling neuron {have} -> {need_n} instances before moving to {_pct(goal)} "
-                  f"({rps:.1f} req/s x {_pct(goal)} / {t.config.variants.neuron.capacity_rps_per_instance:g} per instance)")
+        # One scale-up for the rest of the ramp: every scaling activity holds the endpoint in Updating
+        # for the whole instance start (5-8 min for inf2), when SageMaker takes no weight change and
+        # no fallback. Asked step by step, a high-traffic ramp waited for three or four of them
+        # (steady-high: 4 x ~7 min); asked once for the share the ramp ends at, sized as target
+        # tracking will want it there, it waits for one.
+        if plan_share is not None and plan_share > goal:
+            counts[NEURON] = max(counts[NEURON], neuron_needed(t.config, plan_share, rps, autoscaler=True))
+        target = Target(weights=_weights(t.live), instance_counts=_bounded_counts(t.config, counts))
+        reason = (f"{why}: scaling neuron {have} -> {target.instance_counts[NEURON]} instances before moving to "
+                  f"{_pct(goal)}, enough for {_pct(plan_share if plan_share is not None else goal)} "
+                  f"({rps:.1f} req/s; {t.config.variants.neuron.capacity_rps_per_instance:g} per instance)")
         return _decision(t, state, Action.SCALE, reason, target, stats)
     if goal < t.live:
         counts[GPU] = max(asked.get(GPU, 0), gpu_needed(t.config, 100.0 - goal, rps))
@@ -809,8 +822,12 @@ def strong_evidence(t: Tick) -> bool:
     high-traffic ramp spends its bake on fewer, larger moves; a marginal pass moves one step.
     """
     cfg, stats = t.config, t.assessed.statistics
-    n = float(stats.get("neuron_invocations") or 0.0)
-    if n < STRONG_SAMPLE_MULTIPLE * cfg.canary.min_sample:
+    # The evidence is the ramp's, not only this step's: every neuron minute since the ramp began
+    # (a fresh ramp after a fallback starts over), so a ramp whose small steps each gathered a
+    # small sample still earns bigger steps once together they are a big one.
+    step_n = float(stats.get("neuron_invocations") or 0.0)
+    ramp_n = sum(m.invocations or 0.0 for m in t.measured.recent.neuron if m.has_data)
+    if max(step_n, ramp_n) < STRONG_SAMPLE_MULTIPLE * cfg.canary.min_sample:
         return False
     p99 = stats.get("neuron_p99_ms")
     if p99 is None or p99 > STRONG_MARGIN * cfg.slo.p99_latency_ms:
@@ -832,7 +849,7 @@ def on_ramping(t: Tick) -> Decision:
     if not t.endpoint.in_service:
         return _not_in_service(t)
     if abs(t.live - goal) > SHARE_EPSILON:
-        return shift(t, state, goal, Action.PROGRESS, label)
+        return shift(t, state, goal, Action.PROGRESS, label, plan_share=steps[-1])
     if state.memory.overflow:
         state = state.remember(overflow=False)
     ahead = scale_ahead(t, state, f"{label} at {_pct(goal)}")
@@ -855,7 +872,7 @@ def on_ramping(t: Tick) -> Decision:
         nxt = state.evolve(step=k + jump)
         how = f" with strong evidence, skipping {_pct(steps[k + 1])}" if jump > 1 else ""
         return shift(t, nxt, steps[k + jump], Action.PROGRESS, t.step_label(k + jump),
-                     f"{label} passed after {baked:.0f} min{how}: {evidence(t.assessed, cfg)}")
+                     f"{label} passed after {baked:.0f} min{how}: {evidence(t.assessed, cfg)}", plan_share=steps[-1])
     if cost is not None and cost.passed is False:
         return _decision(t, state, Action.HOLD, f"{label} at {_pct(goal)}: holding, {cost.detail}", None, stats)
     waiting = [g for g in t.assessed.gates if g.passed is not True]

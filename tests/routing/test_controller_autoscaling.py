@@ -108,7 +108,9 @@ def world(example_data, write_config, tmp_path):
 
 def test_autoscaling_changes_between_ticks_are_not_fought_and_do_not_block_a_fallback(world):
     world.controller.command("start")
-    assert world.target("gpu")["SuspendedState"]["DynamicScalingInSuspended"] is True  # ramping
+    assert world.target("neuron")["SuspendedState"]["DynamicScalingInSuspended"] is True  # ramping: neuron keeps what it asked
+    # gpu is the ramp's donor: its scale-in stays on (a fallback re-asks its capacity).
+    assert world.target("gpu").get("SuspendedState", {}).get("DynamicScalingInSuspended", False) is False
 
     for _ in range(20):
         result = world.tick()
@@ -157,7 +159,7 @@ def test_weights_toward_an_autoscaled_neuron_wait_for_its_capacity(world):
     world.router.apply(grow)
     assert world.counting.updates == [] and world.share() == 0.0  # capacity before traffic
     assert world.router.sync_scaling(Phase.RAMPING, grow) == [
-        "autoscaling gpu: MinCapacity 1 -> 2, scale-in suspended (ramping)",
+        "autoscaling gpu: MinCapacity 1 -> 2 (ramping)",  # the donor: its scale-in stays on
         "autoscaling neuron: MinCapacity 1 -> 3, scale-in suspended (ramping)",
     ]
     world.autoscale("neuron", 3)  # autoscaling scales out to the raised floor

@@ -46,6 +46,11 @@ class PlaneState:
     desired_counts: dict[str, int]
     instance_types: dict[str, str] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)  # variant -> the model it serves (issue 17)
+    # Application Auto Scaling as the AWS router leaves it (routing/adapters/autoscaling.py): the
+    # policy's counts are the scalable targets' MinCapacity, and dynamic scale-in is suspended in
+    # the phases that need the capacity they asked for.
+    floors: dict[str, int] = field(default_factory=dict)
+    scale_in_suspended: dict[str, bool] = field(default_factory=dict)
 
 
 class MemoryControlPlane:
@@ -103,15 +108,31 @@ def live_from(name: str, plane: PlaneState) -> EndpointLive:
 class SimulatedEndpoint:
     """routing.model.Router over the in-memory control plane. Counts API calls like the AWS router."""
 
-    def __init__(self, name: str, plane: MemoryControlPlane) -> None:
+    def __init__(self, name: str, plane: MemoryControlPlane, base_floors: Mapping[str, int] | None = None) -> None:
         self.name = name
         self.plane = plane
+        self.base_floors = dict(base_floors or {})  # the configured min_count per variant
         self.api_calls = 0
         self.update_calls = 0
 
     def describe(self) -> EndpointLive:
         self.api_calls += 1
         return live_from(self.name, self.plane.read())
+
+    def sync_scaling(self, phase: Any, target: Target | None) -> list[str]:
+        """As SageMakerRouter.sync_scaling, with the same rule (wanted_scaling): floors and scale-in per phase."""
+        from routing.adapters.autoscaling import VariantScaling, wanted_scaling
+
+        state = self.plane.read()
+        for variant in VARIANT_NAMES:
+            base = self.base_floors.get(variant, 1)
+            current = VariantScaling(variant, state.floors.get(variant, base), 10_000,
+                                     state.scale_in_suspended.get(variant, False))
+            asked = target.instance_counts.get(variant) if target is not None else None
+            wanted = wanted_scaling(current, phase, asked, state.desired_counts.get(variant), base)
+            state.floors[variant] = wanted.min_capacity
+            state.scale_in_suspended[variant] = wanted.scale_in_suspended
+        return []
 
     def apply(self, target: Target) -> EndpointLive:
         live = self.describe()

@@ -83,6 +83,9 @@ class TargetTracking:
     `scale_in_minutes` below (AAS's alarms: 3 and 15 one-minute datapoints); desired =
     ceil(invocations / target) within min..max. No datapoint (outage) means no action; like AAS,
     it cannot act while the endpoint updates (the request is refused and retried next minute).
+    Routers that manage the scalable targets (sync_scaling) leave floors and a scale-in switch on
+    the plane: never below the floor, no scale-in while suspended (as AAS with MinCapacity and
+    DynamicScalingInSuspended).
     """
 
     def __init__(self, setup: Setup) -> None:
@@ -105,7 +108,10 @@ class TargetTracking:
             hw = self.setup.hardware[name]
             current = int(state.desired_counts.get(name, 0))
             want = math.ceil(vm.requests / hw.target_invocations_per_instance) if vm.requests else 0
-            want = max(hw.min_count, min(hw.max_count, want))
+            floor = max(hw.min_count, int(getattr(state, "floors", {}).get(name, hw.min_count)))
+            want = max(floor, min(hw.max_count, want))
+            if want < current and getattr(state, "scale_in_suspended", {}).get(name, False):
+                want = current  # the controller suspended dynamic scale-in (as the AWS router does)
             if want > current:
                 self.up[name], self.down[name] = self.up[name] + 1, 0
             elif want < current:
@@ -208,7 +214,8 @@ def memory_world(setup: Setup, seed: int | None = None, settle_seconds: int = DE
     plane = initial_plane(setup)
     metrics = SimulatedMetrics(setup.scenario.start, settle_seconds, setup.scenario.metrics.percentiles)
     simulator = Simulator(setup, plane, MemorySink(metrics), clock, seed)
-    return MemoryWorld(simulator, SimulatedEndpoint(setup.config.name, plane), metrics, MemoryStateStore(), clock)
+    floors = {v: setup.hardware[v].min_count for v in VARIANT_NAMES}
+    return MemoryWorld(simulator, SimulatedEndpoint(setup.config.name, plane, floors), metrics, MemoryStateStore(), clock)
 
 
 # ------------------------------------------------------------------------------------------------

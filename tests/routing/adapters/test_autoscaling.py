@@ -5,12 +5,19 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.adapters.autoscaling import SCALE_IN_SUSPENDED_PHASES, VariantScaling, wanted_scaling
+from routing.adapters.autoscaling import (
+    GPU_SCALE_IN_SUSPENDED_PHASES,
+    SCALE_IN_SUSPENDED_PHASES,
+    VariantScaling,
+    scale_in_suspended,
+    wanted_scaling,
+)
 from routing.core.model import Phase
 
 scalings = st.builds(
-    lambda lo, extra, a, b, c: VariantScaling("gpu", lo, lo + extra, a, b, c),
-    st.integers(1, 20), st.integers(0, 20), st.booleans(), st.booleans(), st.booleans(),
+    lambda variant, lo, extra, a, b, c: VariantScaling(variant, lo, lo + extra, a, b, c),
+    st.sampled_from(["neuron", "gpu"]), st.integers(1, 20), st.integers(0, 20), st.booleans(), st.booleans(),
+    st.booleans(),
 )
 
 
@@ -19,7 +26,7 @@ def test_the_wanted_target_is_always_valid_and_only_the_routers_fields_change(cu
     wanted = wanted_scaling(current, phase, floor)
     assert 1 <= wanted.min_capacity <= wanted.max_capacity
     assert wanted.max_capacity >= current.max_capacity  # the ceiling is only ever raised, never cut
-    assert wanted.scale_in_suspended == (phase in SCALE_IN_SUSPENDED_PHASES)
+    assert wanted.scale_in_suspended == scale_in_suspended(current.variant, phase)
     # An operator's own switches are kept as they were.
     assert (wanted.scale_out_suspended, wanted.scheduled_suspended) == (
         current.scale_out_suspended, current.scheduled_suspended)
@@ -31,6 +38,8 @@ def test_the_wanted_target_is_always_valid_and_only_the_routers_fields_change(cu
 
 def test_scale_in_is_suspended_exactly_during_a_ramp_and_a_fallback_episode():
     assert {Phase.RAMPING, Phase.FALLING_BACK, Phase.COOLING_DOWN} == SCALE_IN_SUSPENDED_PHASES
+    assert {Phase.FALLING_BACK, Phase.COOLING_DOWN} == GPU_SCALE_IN_SUSPENDED_PHASES  # gpu is the ramp's donor
+    assert scale_in_suspended("neuron", Phase.RAMPING) and not scale_in_suspended("gpu", Phase.RAMPING)
 
 
 @given(scalings, st.sampled_from(list(Phase)), st.none() | st.integers(0, 50), st.integers(1, 50), st.integers(1, 5))
@@ -38,7 +47,7 @@ def test_where_scale_in_is_allowed_a_floor_asking_no_more_than_there_is_goes_bac
         current, phase, floor, desired, base):
     wanted = wanted_scaling(current, phase, floor, desired, base)
     assert 1 <= wanted.min_capacity <= wanted.max_capacity
-    if phase in SCALE_IN_SUSPENDED_PHASES:
+    if scale_in_suspended(current.variant, phase):
         # A ramp or a fallback keeps what it asked for (as without a base).
         assert wanted == wanted_scaling(current, phase, floor)
     elif floor is not None and floor > desired:
