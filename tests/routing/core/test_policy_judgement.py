@@ -281,3 +281,29 @@ def test_late_metrics_at_full_neuron_never_scale_gpu_ahead_of_a_fallback():
     world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}, delay=3).started()
     _holding(world)
     assert all(d.action not in (Action.SCALE, Action.FALLBACK) or "silent" not in d.reason for d in world.run(15))
+
+
+# ------------------------------------------------------------------------------------------------
+# A faster ramp: the ramp's evidence sizes the steps, one neuron scale-up for the rest of the ramp
+
+
+def test_a_ramp_whose_steps_together_gathered_a_big_sample_skips_a_step():
+    # 20 req/s, 2-minute bakes: 5%, 10%, 15% gather 120, 240, 360 requests, none 4 x min_sample (400)
+    # alone (and 20% may not skip into the last step): the ramp's own total lets 10% skip 15%.
+    world = World(make_config(canary={"steps": [5, 10, 15, 20, 50, 100], "min_sample": 100}), rps=20,
+                  counts={NEURON: 3, GPU: 2}, neuron=Behaviour(p99_ms=30.0)).started()
+    _holding(world)
+    moves = [d for d in world.decisions if d.action == Action.PROGRESS]
+    assert any("skipping 15%" in d.reason for d in moves), [d.reason[:60] for d in moves]
+    assert len(moves) < 6
+
+
+def test_the_first_neuron_scale_up_of_a_ramp_is_sized_for_where_the_ramp_ends():
+    # 120 req/s: 5% fits one neuron instance, 100% needs 4 at the autoscaling target (1,800/min):
+    # asked step by step that is several scale-ups, each holding the endpoint in Updating.
+    world = World(make_config(), rps=120, counts={NEURON: 1, GPU: 8}, scale_ticks=5).started()
+    _holding(world)
+    scales = [d for d in world.decisions if d.action == Action.SCALE and "neuron" in d.reason]
+    assert len(scales) == 1, [d.reason for d in scales]
+    assert scales[0].target.instance_counts[NEURON] >= 4
+    assert "enough for 100%" in scales[0].reason

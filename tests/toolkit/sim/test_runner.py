@@ -57,6 +57,32 @@ def test_autoscaling_off_keeps_counts(make_setup):
     assert {world.simulator.step().variants["gpu"].instances for _ in range(6)} == {2}
 
 
+def test_autoscaling_keeps_the_routers_floor_and_its_scale_in_switch_per_variant(make_setup):
+    from routing.model import Phase
+
+    # 1 req/s: target tracking wants 1 instance of each; the router set floors as it does on AWS.
+    setup = make_setup(traffic={"rps": 1, "poisson": False}, autoscaling={"scale_in_minutes": 2})
+    world = memory_world(setup)
+    world.router.plane.read().desired_counts.update({"neuron": 3, "gpu": 3})
+    asked = Target(weights={"neuron": 5.0, "gpu": 95.0}, instance_counts={"neuron": 2, "gpu": 3})
+    world.router.sync_scaling(Phase.RAMPING, asked)  # a ramp: neuron keeps what it has, gpu is the donor
+    for _ in range(6):
+        world.simulator.step()
+    desired = world.router.describe().variants
+    assert desired["neuron"].desired_instance_count == 3  # scale-in suspended (its floor, 2, is lower)
+    assert desired["gpu"].desired_instance_count == 1  # gpu's floor released to min_count: scaled in
+    world.router.sync_scaling(Phase.HOLDING, None)  # holding: both floors back to min_count, scale-in on
+    for _ in range(6):
+        world.simulator.step()
+    assert world.router.describe().variants["neuron"].desired_instance_count == 1
+    # A count the policy asks above what there is becomes the floor: autoscaling scales out to it.
+    world.router.sync_scaling(Phase.HOLDING, Target(weights={"neuron": 100.0, "gpu": 0.0},
+                                                    instance_counts={"neuron": 2, "gpu": 1}))
+    for _ in range(6):
+        world.simulator.step()
+    assert world.router.describe().variants["neuron"].desired_instance_count == 2
+
+
 def test_summary_times_the_fallback_from_the_fault_onset(make_setup):
     setup = make_setup(duration_minutes=20, canary_start_minute=0, autoscaling={"enabled": False},
                        faults=[{"minute": 8, "variant": "neuron", "kind": "latency", "magnitude": 3,
