@@ -213,7 +213,12 @@ def _silent_everywhere(observation: Observation, state: ControllerState) -> Obse
     if not observation.known or not (state.memory.total_rps or 0) > 0:
         return observation
     since = state.last_window_end
-    fresh = [m for minutes in observation.minutes.values() for m in minutes if since is None or m.start >= since]
+    newest = state.memory.newest_minute
+    # New = newer than the newest minute seen before. Not "started after the last tick": minutes that
+    # arrive steadily late (CloudWatch L minutes behind) are all older than the last tick, and were
+    # read as nothing new on L-1 ticks of every L (measured on late-metrics: 2 ticks of 3 unknown).
+    fresh = [m for minutes in observation.minutes.values() for m in minutes
+             if (m.start > newest if newest is not None else since is None or m.start >= since)]
     # Only the minutes this tick judges for the first time (a clock that ran backwards judges none).
     new_minutes = since is None or observation.window_end > since
     if not new_minutes or any(m.has_data for m in fresh):

@@ -419,3 +419,33 @@ def test_a_staged_update_is_a_note_not_an_error():
     bare._reached = lambda live, target: Controller._reached(bare, live, target)  # type: ignore[arg-type]
     problems = Controller._verify(bare, live, _target(50.0), notes)  # type: ignore[arg-type]
     assert problems == [] and notes and notes[0].startswith("staged update")
+
+
+# ------------------------------------------------------------------------------------------------
+# CloudWatch saying nothing vs minutes that arrive late
+
+
+def _late_world(newest_seen: datetime, arrived: list[datetime], now: datetime):
+    from routing.controller import _silent_everywhere
+    from routing.core.model import ControllerState, MinuteMetrics, Observation, PolicyMemory
+
+    state = ControllerState(endpoint="ep", last_window_end=now - timedelta(minutes=1),
+                            memory=PolicyMemory(total_rps=60.0, newest_minute=newest_seen))
+    observation = Observation(window_start=now - timedelta(minutes=30), window_end=now,
+                              minutes={"neuron": tuple(MinuteMetrics(start=m, invocations=600.0) for m in arrived),
+                                       "gpu": ()})
+    return _silent_everywhere(observation, state)
+
+
+def test_minutes_arriving_steadily_late_are_new_data_not_cloudwatch_saying_nothing():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    newest = now - timedelta(minutes=5)  # 3 minutes late (+ the minute closing): one new minute a tick
+    observed = _late_world(newest, [newest - timedelta(minutes=1), newest, newest + timedelta(minutes=1)], now)
+    assert observed.error is None
+
+
+def test_no_minute_newer_than_any_seen_is_cloudwatch_saying_nothing():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    newest = now - timedelta(minutes=5)
+    observed = _late_world(newest, [newest - timedelta(minutes=1), newest], now)
+    assert observed.error is not None and "no datapoints for any variant" in observed.error

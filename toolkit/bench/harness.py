@@ -295,10 +295,24 @@ def scaled(scenario: Scenario, factor: float) -> Scenario:
     return scenario.model_copy(update={"name": label, "traffic": traffic.model_copy(update=update)})
 
 
+def late_for_the_whole_run(scenario: Scenario) -> bool:
+    """Every variant's metrics late from the first minute to the last (the late-metrics goal)."""
+    late = [f for f in scenario.faults if f.kind == "metric_delay" and f.minute == 0
+            and f.duration_minutes >= scenario.duration_minutes]
+    return {f.variant for f in late} == set(VARIANT_NAMES)
+
+
+def on_time(scenario: Scenario) -> Scenario:
+    """The same scenario with its metrics on time (the late-metrics goal's reference run)."""
+    faults = [f for f in scenario.faults if f.kind != "metric_delay"]
+    return scenario.model_copy(update={"name": f"{scenario.name}-on-time", "faults": faults})
+
+
 @dataclass
 class Plan:
     jobs: list[Job] = field(default_factory=list)
     adaptive: tuple[str, str] | None = None  # (1x scenario, 10x scenario)
+    late: list[tuple[str, str]] = field(default_factory=list)  # (late for the whole run, its on-time copy)
     low_traffic: str | None = None
     aws_scenario: str | None = None
 
@@ -324,6 +338,12 @@ def plan(scenarios: list[Scenario], config: HybridConfig, policies: Iterable[str
             out.low_traffic = scenario.name
         out.jobs.extend(Job(scenario, config, p, scenario.seed + i, label=scenario.name)
                         for p in policies for i in range(n))
+    for scenario in scenarios:
+        if late_for_the_whole_run(scenario):  # hybrid only: the goal compares its own two runs
+            twin = on_time(scenario)
+            out.late.append((scenario.name, twin.name))
+            out.jobs.extend(Job(twin, config, "hybrid", scenario.seed + i, label=twin.name)
+                            for i in range(max(seeds, GOAL_SEEDS) if is_low_traffic(scenario) else seeds))
     steady = [s for s in scenarios if is_steady(s)]
     base = next((s for s in steady if is_low_traffic(s)), steady[0] if steady else None)
     if base is not None:
@@ -439,6 +459,7 @@ HEALTHY_COST_RATIO = 1.05
 FALLBACK_MINUTES = 2
 BAD_REQUESTS_FRACTION = 0.5
 ADAPTIVE_SPEEDUP = 3.0
+LATE_RATIO = 1.5  # metrics late for the whole run: full migration within 1.5 x the on-time run's time
 CANARY_BASELINES = ("guardrails-linear", "flagger-like")  # the tools a user would pick to migrate
 
 
@@ -452,7 +473,7 @@ def harmful_scenarios(runs: list[RunFigures]) -> set[str]:
 
 
 def judge(table: dict[str, Any], runs: list[RunFigures], scenarios: list[Scenario],
-          adaptive: tuple[str, str] | None) -> list[dict[str, Any]]:
+          adaptive: tuple[str, str] | None, late: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """One entry per goal and scenario: goal, scenario, value, bound, met (None: not applicable / no data)."""
     goals: list[dict[str, Any]] = []
     harmful = harmful_scenarios(runs)
@@ -522,6 +543,14 @@ def judge(table: dict[str, Any], runs: list[RunFigures], scenarios: list[Scenari
                 continue
             add(f"adaptive: {baseline} schedule unchanged at 10x", f"{slow} vs {fast}", f"{x} vs {y}",
                 "equal (+-1 min)", None if x is None or y is None else abs(x - y) <= 1.0)
+    for slow, twin in late or []:
+        a = _mean(table, slow, "hybrid", "minutes_to_full_migration")
+        b = _mean(table, twin, "hybrid", "minutes_to_full_migration")
+        missing = table.get(slow, {}).get("hybrid", {}).get("minutes_to_full_migration", {}).get("missing", 0)
+        ratio = round(a / b, 2) if a is not None and b else None
+        add(f"late metrics: full migration <= {LATE_RATIO:g} x on time", f"{slow} vs {twin}", ratio,
+            f"<= {LATE_RATIO:g}x", None if ratio is None else (ratio <= LATE_RATIO and not missing),
+            f"{a} vs {b} minutes" + (f"; {missing} seed(s) never migrated" if missing else ""))
     for scope, filt in (("in-memory", lambda r: r.mode == "in-memory"), ("embedded-aws", lambda r: r.mode != "in-memory")):
         ours = [r for r in runs if r.policy == "hybrid" and filt(r)]
         if not ours:
@@ -595,6 +624,10 @@ def scenario_info(scenarios: list[Scenario], the_plan: Plan) -> dict[str, Any]:
         slow, fast = the_plan.adaptive
         base = out.get(slow, {})
         out[fast] = {**base, "description": f"{slow} at 10x the traffic (the adaptive goal)"}
+    for slow, twin in the_plan.late:
+        base = out.get(slow, {})
+        out[twin] = {**base, "faults": [f for f in base.get("faults", []) if f.get("kind") != "metric_delay"],
+                     "description": f"{slow} with its metrics on time (hybrid only: the late-metrics goal)"}
     return out
 
 
@@ -615,7 +648,7 @@ def bench_document(runs: list[RunFigures], scenarios: list[Scenario], policies: 
         "wall_seconds": round(wall_seconds, 2),
         "workers": workers,
         "results": table,
-        "goals": judge(table, runs, scenarios, the_plan.adaptive),
+        "goals": judge(table, runs, scenarios, the_plan.adaptive, the_plan.late),
         "aws_check": aws_comparison(runs),
         "runs": [r.to_dict() for r in sorted(runs, key=lambda r: (r.scenario, r.policy, r.seed, r.mode))],
     }
