@@ -307,3 +307,15 @@ def test_the_first_neuron_scale_up_of_a_ramp_is_sized_for_where_the_ramp_ends():
     assert len(scales) == 1, [d.reason for d in scales]
     assert scales[0].target.instance_counts[NEURON] >= 4
     assert "enough for 100%" in scales[0].reason
+
+
+def test_an_error_rate_over_the_cap_is_called_on_its_first_minute_not_diluted_by_clean_ones():
+    # 3% 5XX against a 1% cap at 60 req/s: 108 errors in the newest minute. Diluted by four clean
+    # minutes (the 5-minute window) it is 0.6%, under the cap; the newest 2 minutes call it at once.
+    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 1}).started()
+    _holding(world)
+    world.run(6)
+    world.neuron = Behaviour(error_rate=0.03)
+    decision = world.tick()
+    assert decision.action == Action.FALLBACK, decision.reason
+    assert "errors failed" in decision.reason
