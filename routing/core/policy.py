@@ -579,7 +579,10 @@ def shift(t: Tick, state: ControllerState, goal: float, action: Action, why: str
     rps = t.measured.sizing_rps
     asked = _asked_counts(t.endpoint)
     live_counts = t.endpoint.counts()
-    need_n = neuron_needed(t.config, goal, rps)
+    # A ramp sizes neuron as target tracking will: a step sized below the autoscaling target is
+    # scaled out by it minutes later anyway, at a moment nobody chose (a fallback decided in the
+    # minute after an error burst waited 7 minutes for such a scale-out: error-burst, seed 13).
+    need_n = neuron_needed(t.config, goal, rps, autoscaler=plan_share is not None)
     counts = dict(asked)
     counts[NEURON] = max(asked.get(NEURON, 0), need_n)
     stats = {"goal_share": goal, "neuron_needed": need_n, "sizing_rps": rps}

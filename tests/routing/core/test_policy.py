@@ -26,7 +26,7 @@ def shares(world: World) -> list[float]:
 def test_clean_ramp_walks_every_step_then_holds_at_the_target():
     world = World(make_config()).started()
     world.run_until(lambda d: d.state.phase == Phase.HOLDING)
-    assert shares(world) == [10.0, 25.0, 50.0, 100.0]
+    assert [d.target.weights[NEURON] for d in world.decisions if d.action == Action.PROGRESS] == [10.0, 25.0, 50.0, 100.0]
     progressed = [d for d in world.decisions if d.action == Action.PROGRESS]
     assert len(progressed) == 4
     for decision in progressed[1:]:  # every step after the first was judged, with all gates passing
@@ -355,8 +355,13 @@ def holding_world(**kwargs) -> World:
 
 def test_holding_answers_a_surge_with_neuron_capacity_and_gpu_overflow_never_a_fallback():
     spike = {"on": False}
-    world = holding_world(rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4},
-                          scale_ticks=4)
+    config = make_config()
+    neuron = config.variants.neuron.model_copy(update={"target_invocations_per_instance": 1800})  # 75% of 40 req/s
+    config = config.model_copy(update={"variants": config.variants.model_copy(update={"neuron": neuron})})
+    world = World(config, rps=lambda tick: 200.0 if spike["on"] else 60.0, counts={NEURON: 2, GPU: 4},
+                  scale_ticks=4).started()
+    world.run_until(lambda d: d.state.phase == Phase.HOLDING)
+    world.run_until(lambda d: world.status == "InService", limit=10)
     world.neuron = Behaviour(capacity_rps=40.0)
     world.gpu = Behaviour(p99_ms=38.0, capacity_rps=20.0)
     spike["on"] = True

@@ -152,7 +152,9 @@ def test_a_shifted_distribution_far_past_the_slo_falls_back_on_its_first_closed_
 
 
 def test_a_marginal_shift_needs_a_second_minute():
-    world = World(make_config(), rps=60, counts={NEURON: 3, GPU: 4}).started()
+    # Neuron already has what the ramp's end needs (60 req/s at 600/min per instance): no scale-up
+    # changes the timing of the step under judgement.
+    world = World(make_config(), rps=60, counts={NEURON: 6, GPU: 4}).started()
     world.neuron = Behaviour(p99_ms=125.0, p90_ms=85.0)
     world.gpu = Behaviour(p99_ms=120.0, p90_ms=80.0)  # the regression bar: 1.25 x 120 = 150 ms, like the SLO
     world.run_until(lambda d: d.state.step >= 2 and d.action == Action.PROGRESS)
