@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # the settings model is only read here (see docs/architecture
 
 ALPHA = 0.01  # one-sided significance, as the 5XX gate
 MIN_DISAGREEMENTS = 5  # disagreeing answers needed before a parity breach can be called
+# As the 5XX gate: the newest 2 and 5 minutes are looked at too (each at ALPHA / 2), so wrong answers
+# that start mid-ramp are not diluted by the clean comparisons before them (wrong-outputs: 5% wrong
+# answers against a 1% cap took 7-30 minutes to call on the ramp's totals alone).
+BREACH_WINDOWS = (2, 5)
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,22 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
 
+def _looks_bad(counts: ParityCounts, cap: float, alpha: float) -> bool:
+    test = one_proportion_z(counts.disagreed, counts.compared, cap)
+    rate = counts.disagreed / counts.compared if counts.compared > 0 else 0.0
+    return counts.disagreed >= MIN_DISAGREEMENTS and rate > cap and test.significant(alpha)
+
+
 def parity_gate(step: ParityCounts, recent: ParityCounts, min_agreement: float,
-                min_sample: int) -> tuple[GateResult, dict[str, Any]]:
-    """The gate over the step's comparisons (to pass) and those since the last fallback (to fail)."""
+                min_sample: int, newest: tuple[ParityCounts, ...] = ()) -> tuple[GateResult, dict[str, Any]]:
+    """The gate over the step's comparisons (to pass) and those since the last fallback (to fail);
+    `newest`: the newest minutes' counts (BREACH_WINDOWS), each also tested to fail."""
     cap = 1.0 - min_agreement
+    if not _looks_bad(recent, cap, ALPHA):
+        recent = next((w for w in newest if _looks_bad(w, cap, ALPHA / max(len(newest), 1))), recent)
     test = one_proportion_z(recent.disagreed, recent.compared, cap)
     rate = recent.disagreed / recent.compared if recent.compared > 0 else 0.0
-    breach = recent.disagreed >= MIN_DISAGREEMENTS and rate > cap and test.significant(ALPHA)
+    breach = _looks_bad(recent, cap, ALPHA / max(len(newest), 1))
     stats = {"compared": step.compared, "agreed": step.agreed, "recent_compared": recent.compared,
              "recent_disagreed": recent.disagreed, "z": test.z, "p_value": test.p_value, "alpha": ALPHA,
              "min_disagreements": MIN_DISAGREEMENTS, "min_sample": min_sample, "min_agreement": min_agreement}
@@ -93,4 +106,6 @@ def assess_parity(config: HybridConfig, step: Iterable[MinuteMetrics],
     online = getattr(parity, "online", None)
     if parity is None or online is None or online.mirror_fraction <= 0:
         return None
-    return parity_gate(ParityCounts.of(step), ParityCounts.of(recent), parity.min_agreement, online.min_sample)
+    rows = [m for m in recent if m.has_data]
+    newest = tuple(ParityCounts.of(rows[-n:]) for n in BREACH_WINDOWS)
+    return parity_gate(ParityCounts.of(step), ParityCounts.of(rows), parity.min_agreement, online.min_sample, newest)

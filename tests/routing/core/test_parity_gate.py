@@ -65,3 +65,14 @@ def test_no_gate_when_online_parity_is_off_and_one_when_the_client_mirrors():
     on = make_config(parity={"online": {"mirror_fraction": 0.1, "min_sample": 200}})
     gate, stats = assess_parity(on, rows, rows)
     assert gate.passed is True and stats["compared"] == 250
+
+
+def test_wrong_answers_that_start_mid_ramp_are_not_diluted_by_the_clean_comparisons_before_them():
+    # 20 clean minutes of 100 comparisons, then 2 minutes with 5% disagreeing: 10 of 2,200 overall
+    # (0.45%, under the 1% cap), 10 of 200 in the newest two minutes (5%, z = 4.0).
+    on = make_config(parity={"min_agreement": 0.99, "online": {"mirror_fraction": 0.05, "min_sample": 100}})
+    rows = [minute(i, 100, 100) for i in range(20)] + [minute(20, 100, 95), minute(21, 100, 95)]
+    gate, _ = assess_parity(on, rows[-2:], rows)
+    assert gate.passed is False and "10 of 200" in gate.detail
+    whole_only, _ = parity_gate(ParityCounts.of(rows[-2:]), ParityCounts.of(rows), 0.99, 100)
+    assert whole_only.passed is not False  # the ramp's totals alone would hold: diluted
