@@ -18,7 +18,9 @@ SHORT = {
     "canary_start_minute": 2,
     "traffic": {"rps": 60},
     "config": {"canary": {"steps": [50, 100]},
-               "variants": {"gpu": {"initial_count": 4}, "neuron": {"initial_count": 2, "min_count": 2}}},
+               # neuron starts with what its autoscaling target keeps for 60 req/s (1,800/min each):
+               # the ramp needs no scale-up and reaches 100% before the fault
+               "variants": {"gpu": {"initial_count": 4}, "neuron": {"initial_count": 3, "min_count": 2}}},
     "faults": [{"minute": 18, "variant": "neuron", "kind": "latency", "magnitude": 3.0, "duration_minutes": 10}],
 }
 

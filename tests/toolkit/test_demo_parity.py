@@ -12,15 +12,15 @@ from toolkit.cli import run
 
 NEW_MODEL = {
     "name": "short-new-model",
-    "description": "60 req/s, quick ramp, a new neuron model at minute 16 while holding.",
-    "duration_minutes": 60,
+    "description": "60 req/s, quick ramp, a new neuron model at minute 36 while holding.",
+    "duration_minutes": 75,
     "seed": 5,
     "canary_start_minute": 2,
     "traffic": {"rps": 60},
     "config": {"canary": {"steps": [50, 100]},
                "parity": {"comparator": "labels", "online": {"mirror_fraction": 0.05, "min_sample": 50}},
                "variants": {"gpu": {"initial_count": 4}, "neuron": {"initial_count": 2, "min_count": 2}}},
-    "events": [{"minute": 16, "kind": "new_model", "variant": "neuron"}],
+    "events": [{"minute": 36, "kind": "new_model", "variant": "neuron"}],  # holding, gpu at its floor
 }
 
 

@@ -142,16 +142,25 @@ class Simulator:
         self.events: list[str] = []
         clock.at_minute(0, TICK_OFFSET_SECONDS)
         self.model_versions = {name: 1 for name in VARIANT_NAMES}
+        self.deployed_events: set[int] = set()  # indexes of the scenario's new_model events already deployed
 
     def _deploy_models(self, minute: int) -> list[str]:
-        """Scenario events: a new model version on a variant this minute (weights and counts retained)."""
+        """Scenario events: a new model version on a variant (weights and counts retained).
+
+        As a deploy pipeline would, it waits for the endpoint to be InService: SageMaker refuses
+        UpdateEndpoint while the endpoint updates (a scale-up holds it for minutes)."""
         out = []
-        for event in self.setup.scenario.events:
-            if event.minute == minute and event.kind == "new_model":
-                self.model_versions[event.variant] += 1
-                version = self.model_versions[event.variant]
-                self.plane.deploy_model(event.variant, model_name(self.setup, event.variant, version))
-                out.append(f"{event.variant}: new model v{version} deployed")
+        for index, event in enumerate(self.setup.scenario.events):
+            if event.kind != "new_model" or event.minute > minute or index in self.deployed_events:
+                continue
+            if self.plane.read().status != "InService":
+                continue  # tried again next minute
+            self.deployed_events.add(index)
+            self.model_versions[event.variant] += 1
+            version = self.model_versions[event.variant]
+            self.plane.deploy_model(event.variant, model_name(self.setup, event.variant, version))
+            late = f" (waited {minute - event.minute} min for InService)" if minute > event.minute else ""
+            out.append(f"{event.variant}: new model v{version} deployed{late}")
         return out
 
     def step(self) -> MinuteOutcome:

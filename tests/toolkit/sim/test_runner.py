@@ -125,3 +125,16 @@ def test_a_fallback_is_counted_once_while_it_lands():
     assert fallback_events(rows) == [2, 5]
     scripted = [row(0, "", "fallback"), row(1, "", "fallback"), row(2, "", "progress"), row(3, "", "fallback")]
     assert fallback_events(scripted) == [0, 3]
+
+
+def test_a_new_model_waits_for_the_endpoint_to_be_in_service_as_a_deploy_pipeline_does(make_setup):
+    # SageMaker refuses UpdateEndpoint while the endpoint updates: the event is deployed the first
+    # minute the endpoint is InService again, and says how long it waited.
+    setup = make_setup(duration_minutes=5, events=[{"minute": 1, "kind": "new_model", "variant": "neuron"}])
+    world = memory_world(setup)
+    world.simulator.step()
+    world.router.plane.read().status = "Updating"  # e.g. a scale-up still running
+    world.simulator.step()
+    assert not any("new model" in e for e in world.simulator.events)
+    world.simulator.step()
+    assert any("new model v2 deployed (waited 1 min for InService)" in e for e in world.simulator.events)
