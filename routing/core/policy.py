@@ -100,6 +100,12 @@ def _asked_counts(endpoint: EndpointLive) -> dict[str, int]:
     return {name: max(v.desired_instance_count, v.current_instance_count) for name, v in endpoint.variants.items()}
 
 
+def _with_count(t: Tick, variant: str, count: int) -> Target:
+    """The live weights, `variant` asked for `count` instances, the other counts as already asked."""
+    return Target(weights=_weights(t.live),
+                  instance_counts=_bounded_counts(t.config, {**_asked_counts(t.endpoint), variant: count}))
+
+
 def _bounded_counts(config: HybridConfig, counts: Mapping[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for variant in (NEURON, GPU):
@@ -671,15 +677,14 @@ def _gpu_ahead_of_silence(t: Tick) -> Decision | None:
             or silence.minutes >= silence.min_minutes
             or silence.expected < t.config.fallback.expected_invocations_for_silence):
         return None
-    asked = _asked_counts(t.endpoint)
+    asked = _asked_counts(t.endpoint).get(GPU, 0)
     need = gpu_needed(t.config, 100.0, t.measured.sizing_rps)
-    if asked.get(GPU, 0) >= need:
+    if asked >= need:
         return None
-    counts = _bounded_counts(t.config, {**asked, GPU: need})
-    target = Target(weights=_weights(t.live), instance_counts=counts)
+    target = _with_count(t, GPU, need)
     reason = (f"neuron silent for {silence.minutes} min with {fmt_int(silence.expected)} requests expected "
               f"(an outage if the next minute is silent too; a late CloudWatch minute looks the same for one): "
-              f"gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances ahead of a fallback, weights unchanged")
+              f"gpu {asked} -> {target.instance_counts[GPU]} instances ahead of a fallback, weights unchanged")
     return _decision(t, t.state, Action.SCALE, reason, target, {"sizing_rps": t.measured.sizing_rps})
 
 
@@ -958,29 +963,27 @@ def scale_ahead(t: Tick, state: ControllerState, where: str) -> Decision | None:
 
     Only up (never a scale-in here), counts only (weights unchanged), and only when nothing is asked yet.
     """
-    asked = _asked_counts(t.endpoint)
+    asked = _asked_counts(t.endpoint).get(NEURON, 0)
     need = neuron_needed(t.config, t.live, t.measured.sizing_rps)
-    if t.live <= 0 or asked.get(NEURON, 0) >= need:
+    if t.live <= 0 or asked >= need:
         return None
-    counts = _bounded_counts(t.config, {**asked, NEURON: need})
-    if counts[NEURON] <= asked.get(NEURON, 0):
+    target = _with_count(t, NEURON, need)
+    if target.instance_counts[NEURON] <= asked:
         return None
-    target = Target(weights=_weights(t.live), instance_counts=counts)
     lead = state.memory.scale_up_minutes if state.memory.scale_up_minutes is not None else DEFAULT_SCALE_UP_MINUTES
-    reason = (f"{where}: scaling neuron {asked.get(NEURON, 0)} -> {counts[NEURON]} instances ahead of the traffic "
+    reason = (f"{where}: scaling neuron {asked} -> {target.instance_counts[NEURON]} instances ahead of the traffic "
               f"({t.measured.sizing_rps:.1f} req/s planned {lead:g} min ahead on the trend)")
     return _decision(t, state, Action.SCALE, reason, target, {"sizing_rps": t.measured.sizing_rps})
 
 
 def shrink_donor(t: Tick, state: ControllerState, goal: float, dwell_ok: bool) -> Decision | None:
     """Holding: once the split has been stable for the dwell, gpu sheds what its share no longer needs."""
-    asked = _asked_counts(t.endpoint)
+    asked = _asked_counts(t.endpoint).get(GPU, 0)
     needed = gpu_needed(t.config, 100.0 - goal, t.measured.sizing_rps)
-    if not dwell_ok or asked.get(GPU, 0) <= needed:
+    if not dwell_ok or asked <= needed:
         return None
-    counts = _bounded_counts(t.config, {**asked, GPU: needed})
-    target = Target(weights=_weights(t.live), instance_counts=counts)
-    reason = (f"holding at {_pct(goal)}: gpu {asked.get(GPU, 0)} -> {counts[GPU]} instances for its "
+    target = _with_count(t, GPU, needed)
+    reason = (f"holding at {_pct(goal)}: gpu {asked} -> {target.instance_counts[GPU]} instances for its "
               f"{_pct(round(100.0 - goal, 2))} share of {t.measured.sizing_rps:.1f} req/s (warm minimum "
               f"{t.config.variants.gpu.min_count})")
     return _decision(t, state, Action.SCALE, reason, target)
