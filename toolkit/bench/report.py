@@ -23,15 +23,17 @@ COLUMNS = (
 )
 
 
-def cell_text(spread: dict[str, Any], digits: int) -> str:
-    """mean ± std (n/a when no seed has the figure; `k never` when some seeds lack it)."""
+def cell_text(spread: dict[str, Any], digits: int, key: str) -> str:
+    """mean ± std; for a minutes figure `never` when no seed has it and `k never` when some lack it,
+    for any other figure `-` (no pair to compute it from, e.g. a hybrid-only reference run)."""
+    lacking = "never" if key.startswith("minutes_to_") else "-"
     if spread.get("mean") is None:
-        return "never" if spread.get("missing") else "-"
+        return lacking if spread.get("missing") else "-"
     text = f"{spread['mean']:.{digits}f}"
     if spread.get("std"):
         text += f" ±{spread['std']:.{digits}f}"
     if spread.get("missing"):
-        text += f" ({spread['missing']} never)"
+        text += f" ({spread['missing']} {'never' if lacking == 'never' else 'n/a'})"
     return text
 
 
@@ -53,7 +55,7 @@ def render(document: dict[str, Any], console: Any = None) -> None:
                 continue
             style = "bold" if policy == "hybrid" else None
             table.add_row(scenario if first else "", policy,
-                          *(cell_text(cell[key], digits) for _, key, digits in COLUMNS), style=style)
+                          *(cell_text(cell[key], digits, key) for _, key, digits in COLUMNS), style=style)
             first = False
         table.add_section()
     console.print(table)

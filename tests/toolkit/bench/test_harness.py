@@ -242,3 +242,33 @@ def test_goals_judge_healthy_and_harmful_scenarios_from_the_truth(make_setup):
     assert goals[("fault: bad_requests <= 0.5 x best migrating baseline", "h")]["met"] is True
     decided = goals[("fault: fallback decided <= 2 min after every harmful onset", "h")]
     assert decided["met"] is False and decided["value"] == 3  # the worst seed decides
+
+
+def test_metrics_late_for_the_whole_run_get_an_on_time_copy_and_the_late_metrics_goal(make_setup, example_config):
+    from toolkit.bench.harness import judge, late_for_the_whole_run, on_time
+
+    late = make_setup(duration_minutes=30, faults=[
+        {"minute": 0, "variant": v, "kind": "metric_delay", "magnitude": 3, "duration_minutes": 30}
+        for v in (NEURON, GPU)]).scenario
+    partly = make_setup(duration_minutes=30, faults=[
+        {"minute": 5, "variant": v, "kind": "metric_delay", "magnitude": 3, "duration_minutes": 10}
+        for v in (NEURON, GPU)]).scenario
+    assert late_for_the_whole_run(late) and not late_for_the_whole_run(partly)
+    twin = on_time(late)
+    assert twin.name == f"{late.name}-on-time" and not twin.faults
+    jobs = plan([late], example_config, ["hybrid"], seeds=2, aws_check=False)
+    assert jobs.late == [(late.name, twin.name)]
+    assert {j.policy for j in jobs.jobs if j.label == twin.name} == {"hybrid"}  # the goal compares hybrid's runs
+    table = {late.name: {"hybrid": {"minutes_to_full_migration": {"mean": 45.0, "n": 2, "missing": 0}}},
+             twin.name: {"hybrid": {"minutes_to_full_migration": {"mean": 25.0, "n": 2, "missing": 0}}}}
+    goal = next(g for g in judge(table, [], [], None, jobs.late) if g["goal"].startswith("late metrics"))
+    assert goal["value"] == 1.8 and goal["met"] is False  # 45 vs 25 minutes: over 1.5x
+
+
+def test_a_figure_no_seed_has_prints_never_for_minutes_and_a_dash_otherwise():
+    from toolkit.bench.report import cell_text
+
+    lacking = {"mean": None, "n": 0, "missing": 2}
+    assert cell_text(lacking, 1, "minutes_to_full_migration") == "never"
+    assert cell_text(lacking, 2, "cost_vs_oracle") == "-"
+    assert cell_text({"mean": 30.0, "std": 0.0, "n": 1, "missing": 1}, 1, "minutes_to_full_migration") == "30.0 (1 never)"
