@@ -289,8 +289,14 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     # A minute neuron served past its saturation level is evidence of load, not of a fault: the
     # gates judge the other minutes; the saturated ones are answered with capacity (overflow).
     step = _without(window_from(observation.minutes, ceil_minute(since) if since else None), saturated)
+    # Breaches are looked for from the minute in which the reset happened, not the next one: a
+    # re-ramp's first minute is neuron's own requests at the new share (a few seconds at the old
+    # one, which was 0 after a cool-down), and a fault still active shows there first (re-ramp
+    # into latency-regression: decided a minute later with that minute left out). Steps still
+    # pass only on whole minutes at their share (`step`, from the next minute).
     reset = state.memory.breach_since
-    recent = _without(window_from(observation.minutes, ceil_minute(reset) if reset else None), saturated)
+    reset_minute = reset.replace(second=0, microsecond=0) if reset else None
+    recent = _without(window_from(observation.minutes, reset_minute), saturated)
     totals = _minute_totals(observation.minutes, neuron_share, gpu_share, ceil_minute(since) if since else None)
     known = [t for _, t in totals if t is not None]
     last_rps = float(state.memory.total_rps or 0.0)
@@ -332,7 +338,7 @@ def measure(config: HybridConfig, state: ControllerState, endpoint: EndpointLive
     totals, counted = _step_totals(state, step, observation, neuron_share, gpu_share)
     return Measurement(neuron_share, gpu_share, step, recent, totals, total_rps, sizing_rps, silence, observed,
                        projected, counted, lag, reported_horizon(observation) or state.memory.newest_minute,
-                       _newest_saturated(config, observation, saturated, ceil_minute(reset) if reset else None))
+                       _newest_saturated(config, observation, saturated, reset_minute))
 
 
 def minute_load(config: HybridConfig, minute: MinuteMetrics, count: int) -> float | None:

@@ -321,3 +321,18 @@ def test_an_error_rate_over_the_cap_is_called_on_its_first_minute_not_diluted_by
     decision = world.tick()
     assert decision.action == Action.FALLBACK, decision.reason
     assert "errors failed" in decision.reason
+
+
+def test_breaches_are_looked_for_from_the_minute_of_the_reset_not_the_next_one():
+    from datetime import timedelta
+
+    from routing.core import policy
+
+    # A re-ramp (or a start) resets at a tick 5 s into a minute: that minute is neuron's own
+    # requests at the new share, so a fault still active must count there for a breach.
+    world = World(make_config(), rps=60, counts={NEURON: 6, GPU: 4}).started()
+    world.run(3)
+    newest = world.now - timedelta(minutes=1)  # the newest closed minute's start
+    state = world.state.remember(breach_since=newest + timedelta(seconds=5))
+    measured = policy.measure(world.config, state, world.endpoint(), world.observation(), world.prices)
+    assert [m.start for m in measured.recent.neuron] == [newest]
