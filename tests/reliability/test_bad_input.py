@@ -149,15 +149,20 @@ def _endpoint_view(sm: Any, name: str) -> Any:
         return None
 
 
-def _route(tmp_path: Path, data: dict[str, Any], capsys, *extra: str) -> tuple[int, str]:
+def _refused(tmp_path: Path, data: dict[str, Any], capsys, command: list[str], *extra: str) -> tuple[int, str]:
+    """Write the config, run `command`, and return (exit code, its one clear line); nothing written."""
     path = tmp_path / "hybrid.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     before = _snapshot(tmp_path)
     capsys.readouterr()
-    code = run(["route", "tick", "-c", str(path), *extra])
+    code = run([*command, "-c", str(path), *extra])
     line = _one_clear_line(capsys)
-    assert _snapshot(tmp_path) == before, "a refused tick wrote files"
+    assert _snapshot(tmp_path) == before, f"a refused {' '.join(command)} wrote files"
     return code, line
+
+
+def _route(tmp_path: Path, data: dict[str, Any], capsys, *extra: str) -> tuple[int, str]:
+    return _refused(tmp_path, data, capsys, ["route", "tick"], *extra)
 
 
 @pytest.mark.bad_input("endpoint does not exist")
@@ -165,14 +170,8 @@ def _route(tmp_path: Path, data: dict[str, Any], capsys, *extra: str) -> tuple[i
                          ids=["tick", "start", "status"])
 def test_an_endpoint_that_does_not_exist_is_named(tmp_path, aws, capsys, command):
     data, _ = aws
-    path = tmp_path / "hybrid.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    before = _snapshot(tmp_path)
-    capsys.readouterr()
-    code = run([*command, "-c", str(path)])
-    line = _one_clear_line(capsys)
+    code, line = _refused(tmp_path, data, capsys, command)
     assert code == 2 and data["name"] in line and "does not exist" in line, line
-    assert _snapshot(tmp_path) == before
 
 
 @pytest.mark.bad_input("variant does not exist")
@@ -274,14 +273,8 @@ def test_a_corrupt_state_is_one_line_naming_the_file_and_reset(tmp_path, aws, ca
     state = tmp_path / "state" / data["name"] / "state.json"
     state.parent.mkdir(parents=True)
     state.write_bytes(CORRUPT_STATES[kind])
-    path = tmp_path / "hybrid.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    before = _snapshot(tmp_path)
-    capsys.readouterr()
-    code = run([*command, "-c", str(path)])
-    line = _one_clear_line(capsys)
+    code, line = _refused(tmp_path, data, capsys, command)
     assert code == 2 and str(state) in line and "hybrid canary reset" in line, line
-    assert _snapshot(tmp_path) == before
 
 
 @pytest.mark.bad_input("a command the phase refuses")
@@ -290,11 +283,7 @@ def test_a_corrupt_state_is_one_line_naming_the_file_and_reset(tmp_path, aws, ca
 def test_a_command_refused_in_idle_says_why_and_changes_nothing(tmp_path, aws, capsys, command):
     data, sm = aws
     create_endpoint(sm, data["name"], neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
-    path = tmp_path / "hybrid.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    before, live = _snapshot(tmp_path), _endpoint_view(sm, data["name"])
-    capsys.readouterr()
-    code = run([*command, "-c", str(path)])
-    line = _one_clear_line(capsys)
+    live = _endpoint_view(sm, data["name"])
+    code, line = _refused(tmp_path, data, capsys, command)
     assert code == 2 and "while idle" in line, line
-    assert _snapshot(tmp_path) == before and _endpoint_view(sm, data["name"]) == live
+    assert _endpoint_view(sm, data["name"]) == live

@@ -5,7 +5,10 @@ Not a conftest: imported explicitly by the tests that use it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
@@ -63,3 +66,22 @@ def feed_split(cw: Any, endpoint: str, minute: datetime, *, total: int, neuron_s
     feed_minute(cw, endpoint, "neuron", minute, invocations=neuron, latency_ms=40.0, p99_ms=neuron_p99_ms,
                 errors_5xx=neuron_5xx)
     feed_minute(cw, endpoint, "gpu", minute, invocations=total - neuron, latency_ms=45.0, p99_ms=gpu_p99_ms)
+
+
+@contextlib.contextmanager
+def cli_endpoint(tmp_path: Path, example_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path],
+                 **endpoint: Any) -> Iterator[dict[str, Any]]:
+    """A CLI test's world: a 3-step canary config with its state under tmp_path, an endpoint in moto
+    (create_endpoint's keyword arguments). Yields config path, name, SageMaker client, tmp_path."""
+    import boto3
+
+    from toolkit.local.server import patched_mock_aws
+
+    data = example_data
+    data["canary"] = {"steps": [10, 50, 100], "min_bake_minutes": 1, "max_bake_minutes": 10, "min_sample": 50}
+    data["state_dir"] = str(tmp_path / "state")
+    path = write_config(data)
+    with patched_mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        create_endpoint(sm, data["name"], **endpoint)
+        yield {"config": str(path), "name": data["name"], "sm": sm, "tmp": tmp_path}

@@ -9,12 +9,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 
-from tests.routing._aws import create_endpoint
+from tests.routing._aws import cli_endpoint
 from toolkit.cli import run
-from toolkit.local.server import patched_mock_aws
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CORRUPT = {
@@ -29,15 +27,9 @@ CORRUPT = {
 
 @pytest.fixture
 def setup(tmp_path, example_data, write_config):
-    data = example_data
-    data["canary"] = {"steps": [10, 50, 100], "min_bake_minutes": 1, "max_bake_minutes": 10, "min_sample": 50}
-    data["state_dir"] = str(tmp_path / "state")
-    path = write_config(data)
-    with patched_mock_aws():
-        sm = boto3.client("sagemaker", region_name="us-east-1")
-        create_endpoint(sm, data["name"], neuron_weight=30.0, gpu_weight=70.0, neuron_count=2, gpu_count=2)
-        yield {"config": str(path), "name": data["name"], "sm": sm, "state": tmp_path / "state" / data["name"],
-               "tmp": tmp_path}
+    with cli_endpoint(tmp_path, example_data, write_config, neuron_weight=30.0, gpu_weight=70.0,
+                      neuron_count=2, gpu_count=2) as world:
+        yield {**world, "state": tmp_path / "state" / world["name"]}
 
 
 def _cli(capsys, *args: str, now: datetime | None = T0) -> tuple[int, object, str]:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from tests.routing._aws import create_endpoint, feed_split
+from tests.routing._aws import cli_endpoint, create_endpoint, feed_split
 from toolkit.cli import run
 from toolkit.local.server import patched_mock_aws
 
@@ -25,15 +25,9 @@ TOTAL_PER_MINUTE = 1200  # 20 req/s
 
 @pytest.fixture
 def setup(tmp_path, example_data, write_config):
-    data = example_data
-    data["canary"] = {"steps": [10, 50, 100], "min_bake_minutes": 1, "max_bake_minutes": 10, "min_sample": 50}
-    data["state_dir"] = str(tmp_path / "state")
-    path = write_config(data)
-    with patched_mock_aws():
-        sm = boto3.client("sagemaker", region_name="us-east-1")
-        cw = boto3.client("cloudwatch", region_name="us-east-1")
-        create_endpoint(sm, data["name"], neuron_weight=0.0, gpu_weight=100.0, neuron_count=1, gpu_count=2)
-        yield {"config": str(path), "name": data["name"], "sm": sm, "cw": cw}
+    with cli_endpoint(tmp_path, example_data, write_config, neuron_weight=0.0, gpu_weight=100.0,
+                      neuron_count=1, gpu_count=2) as world:
+        yield {**world, "cw": boto3.client("cloudwatch", region_name="us-east-1")}
 
 
 def _cli(capsys, *args: str, now: datetime | None = None) -> tuple[int, object]:

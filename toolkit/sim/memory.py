@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from routing.adapters.autoscaling import VariantScaling, wanted_scaling
 from routing.metrics import metric_window
 from routing.model import (
     ConcurrentModification,
@@ -121,8 +122,6 @@ class SimulatedEndpoint:
 
     def sync_scaling(self, phase: Any, target: Target | None) -> list[str]:
         """As SageMakerRouter.sync_scaling, with the same rule (wanted_scaling): floors and scale-in per phase."""
-        from routing.adapters.autoscaling import VariantScaling, wanted_scaling
-
         state = self.plane.read()
         for variant in VARIANT_NAMES:
             base = self.base_floors.get(variant, 1)
